@@ -2,4 +2,6 @@
 
 pub mod credentials;
 pub mod http;
+pub mod profile;
 pub mod sign;
+pub mod sts;

@@ -7,7 +7,12 @@
 //! 4. the container endpoint (ECS, EKS Pod Identity)
 //! 5. the EC2 instance metadata service (IMDS)
 
+pub mod container;
 pub mod environment;
+pub mod imds;
+pub mod process;
+pub mod profile;
+pub mod web_identity;
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -103,10 +108,10 @@ impl Cache {
     pub fn get(&self, ctx: &Context<'_>) -> Result<Fresh, Error> {
         let now = ctx.env.now();
         let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(cached) = current.as_ref() {
-            if !needs_refresh(cached, now) {
-                return Ok(Fresh { credentials: cached.clone(), refresh_error: None, fetched: false });
-            }
+        if let Some(cached) = current.as_ref()
+            && !needs_refresh(cached, now)
+        {
+            return Ok(Fresh { credentials: cached.clone(), refresh_error: None, fetched: false });
         }
         match self.source.fetch(ctx) {
             Ok(fetched) => {
