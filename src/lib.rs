@@ -1,15 +1,36 @@
 //! lock-exec: run a command at most once across many machines, holding a lock item in a DynamoDB table.
 //!
 //! The binary is the product; the library exposes its parts for the integration tests and for reuse.
+//! See ARCHITECTURE.md for the codemap.
 
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod aws;
+pub mod cli;
+pub mod duration;
+pub mod dynamodb;
 pub mod env;
 pub mod error;
 pub mod exit;
+pub mod lock;
+pub mod log;
+pub mod process;
+pub mod random;
+pub mod run;
 
 pub use env::Env;
 pub use error::Error;
 pub use exit::Exit;
+
+/// `a: b: c`: an error and its causes, for one-line messages.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

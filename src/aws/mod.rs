@@ -1,6 +1,7 @@
 //! Speaking to AWS without an SDK: HTTP, signing, endpoints, configuration files and credentials.
 
 pub mod credentials;
+pub mod endpoint;
 pub mod http;
 pub mod profile;
 pub mod sign;

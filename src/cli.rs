@@ -1,0 +1,511 @@
+//! The command line: lexopt events -> a validated [`Command`]. No I/O beyond the [`Env`] seam;
+//! `--help` and `--version` come back as values.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use lexopt::prelude::*;
+
+use crate::duration;
+use crate::env::Env;
+use crate::error::Error;
+
+/// The default table name.
+pub const DEFAULT_TABLE: &str = "lock-exec";
+/// The default lease length.
+pub const DEFAULT_EXPIRE: Duration = Duration::from_secs(60);
+/// The shortest lease accepted.
+pub const MIN_EXPIRE: Duration = Duration::from_secs(1);
+/// The default grace between a forwarded signal and SIGKILL.
+pub const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
+/// The longest key DynamoDB accepts as a partition key, in bytes.
+pub const MAX_KEY_BYTES: usize = 2048;
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `run KEY COMMAND` or `run KEY -- PROGRAM ARGS...`.
+    Run(Common, Run),
+    /// `unlock [--delete] KEY`.
+    Unlock(Common, Unlock),
+    /// `status KEY`.
+    Status(Common, String),
+    /// `version`, `--version`, `-V`.
+    Version,
+    /// `help`, `--help`, `-h`; the subcommand whose help was asked for, if any.
+    Help(Option<Topic>),
+}
+
+/// A subcommand, for help texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    /// `run`.
+    Run,
+    /// `unlock`.
+    Unlock,
+    /// `status`.
+    Status,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// zap-compatible JSON lines.
+    Json,
+    /// `LEVEL message key=value` lines.
+    Text,
+}
+
+/// How much to log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// Errors only (`-q`).
+    Quiet,
+    /// Info and above.
+    Normal,
+    /// Debug lines too (`-v`).
+    Verbose,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Common {
+    /// The DynamoDB table.
+    pub table: String,
+    /// `--region`, when given.
+    pub region: Option<String>,
+    /// `--endpoint-url`, when given.
+    pub endpoint_url: Option<String>,
+    /// `--profile`, when given.
+    pub profile: Option<String>,
+    /// `--log-format`.
+    pub log_format: LogFormat,
+    /// `-q` / `-v`.
+    pub verbosity: Verbosity,
+}
+
+/// `run`'s arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// The lock key.
+    pub key: String,
+    /// The program and its arguments.
+    pub argv: Vec<OsString>,
+    /// The command as logged (the COMMAND string, or argv joined with spaces).
+    pub display: String,
+    /// Lease length.
+    pub expire: Duration,
+    /// Exit status when the key is held by someone else.
+    pub locked_exit_code: u8,
+    /// Grace between a forwarded signal and SIGKILL.
+    pub kill_after: Duration,
+}
+
+/// `unlock`'s arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unlock {
+    /// The lock key.
+    pub key: String,
+    /// Delete the item instead of clearing the lease.
+    pub delete: bool,
+}
+
+/// Every flag as given, before we know which subcommand they belong to.
+#[derive(Default)]
+struct Flags {
+    table: Option<String>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    profile: Option<String>,
+    expire: Option<String>,
+    log_format: Option<String>,
+    quiet: bool,
+    verbose: bool,
+    shell: bool,
+    locked_exit_code: Option<String>,
+    kill_after: Option<String>,
+    delete: bool,
+    help: bool,
+}
+
+/// Parses the arguments after the program name.
+pub fn parse_from<I>(args: I, env: &Env) -> Result<Command, Error>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut flags = Flags::default();
+    let mut positionals: Vec<OsString> = Vec::new();
+    let mut after_dashes: Option<Vec<OsString>> = None;
+    loop {
+        if let Ok(mut raw) = parser.raw_args()
+            && raw.peek().is_some_and(|next| next == "--")
+        {
+            raw.next();
+            after_dashes = Some(raw.collect());
+            break;
+        }
+        let Some(arg) = parser.next().map_err(usage)? else { break };
+        match arg {
+            Short('t') | Long("table") => flags.table = Some(string_value(&mut parser, "--table")?),
+            Short('r') | Long("region") => flags.region = Some(string_value(&mut parser, "--region")?),
+            Short('e') | Long("expire") => flags.expire = Some(string_value(&mut parser, "--expire")?),
+            Long("endpoint-url") => flags.endpoint_url = Some(string_value(&mut parser, "--endpoint-url")?),
+            Long("profile") => flags.profile = Some(string_value(&mut parser, "--profile")?),
+            Long("log-format") => flags.log_format = Some(string_value(&mut parser, "--log-format")?),
+            Short('q') | Long("quiet") => flags.quiet = true,
+            Short('v') | Long("verbose") => flags.verbose = true,
+            Long("shell") => flags.shell = true,
+            Long("locked-exit-code") => flags.locked_exit_code = Some(string_value(&mut parser, "--locked-exit-code")?),
+            Long("kill-after") => flags.kill_after = Some(string_value(&mut parser, "--kill-after")?),
+            Long("delete") => flags.delete = true,
+            Short('h') | Long("help") => flags.help = true,
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Value(value) => positionals.push(value),
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    let mut positionals = positionals.into_iter();
+    let subcommand = match positionals.next() {
+        None if flags.help => return Ok(Command::Help(None)),
+        None => return Err(Error::Usage("missing subcommand (run, unlock, status, version)".into())),
+        Some(sub) => sub.into_string().map_err(|_| Error::Usage("subcommand is not valid UTF-8".into()))?,
+    };
+    let topic = match subcommand.as_str() {
+        "run" => Topic::Run,
+        "unlock" => Topic::Unlock,
+        "status" => Topic::Status,
+        "version" => return Ok(Command::Version),
+        "help" => {
+            let topic = match positionals.next().as_ref().and_then(|t| t.to_str()) {
+                Some("run") => Some(Topic::Run),
+                Some("unlock") => Some(Topic::Unlock),
+                Some("status") => Some(Topic::Status),
+                _ => None,
+            };
+            return Ok(Command::Help(topic));
+        }
+        other => return Err(Error::Usage(format!("unknown subcommand {other:?} (run, unlock, status, version)"))),
+    };
+    if flags.help {
+        return Ok(Command::Help(Some(topic)));
+    }
+    let common = common(&flags, env)?;
+    let rest: Vec<OsString> = positionals.collect();
+    let only_run = |given: bool, flag: &str| {
+        if given && topic != Topic::Run { Err(Error::Usage(format!("{flag} applies to run only"))) } else { Ok(()) }
+    };
+    only_run(flags.shell, "--shell")?;
+    only_run(flags.locked_exit_code.is_some(), "--locked-exit-code")?;
+    only_run(flags.kill_after.is_some(), "--kill-after")?;
+    only_run(flags.expire.is_some(), "--expire")?;
+    if flags.delete && topic != Topic::Unlock {
+        return Err(Error::Usage("--delete applies to unlock only".into()));
+    }
+    if after_dashes.is_some() && topic != Topic::Run {
+        return Err(Error::Usage("`--` applies to run only".into()));
+    }
+    match topic {
+        Topic::Run => Ok(Command::Run(common, run(&flags, env, rest, after_dashes)?)),
+        Topic::Unlock => {
+            let key = single_key(rest, "unlock")?;
+            Ok(Command::Unlock(common, Unlock { key, delete: flags.delete }))
+        }
+        Topic::Status => Ok(Command::Status(common, single_key(rest, "status")?)),
+    }
+}
+
+fn usage(e: impl std::fmt::Display) -> Error {
+    Error::Usage(e.to_string())
+}
+
+fn string_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, Error> {
+    let value = parser.value().map_err(|_| Error::Usage(format!("{flag} needs a value")))?;
+    value.into_string().map_err(|_| Error::Usage(format!("{flag}: value is not valid UTF-8")))
+}
+
+fn common(flags: &Flags, env: &Env) -> Result<Common, Error> {
+    let table = flags.table.clone().or_else(|| env.var("LOCK_EXEC_TABLE")).unwrap_or_else(|| DEFAULT_TABLE.into());
+    validate_table(&table)?;
+    let log_format = match flags.log_format.as_deref() {
+        None | Some("json") => LogFormat::Json,
+        Some("text") => LogFormat::Text,
+        Some(other) => return Err(Error::Usage(format!("invalid --log-format {other:?} (json or text)"))),
+    };
+    let verbosity = match (flags.quiet, flags.verbose) {
+        (true, true) => return Err(Error::Usage("--quiet and --verbose exclude each other".into())),
+        (true, false) => Verbosity::Quiet,
+        (false, true) => Verbosity::Verbose,
+        (false, false) => Verbosity::Normal,
+    };
+    let non_empty = |value: &Option<String>, flag: &str| match value {
+        Some(v) if v.trim().is_empty() => Err(Error::Usage(format!("{flag} is empty"))),
+        _ => Ok(value.clone()),
+    };
+    Ok(Common {
+        table,
+        region: non_empty(&flags.region, "--region")?,
+        endpoint_url: non_empty(&flags.endpoint_url, "--endpoint-url")?,
+        profile: non_empty(&flags.profile, "--profile")?,
+        log_format,
+        verbosity,
+    })
+}
+
+/// Table names: `[A-Za-z0-9_.-]{3,255}`.
+fn validate_table(table: &str) -> Result<(), Error> {
+    let valid_chars = table.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if valid_chars && (3..=255).contains(&table.len()) {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!("invalid table name {table:?}: 3 to 255 characters of A-Z a-z 0-9 _ . -")))
+    }
+}
+
+fn validate_key(key: OsString) -> Result<String, Error> {
+    let key = key.into_string().map_err(|_| Error::Usage("KEY is not valid UTF-8".into()))?;
+    if key.is_empty() {
+        return Err(Error::Usage("KEY is empty".into()));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Error::Usage(format!("KEY is {} bytes long; DynamoDB allows {MAX_KEY_BYTES}", key.len())));
+    }
+    Ok(key)
+}
+
+fn single_key(rest: Vec<OsString>, subcommand: &str) -> Result<String, Error> {
+    let mut rest = rest.into_iter();
+    let key = rest.next().ok_or_else(|| Error::Usage(format!("{subcommand}: missing KEY")))?;
+    if rest.next().is_some() {
+        return Err(Error::Usage(format!("{subcommand}: too many arguments (expected only KEY)")));
+    }
+    validate_key(key)
+}
+
+fn duration_flag(
+    given: Option<String>,
+    env: &Env,
+    var: Option<&str>,
+    default: Duration,
+    flag: &str,
+) -> Result<Duration, Error> {
+    match given.or_else(|| var.and_then(|name| env.var(name))) {
+        None => Ok(default),
+        Some(text) => duration::parse(&text).map_err(|e| Error::Usage(format!("{flag}: {e}"))),
+    }
+}
+
+fn run(flags: &Flags, env: &Env, rest: Vec<OsString>, after_dashes: Option<Vec<OsString>>) -> Result<Run, Error> {
+    let mut rest = rest.into_iter();
+    let key = validate_key(rest.next().ok_or_else(|| Error::Usage("run: missing KEY".into()))?)?;
+    let command: Vec<OsString> = rest.collect();
+    let (argv, display) = match (command.len(), after_dashes) {
+        (0, Some(argv)) => {
+            if argv.is_empty() {
+                return Err(Error::Usage("run: missing PROGRAM after --".into()));
+            }
+            let display = argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
+            if flags.shell {
+                return Err(Error::Usage("run: --shell takes a COMMAND string, not -- PROGRAM ARGS".into()));
+            }
+            (argv, display)
+        }
+        (_, Some(_)) => {
+            return Err(Error::Usage("run: give either a COMMAND string or -- PROGRAM ARGS, not both".into()));
+        }
+        (0, None) => return Err(Error::Usage("run: missing COMMAND".into())),
+        (1, None) => {
+            let text = command.into_iter().next().unwrap_or_default();
+            let text = text.into_string().map_err(|_| Error::Usage("run: COMMAND is not valid UTF-8".into()))?;
+            let argv: Vec<OsString> = if flags.shell {
+                vec!["/bin/sh".into(), "-c".into(), text.clone().into()]
+            } else {
+                text.split_whitespace().map(OsString::from).collect()
+            };
+            if text.trim().is_empty() {
+                return Err(Error::Usage("run: COMMAND is empty".into()));
+            }
+            (argv, text)
+        }
+        (_, None) => {
+            return Err(Error::Usage(
+                "run: too many arguments; quote the COMMAND (run KEY 'prog args') or use run KEY -- prog args".into(),
+            ));
+        }
+    };
+    let expire = duration_flag(flags.expire.clone(), env, Some("LOCK_EXEC_EXPIRE"), DEFAULT_EXPIRE, "--expire")?;
+    if expire < MIN_EXPIRE {
+        return Err(Error::Usage(format!("--expire {} is shorter than the minimum 1s", duration::format(expire))));
+    }
+    let kill_after = duration_flag(flags.kill_after.clone(), env, None, DEFAULT_KILL_AFTER, "--kill-after")?;
+    let locked_exit_code = match &flags.locked_exit_code {
+        None => 0,
+        Some(text) => text
+            .parse::<u8>()
+            .map_err(|_| Error::Usage(format!("--locked-exit-code {text:?}: expected a number from 0 to 255")))?,
+    };
+    Ok(Run { key, argv, display, expire, locked_exit_code, kill_after })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, Error> {
+        parse_from(args.iter().copied(), &Env::from_pairs::<&str, &str>(&[]))
+    }
+
+    fn run_of(args: &[&str]) -> Run {
+        match parse(args) {
+            Ok(Command::Run(_, run)) => run,
+            other => panic!("expected run from {args:?}, got {other:?}"),
+        }
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        match parse(args) {
+            Err(Error::Usage(message)) => message,
+            other => panic!("expected a usage error from {args:?}, got {other:?}"),
+        }
+    }
+
+    fn argv(run: &Run) -> Vec<&str> {
+        run.argv.iter().map(|a| a.to_str().unwrap_or("<non-utf8>")).collect()
+    }
+
+    #[test]
+    fn command_string_is_split_like_go_fields() {
+        let run = run_of(&["run", "k", "  echo \thello\u{a0}world\u{2003}x\n"]);
+        assert_eq!(argv(&run), ["echo", "hello", "world", "x"]);
+        assert_eq!(run.display, "  echo \thello\u{a0}world\u{2003}x\n");
+        assert_eq!(run.key, "k");
+    }
+
+    #[test]
+    fn after_dashes_is_exact_argv() {
+        let run = run_of(&["run", "k", "--", "prog", "-t", "x y", "--", "-v"]);
+        assert_eq!(argv(&run), ["prog", "-t", "x y", "--", "-v"]);
+        assert_eq!(run.display, "prog -t x y -- -v");
+    }
+
+    #[test]
+    fn flags_go_before_or_after_positionals() {
+        let cases: &[&[&str]] = &[
+            &["-t", "tbl", "run", "k", "echo hi"],
+            &["run", "-t", "tbl", "k", "echo hi"],
+            &["run", "k", "echo hi", "-t", "tbl"],
+            &["run", "k", "echo hi", "--table=tbl"],
+            &["run", "k", "--table", "tbl", "echo hi"],
+        ];
+        for args in cases {
+            match parse(args) {
+                Ok(Command::Run(common, run)) => {
+                    assert_eq!(common.table, "tbl", "{args:?}");
+                    assert_eq!(argv(&run), ["echo", "hi"], "{args:?}");
+                }
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        match parse(&["run", "k", "true"]) {
+            Ok(Command::Run(common, run)) => {
+                assert_eq!(common.table, "lock-exec");
+                assert_eq!(common.log_format, LogFormat::Json);
+                assert_eq!(common.verbosity, Verbosity::Normal);
+                assert_eq!(run.expire, Duration::from_secs(60));
+                assert_eq!(run.kill_after, Duration::from_secs(10));
+                assert_eq!(run.locked_exit_code, 0);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn environment_defaults() {
+        let env = Env::from_pairs(&[("LOCK_EXEC_TABLE", "from-env"), ("LOCK_EXEC_EXPIRE", "5m")]);
+        match parse_from(["run", "k", "true"], &env) {
+            Ok(Command::Run(common, run)) => {
+                assert_eq!(common.table, "from-env");
+                assert_eq!(run.expire, Duration::from_secs(300));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_from(["run", "k", "true", "-t", "flag", "-e", "2s"], &env) {
+            Ok(Command::Run(common, run)) => {
+                assert_eq!(common.table, "flag");
+                assert_eq!(run.expire, Duration::from_secs(2));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_options() {
+        let run = run_of(&["run", "--shell", "k", "echo $HOME | wc", "--locked-exit-code", "3", "--kill-after", "2s"]);
+        assert_eq!(argv(&run), ["/bin/sh", "-c", "echo $HOME | wc"]);
+        assert_eq!(run.locked_exit_code, 3);
+        assert_eq!(run.kill_after, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn other_subcommands() {
+        let quiet_json = |cmd: Command| cmd;
+        assert!(
+            matches!(parse(&["unlock", "k"]), Ok(Command::Unlock(_, Unlock { ref key, delete: false })) if key == "k")
+        );
+        assert!(matches!(parse(&["unlock", "--delete", "k"]), Ok(Command::Unlock(_, Unlock { delete: true, .. }))));
+        assert!(
+            matches!(parse(&["status", "k", "-r", "eu-west-1"]), Ok(Command::Status(ref c, ref k)) if k == "k" && c.region.as_deref() == Some("eu-west-1"))
+        );
+        assert_eq!(parse(&["version"]).ok().map(quiet_json), Some(Command::Version));
+        assert_eq!(parse(&["--version"]).ok(), Some(Command::Version));
+        assert_eq!(parse(&["-V"]).ok(), Some(Command::Version));
+        assert_eq!(parse(&["help"]).ok(), Some(Command::Help(None)));
+        assert_eq!(parse(&["-h"]).ok(), Some(Command::Help(None)));
+        assert_eq!(parse(&["help", "run"]).ok(), Some(Command::Help(Some(Topic::Run))));
+        assert_eq!(parse(&["run", "--help"]).ok(), Some(Command::Help(Some(Topic::Run))));
+        assert_eq!(parse(&["status", "-h"]).ok(), Some(Command::Help(Some(Topic::Status))));
+    }
+
+    #[test]
+    fn usage_errors_name_the_problem() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "missing subcommand"),
+            (&["frobnicate"], "unknown subcommand"),
+            (&["run"], "missing KEY"),
+            (&["run", "k"], "missing COMMAND"),
+            (&["run", "k", "   "], "COMMAND is empty"),
+            (&["run", "", "true"], "KEY is empty"),
+            (&["run", "k", "echo", "hi"], "too many arguments"),
+            (&["run", "k", "echo hi", "--", "x"], "not both"),
+            (&["run", "k", "--"], "missing PROGRAM"),
+            (&["run", "k", "true", "-e", "5x"], "invalid duration \"5x\""),
+            (&["run", "k", "true", "-e", "500ms"], "shorter than the minimum 1s"),
+            (&["run", "k", "true", "--kill-after", "soon"], "--kill-after"),
+            (&["run", "k", "true", "--locked-exit-code", "256"], "--locked-exit-code"),
+            (&["run", "k", "true", "-t", "ab"], "invalid table name"),
+            (&["run", "k", "true", "-t", "a/b/c"], "invalid table name"),
+            (&["run", "k", "true", "--bogus"], "--bogus"),
+            (&["run", "k", "true", "-t"], "--table needs a value"),
+            (&["run", "k", "true", "-q", "-v"], "exclude"),
+            (&["run", "k", "true", "--log-format", "xml"], "--log-format"),
+            (&["status", "k", "--shell"], "--shell applies to run only"),
+            (&["status", "k", "--delete"], "--delete applies to unlock only"),
+            (&["status"], "missing KEY"),
+            (&["unlock", "a", "b"], "too many arguments"),
+            (&["unlock", "--", "a"], "applies to run only"),
+        ];
+        for (args, expected) in cases {
+            let message = usage_error(args);
+            assert!(message.contains(expected), "{args:?}: expected {expected:?} in {message:?}");
+        }
+        let long_key = "k".repeat(2049);
+        let message = usage_error(&["run", &long_key, "true"]);
+        assert!(message.contains("2049 bytes"), "{message}");
+        assert!(matches!(parse(&["run", &"k".repeat(2048), "true"]), Ok(Command::Run(..))));
+    }
+}

@@ -1,0 +1,282 @@
+//! DynamoDB's JSON protocol: signed `POST /` with `X-Amz-Target`, typed errors, and standard-mode retries.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::aws::credentials::{Cache, Context};
+use crate::aws::http::{Request, Response};
+use crate::aws::sign::{Scope, sign_request};
+use crate::error::{Error, ServiceError, ServiceErrorKind};
+use crate::log::Logger;
+use crate::random;
+
+/// Per-request timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The cap on the backoff between attempts (AWS standard mode).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(20);
+/// Default attempts per call (AWS standard mode), overridden by `AWS_MAX_ATTEMPTS`.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// A DynamoDB client for one run.
+#[derive(Debug, Clone)]
+pub struct Client<'a> {
+    /// Environment, HTTP client, region, profile.
+    pub ctx: Context<'a>,
+    /// Where credentials come from.
+    pub credentials: &'a Cache,
+    /// The endpoint URL, e.g. `https://dynamodb.eu-west-1.amazonaws.com`.
+    pub endpoint: String,
+    /// The signing region.
+    pub region: String,
+    /// Attempts per call.
+    pub max_attempts: u32,
+    /// Timeout of one attempt.
+    pub timeout: Duration,
+    /// Request-level debug lines go here.
+    pub log: Logger,
+}
+
+/// The answer to a conditional write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Conditional {
+    /// The write happened; the response body.
+    Done(Value),
+    /// The condition failed; the item as the server returned it, if it did.
+    Failed(Option<Value>),
+}
+
+impl Client<'_> {
+    /// Calls an operation, retrying throttling, 5xx and transport failures.
+    pub fn call(&self, operation: &str, body: &Value) -> Result<Value, Error> {
+        match self.call_conditional(operation, body)? {
+            Conditional::Done(value) => Ok(value),
+            Conditional::Failed(_) => Err(Error::Service(ServiceError {
+                service: "dynamodb",
+                status: 400,
+                code: "ConditionalCheckFailedException".into(),
+                message: "the conditional request failed".into(),
+            })),
+        }
+    }
+
+    /// Calls an operation whose condition may fail; a failed condition is an answer, not an error.
+    pub fn call_conditional(&self, operation: &str, body: &Value) -> Result<Conditional, Error> {
+        let payload = body.to_string();
+        let mut attempt = 1;
+        loop {
+            let started = Instant::now();
+            let result = self.attempt(operation, payload.as_bytes());
+            let retryable = match &result {
+                Ok(_) => false,
+                Err(Error::Transport { .. }) => true,
+                Err(Error::Service(e)) => matches!(e.kind(), ServiceErrorKind::Throttling | ServiceErrorKind::Server),
+                Err(_) => false,
+            };
+            if self.log.enabled(crate::log::Level::Debug) {
+                let outcome = match &result {
+                    Ok(Conditional::Done(_)) => "ok".to_owned(),
+                    Ok(Conditional::Failed(_)) => "condition failed".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                self.log.debug(
+                    "dynamodb request",
+                    &[
+                        ("operation", operation.into()),
+                        ("attempt", attempt.into()),
+                        ("elapsed_ms", (started.elapsed().as_millis() as u64).into()),
+                        ("outcome", outcome.into()),
+                    ],
+                );
+            }
+            if !retryable || attempt >= self.max_attempts {
+                return result;
+            }
+            std::thread::sleep(backoff(attempt));
+            attempt += 1;
+        }
+    }
+
+    fn attempt(&self, operation: &str, payload: &[u8]) -> Result<Conditional, Error> {
+        let fresh = self.credentials.get(&self.ctx)?;
+        if fresh.fetched {
+            let expiry = fresh.credentials.expiry().map(|e| crate::lock::rfc3339_ns(crate::lock::unix_ns(e)));
+            self.log.debug(
+                "credentials loaded",
+                &[("source", self.credentials.source_name().into()), ("expiry", expiry.into())],
+            );
+        }
+        if let Some(e) = &fresh.refresh_error {
+            self.log.warn(
+                "credential refresh failed; using the cached credentials until they expire",
+                &[("source", self.credentials.source_name().into()), ("error", e.to_string().into())],
+            );
+        }
+        let url = format!("{}/", self.endpoint.trim_end_matches('/'));
+        let mut headers = vec![
+            ("content-type".to_owned(), "application/x-amz-json-1.0".to_owned()),
+            ("x-amz-target".to_owned(), format!("DynamoDB_20120810.{operation}")),
+        ];
+        let scope = Scope { region: &self.region, service: "dynamodb", time: self.ctx.env.now() };
+        let signed = sign_request(&fresh.credentials, scope, "POST", &url, &headers, payload)?;
+        headers.extend(signed);
+        let response = self.ctx.http.send(&Request {
+            method: "POST",
+            url: &url,
+            headers,
+            body: payload,
+            timeout: self.timeout,
+            target: "dynamodb",
+        })?;
+        interpret(&response)
+    }
+}
+
+/// The wait before attempt `attempt + 1`: random in [0, 2^(attempt-1)) seconds, capped at [`MAX_BACKOFF`].
+pub fn backoff(attempt: u32) -> Duration {
+    let ceiling = Duration::from_secs(1u64 << (attempt.saturating_sub(1)).min(5)).min(MAX_BACKOFF);
+    ceiling.mul_f64(random::fraction())
+}
+
+/// Attempts per call from `AWS_MAX_ATTEMPTS` (default 3, at least 1).
+pub fn max_attempts(env: &crate::env::Env) -> Result<u32, Error> {
+    match env.var("AWS_MAX_ATTEMPTS") {
+        None => Ok(DEFAULT_MAX_ATTEMPTS),
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(Error::Config(format!("AWS_MAX_ATTEMPTS={text:?}: expected a whole number of at least 1"))),
+        },
+    }
+}
+
+/// Reads a response: a success body, a failed condition, or a typed error.
+pub fn interpret(response: &Response) -> Result<Conditional, Error> {
+    let json: Option<Value> = serde_json::from_str(&response.body).ok();
+    if (200..300).contains(&response.status) {
+        return match json {
+            Some(value) => Ok(Conditional::Done(value)),
+            None if response.body.trim().is_empty() => Ok(Conditional::Done(Value::Object(Default::default()))),
+            None => Err(Error::Service(ServiceError {
+                service: "dynamodb",
+                status: response.status,
+                code: String::new(),
+                message: format!("the answer is not JSON: {}", response.excerpt()),
+            })),
+        };
+    }
+    let error = service_error(response, json.as_ref());
+    if error.kind() == ServiceErrorKind::ConditionalCheckFailed {
+        return Ok(Conditional::Failed(json.and_then(|mut v| v.get_mut("Item").map(Value::take))));
+    }
+    Err(Error::Service(error))
+}
+
+/// The typed error of a non-2xx answer: from `x-amzn-ErrorType`, the JSON `__type`, or an XML `<Code>`.
+fn service_error(response: &Response, json: Option<&Value>) -> ServiceError {
+    let from_json = |field: &str| json.and_then(|v| v.get(field)).and_then(Value::as_str).map(str::to_owned);
+    let code = response
+        .header("x-amzn-errortype")
+        .map(str::to_owned)
+        .or_else(|| from_json("__type"))
+        .or_else(|| xml_tag(&response.body, "Code"))
+        .map(|raw| error_code(&raw).to_owned())
+        .unwrap_or_default();
+    let message = from_json("message")
+        .or_else(|| from_json("Message"))
+        .or_else(|| xml_tag(&response.body, "Message"))
+        .unwrap_or_else(|| if json.is_some() { String::new() } else { response.excerpt() });
+    ServiceError { service: "dynamodb", status: response.status, code, message }
+}
+
+/// `com.amazonaws.dynamodb.v20120810#ResourceNotFoundException` or `X:http://...` -> the bare code.
+fn error_code(raw: &str) -> &str {
+    let after_hash = raw.rsplit('#').next().unwrap_or(raw);
+    after_hash.split(':').next().unwrap_or(after_hash).trim()
+}
+
+/// The text of the first `<tag>...</tag>`, if any.
+fn xml_tag(body: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{tag}>"))? + start;
+    Some(body[start..end].trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
+        Response {
+            status,
+            headers: headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
+            body: body.to_owned(),
+        }
+    }
+
+    fn error_of(r: &Response) -> ServiceError {
+        match interpret(r) {
+            Err(Error::Service(e)) => e,
+            other => panic!("expected a service error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_errors_are_typed() {
+        let e = error_of(&response(
+            400,
+            &[],
+            r#"{"__type":"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException","message":"Requested resource not found"}"#,
+        ));
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("ResourceNotFoundException", "Requested resource not found")
+        );
+        let e = error_of(&response(400, &[("x-amzn-errortype", "ThrottlingException:http://internal/")], "{}"));
+        assert_eq!(e.code, "ThrottlingException");
+        assert_eq!(e.kind(), ServiceErrorKind::Throttling);
+    }
+
+    #[test]
+    fn xml_and_html_bodies_do_not_panic() {
+        let xml = "<ErrorResponse><Error><Code>InvalidSignatureException</Code><Message>The request signature we calculated does not match</Message></Error></ErrorResponse>";
+        let e = error_of(&response(403, &[], xml));
+        assert_eq!(e.code, "InvalidSignatureException");
+        assert!(e.message.contains("signature"));
+        assert_eq!(e.kind(), ServiceErrorKind::AccessDenied);
+        let e = error_of(&response(502, &[], "<html><body>Bad gateway</body></html>"));
+        assert_eq!(e.code, "");
+        assert!(e.message.contains("Bad gateway"));
+        assert_eq!(e.kind(), ServiceErrorKind::Server);
+        let e = error_of(&response(200, &[], "<html>proxy login</html>"));
+        assert!(e.message.contains("not JSON"));
+    }
+
+    #[test]
+    fn failed_conditions_carry_the_old_item() {
+        let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException","message":"failed","Item":{"key":{"S":"k"}}}"#;
+        match interpret(&response(400, &[], body)) {
+            Ok(Conditional::Failed(Some(item))) => assert_eq!(item["key"]["S"], "k"),
+            other => panic!("{other:?}"),
+        }
+        let body =
+            r#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException","message":"failed"}"#;
+        assert_eq!(interpret(&response(400, &[], body)).ok(), Some(Conditional::Failed(None)));
+    }
+
+    #[test]
+    fn backoff_is_capped() {
+        for attempt in 1..10 {
+            let limit = Duration::from_secs(1 << (attempt - 1).min(5)).min(MAX_BACKOFF);
+            assert!(backoff(attempt) < limit);
+        }
+    }
+
+    #[test]
+    fn max_attempts_from_env() {
+        use crate::env::Env;
+        assert_eq!(max_attempts(&Env::from_pairs::<&str, &str>(&[])).ok(), Some(3));
+        assert_eq!(max_attempts(&Env::from_pairs(&[("AWS_MAX_ATTEMPTS", "5")])).ok(), Some(5));
+        assert!(max_attempts(&Env::from_pairs(&[("AWS_MAX_ATTEMPTS", "0")])).is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! The logger: zap-compatible JSON lines (`level`, `ts`, `msg`, then fields) or plain text, on stderr.
+//!
+//! Each line is written with one `write_all` on a locked stderr, so lines from the lease thread and the main
+//! thread never interleave.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+
+use crate::cli::{LogFormat, Verbosity};
+
+/// Severity of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Request-level detail, shown with `-v`.
+    Debug,
+    /// Normal progress.
+    Info,
+    /// Something went wrong but the run goes on.
+    Warn,
+    /// The run failed.
+    Error,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// A logger with fields repeated on every line (`key`, `command`).
+#[derive(Debug, Clone)]
+pub struct Logger {
+    format: LogFormat,
+    min_level: Level,
+    base: Vec<(&'static str, Value)>,
+}
+
+impl Logger {
+    /// A logger at the given format and verbosity.
+    pub fn new(format: LogFormat, verbosity: Verbosity) -> Logger {
+        let min_level = match verbosity {
+            Verbosity::Quiet => Level::Error,
+            Verbosity::Normal => Level::Info,
+            Verbosity::Verbose => Level::Debug,
+        };
+        Logger { format, min_level, base: Vec::new() }
+    }
+
+    /// A logger that adds `field` to every line.
+    pub fn with(&self, field: &'static str, value: impl Into<Value>) -> Logger {
+        let mut logger = self.clone();
+        logger.base.push((field, value.into()));
+        logger
+    }
+
+    /// True when lines of this level are written.
+    pub fn enabled(&self, level: Level) -> bool {
+        level >= self.min_level
+    }
+
+    /// Logs at debug level.
+    pub fn debug(&self, msg: &str, fields: &[(&str, Value)]) {
+        self.log(Level::Debug, msg, fields);
+    }
+
+    /// Logs at info level.
+    pub fn info(&self, msg: &str, fields: &[(&str, Value)]) {
+        self.log(Level::Info, msg, fields);
+    }
+
+    /// Logs at warn level.
+    pub fn warn(&self, msg: &str, fields: &[(&str, Value)]) {
+        self.log(Level::Warn, msg, fields);
+    }
+
+    /// Logs at error level.
+    pub fn error(&self, msg: &str, fields: &[(&str, Value)]) {
+        self.log(Level::Error, msg, fields);
+    }
+
+    /// Writes one line to stderr if the level is enabled. Write errors are ignored: a closed stderr must not
+    /// change what happens to the lock or the child.
+    pub fn log(&self, level: Level, msg: &str, fields: &[(&str, Value)]) {
+        if !self.enabled(level) {
+            return;
+        }
+        #[allow(clippy::disallowed_methods)] // log timestamps are the wall clock by definition
+        let now = SystemTime::now();
+        let line = self.format_line(now, level, msg, fields);
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    /// Formats one line, newline included.
+    pub fn format_line(&self, now: SystemTime, level: Level, msg: &str, fields: &[(&str, Value)]) -> String {
+        let all = self.base.iter().map(|(k, v)| (*k, v)).chain(fields.iter().map(|(k, v)| (*k, v)));
+        match self.format {
+            LogFormat::Json => {
+                let ts = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+                let mut object = Map::new();
+                object.insert("level".into(), level.name().into());
+                object.insert("ts".into(), ts.into());
+                object.insert("msg".into(), msg.into());
+                for (k, v) in all {
+                    object.insert(k.to_owned(), v.clone());
+                }
+                format!("{}\n", Value::Object(object))
+            }
+            LogFormat::Text => {
+                let stamp = time::OffsetDateTime::from(now)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                let mut line = format!("{stamp} {:<5} {msg}", level.name().to_uppercase());
+                for (k, v) in all {
+                    match v {
+                        Value::String(s) if !s.is_empty() && !s.contains(char::is_whitespace) && !s.contains('"') => {
+                            line.push_str(&format!(" {k}={s}"))
+                        }
+                        other => line.push_str(&format!(" {k}={other}")),
+                    }
+                }
+                line.push('\n');
+                line
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const NOW: Duration = Duration::from_millis(1_700_000_000_250);
+
+    #[test]
+    fn json_lines_carry_zap_fields() {
+        let logger = Logger::new(LogFormat::Json, Verbosity::Normal).with("key", "k").with("command", "echo hi");
+        let line = logger.format_line(UNIX_EPOCH + NOW, Level::Info, "running command", &[("fence", 7.into())]);
+        assert!(line.ends_with('\n'));
+        let value: Value = serde_json::from_str(&line).expect("a JSON line");
+        assert_eq!(value["level"], "info");
+        assert_eq!(value["ts"].as_f64(), Some(1_700_000_000.25));
+        assert_eq!(value["msg"], "running command");
+        assert_eq!(value["key"], "k");
+        assert_eq!(value["command"], "echo hi");
+        assert_eq!(value["fence"], 7);
+    }
+
+    #[test]
+    fn text_lines_quote_only_what_needs_it() {
+        let logger = Logger::new(LogFormat::Text, Verbosity::Normal).with("key", "k").with("command", "echo hi");
+        let line = logger.format_line(UNIX_EPOCH + NOW, Level::Warn, "lock lost", &[("exit_code", 75.into())]);
+        assert_eq!(line, "2023-11-14T22:13:20.25Z WARN  lock lost key=k command=\"echo hi\" exit_code=75\n");
+    }
+
+    #[test]
+    fn levels_filter() {
+        let quiet = Logger::new(LogFormat::Json, Verbosity::Quiet);
+        assert!(!quiet.enabled(Level::Warn) && quiet.enabled(Level::Error));
+        let normal = Logger::new(LogFormat::Json, Verbosity::Normal);
+        assert!(!normal.enabled(Level::Debug) && normal.enabled(Level::Info));
+        assert!(Logger::new(LogFormat::Json, Verbosity::Verbose).enabled(Level::Debug));
+    }
+}

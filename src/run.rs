@@ -1,0 +1,396 @@
+//! Orchestration: configuration -> credentials -> acquire -> spawn -> lease thread -> wait -> release -> exit.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use signal_hook::iterator::Signals;
+
+use crate::aws::credentials::{self, Cache, Context};
+use crate::aws::endpoint::{self, ProfileEndpoints};
+use crate::aws::http::Http;
+use crate::cli::{self, Common};
+use crate::dynamodb::{self, Client};
+use crate::env::Env;
+use crate::error::Error;
+use crate::exit::Exit;
+use crate::lock::{self, Acquire, Item, Owned, Owner};
+use crate::log::Logger;
+use crate::process::{self, Child};
+
+/// The signals forwarded to the child.
+pub const FORWARDED_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// Region, endpoint and credentials of a run.
+#[derive(Debug)]
+pub struct Aws {
+    /// The signing region.
+    pub region: String,
+    /// The DynamoDB endpoint.
+    pub endpoint: String,
+    /// The credential source behind a cache.
+    pub credentials: Cache,
+    /// `--profile`.
+    pub profile: Option<String>,
+    /// Attempts per call.
+    pub max_attempts: u32,
+}
+
+impl Aws {
+    /// Resolves region, endpoint and the credential source. Nothing is sent yet except where a source needs
+    /// the network to decide (none of the sources in this build do).
+    pub fn resolve(common: &Common, env: &Env, http: &Http) -> Result<Aws, Error> {
+        let region = resolve_region(common, env)?;
+        let endpoint = endpoint::dynamodb(common.endpoint_url.as_deref(), env, &ProfileEndpoints::default(), &region)?;
+        let ctx = Context { env, http, region: Some(&region), profile: common.profile.as_deref() };
+        let source = credentials::select(&ctx)?;
+        let max_attempts = dynamodb::max_attempts(env)?;
+        Ok(Aws { region, endpoint, credentials: Cache::new(source), profile: common.profile.clone(), max_attempts })
+    }
+
+    /// A DynamoDB client over this configuration.
+    pub fn client<'a>(&'a self, env: &'a Env, http: &'a Http, log: &Logger) -> Client<'a> {
+        Client {
+            ctx: Context { env, http, region: Some(&self.region), profile: self.profile.as_deref() },
+            credentials: &self.credentials,
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            max_attempts: self.max_attempts,
+            timeout: dynamodb::REQUEST_TIMEOUT,
+            log: log.clone(),
+        }
+    }
+}
+
+/// `--region`, `AWS_REGION`, `AWS_DEFAULT_REGION`.
+fn resolve_region(common: &Common, env: &Env) -> Result<String, Error> {
+    let region = common
+        .region
+        .clone()
+        .or_else(|| env.var("AWS_REGION"))
+        .or_else(|| env.var("AWS_DEFAULT_REGION"))
+        .ok_or_else(|| Error::Config("no region: looked at --region, AWS_REGION, AWS_DEFAULT_REGION".into()))?;
+    endpoint::check_region(&region)?;
+    Ok(region)
+}
+
+/// This machine's host name.
+fn host_name(env: &Env) -> String {
+    env.read_to_string(std::path::Path::new("/proc/sys/kernel/hostname"))
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| env.var("HOSTNAME"))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Log fields describing a holder.
+fn holder_fields(item: Option<&Item>) -> Vec<(&'static str, Value)> {
+    let Some(item) = item else { return vec![("holder", "unknown".into())] };
+    let mut fields: Vec<(&'static str, Value)> = vec![
+        ("holder", item.host.clone().unwrap_or_else(|| "unknown (no owner recorded)".into()).into()),
+        ("expire", lock::rfc3339_ns(item.expire_ns).into()),
+    ];
+    if let Some(pid) = item.pid {
+        fields.push(("holder_pid", pid.into()));
+    }
+    if let Some(acquired) = &item.acquired {
+        fields.push(("acquired", acquired.clone().into()));
+    }
+    if let Some(fence) = item.fence {
+        fields.push(("fence", fence.into()));
+    }
+    fields
+}
+
+/// `run`: acquire, run the command under a renewed lease, release.
+pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: &mut Signals, log: &Logger) -> Result<Exit, Error> {
+    let http = Http::new();
+    let aws = Aws::resolve(common, env, &http)?;
+    let client = aws.client(env, &http, log);
+    let table = common.table.as_str();
+    let key = args.key.as_str();
+    let owner = Owner {
+        token: crate::random::token128(),
+        host: host_name(env),
+        pid: std::process::id(),
+        command: args.display.clone(),
+    };
+    let sent = Instant::now();
+    let lease = match lock::acquire(&client, table, key, &owner, env.now(), args.expire)? {
+        Acquire::Held(item) => {
+            log.info("did not run command. key is locked", &holder_fields(item.as_ref()));
+            return Ok(Exit::Locked(args.locked_exit_code));
+        }
+        Acquire::Acquired(lease) => lease,
+    };
+    log.info(
+        "lock acquired",
+        &[
+            ("fence", lease.fence.into()),
+            ("expire", lock::rfc3339_ns(lease.expire_ns).into()),
+            ("owner", owner.token.clone().into()),
+        ],
+    );
+    // From here on, every path releases the lock.
+    let outcome = supervise(&client, table, key, &owner, lease.fence, sent, args, signals, log);
+    release(&client, table, key, &owner.token, log);
+    outcome
+}
+
+fn release(client: &Client<'_>, table: &str, key: &str, token: &str, log: &Logger) {
+    match lock::release(client, table, key, token) {
+        Ok(Owned::Done) => log.info("lock released", &[]),
+        Ok(Owned::NotOwner(item)) => {
+            let now_ns = lock::unix_ns(client.ctx.env.now());
+            match item {
+                Some(item) if item.owner.is_some() || lock::is_held(&item, now_ns) => {
+                    log.warn("lock not released: another holder has it", &holder_fields(Some(&item)))
+                }
+                _ => log.info("lock already released", &[]),
+            }
+        }
+        Err(e) => log.error(
+            "lock release failed; the lock frees itself when its lease ends",
+            &[("error", crate::error_chain(&e).into())],
+        ),
+    }
+}
+
+/// Messages to the kill timer.
+enum Kill {
+    /// SIGKILL the group at this instant unless it has exited (an earlier deadline wins).
+    At(Instant),
+    /// The child has exited: stop.
+    Stop,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn supervise(
+    client: &Client<'_>,
+    table: &str,
+    key: &str,
+    owner: &Owner,
+    fence: u64,
+    sent: Instant,
+    args: &cli::Run,
+    signals: &mut Signals,
+    log: &Logger,
+) -> Result<Exit, Error> {
+    if let Some(signal) = signals.pending().next() {
+        log.warn("signal received before the command started; not running it", &[("signal", signal.into())]);
+        return Ok(Exit::Child((128 + signal) as u8));
+    }
+    let vars = [
+        ("LOCK_EXEC_KEY", key.to_owned()),
+        ("LOCK_EXEC_TABLE", table.to_owned()),
+        ("LOCK_EXEC_OWNER", owner.token.clone()),
+        ("LOCK_EXEC_FENCE", fence.to_string()),
+    ];
+    let program = args.argv.first().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let child = process::spawn(&args.argv, &vars).map_err(|source| Error::Spawn { program, source })?;
+    log.info("running command", &[("pid", child.id().into()), ("fence", fence.into())]);
+
+    let handle = signals.handle();
+    let (kill_tx, kill_rx) = mpsc::channel::<Kill>();
+    let (stop_lease, lease_stopped) = mpsc::channel::<()>();
+    let lease = Lease {
+        client,
+        table,
+        key,
+        token: &owner.token,
+        length: args.expire,
+        grace: (args.kill_after).min(args.expire / 3),
+    };
+    let (waited, lost) = std::thread::scope(|scope| {
+        let signal_kill = kill_tx.clone();
+        let child = &child;
+        scope.spawn(move || {
+            for signal in signals.forever() {
+                log.info("forwarding signal to the command", &[("signal", signal.into())]);
+                child.signal_group(signal);
+                let _ = signal_kill.send(Kill::At(Instant::now() + args.kill_after));
+            }
+        });
+        scope.spawn(move || kill_timer(child, kill_rx, log));
+        let lease_kill = kill_tx.clone();
+        let lease_thread = scope.spawn(move || lease.keep(sent, child, lease_stopped, lease_kill, log));
+        let waited = child.wait_exited();
+        let _ = stop_lease.send(());
+        let _ = kill_tx.send(Kill::Stop);
+        handle.close();
+        let lost = lease_thread.join().unwrap_or_else(|_| Some("the lease thread panicked".into()));
+        (waited, lost)
+    });
+    waited.map_err(|source| Error::Io { what: "the command's exit status".into(), source })?;
+    let status = child.reap().map_err(|source| Error::Io { what: "the command's exit status".into(), source })?;
+    let code = process::exit_code(status);
+    if code == 0 {
+        log.info("command succeeded", &[("exit_code", code.into())]);
+    } else {
+        log.error("command failed", &[("exit_code", code.into()), ("error", status.to_string().into())]);
+    }
+    match lost {
+        Some(_) => Ok(Exit::LockLost),
+        None => Ok(Exit::Child(code)),
+    }
+}
+
+/// SIGKILLs the group at the earliest deadline it is sent, until told to stop.
+fn kill_timer(child: &Child, deadlines: mpsc::Receiver<Kill>, log: &Logger) {
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let message = match deadline {
+            None => deadlines.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(at) => deadlines.recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        match message {
+            Ok(Kill::At(at)) => deadline = Some(deadline.map_or(at, |d| d.min(at))),
+            Ok(Kill::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {
+                log.warn("command still running after the grace period; sending SIGKILL", &[]);
+                child.signal_group(libc::SIGKILL);
+                deadline = None;
+            }
+        }
+    }
+}
+
+/// The lease thread's view of the lock.
+struct Lease<'a> {
+    client: &'a Client<'a>,
+    table: &'a str,
+    key: &'a str,
+    token: &'a str,
+    length: Duration,
+    /// Grace between SIGTERM and SIGKILL when the lock is lost.
+    grace: Duration,
+}
+
+impl Lease<'_> {
+    /// Renews every third of the lease until stopped. Returns why the lock was lost, if it was; the child has
+    /// then been sent SIGTERM, with SIGKILL scheduled so it is dead before the last confirmed lease end.
+    fn keep(
+        &self,
+        sent: Instant,
+        child: &Child,
+        stop: mpsc::Receiver<()>,
+        kill: mpsc::Sender<Kill>,
+        log: &Logger,
+    ) -> Option<String> {
+        let interval = self.length / 3;
+        let retry = interval.min(Duration::from_secs(1));
+        let margin = (self.length / 10).min(Duration::from_secs(1));
+        let mut lease_end = sent + self.length;
+        let mut next_renewal = sent + interval;
+        let lose = |reason: String, fields: Vec<(&'static str, Value)>| {
+            let mut fields = fields;
+            fields.push(("error", reason.clone().into()));
+            log.error("lock lost", &fields);
+            child.signal_group(libc::SIGTERM);
+            let _ = kill.send(Kill::At(Instant::now() + self.grace));
+            Some(reason)
+        };
+        loop {
+            let stop_at = lease_end.checked_sub(self.grace + margin).unwrap_or(lease_end);
+            let wake = next_renewal.min(stop_at);
+            match stop.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            let now = Instant::now();
+            if now >= stop_at {
+                return lose("renewals failed until the lease was about to end".into(), vec![]);
+            }
+            if now < next_renewal {
+                continue;
+            }
+            let mut client = self.client.clone();
+            client.max_attempts = 1;
+            client.timeout =
+                stop_at.saturating_duration_since(now).clamp(Duration::from_millis(100), dynamodb::REQUEST_TIMEOUT);
+            let sent_wall = client.ctx.env.now();
+            let expire_ns = lock::unix_ns(sent_wall) + self.length.as_nanos() as i128;
+            match lock::renew(&client, self.table, self.key, self.token, expire_ns) {
+                Ok(Owned::Done) => {
+                    lease_end = now + self.length;
+                    next_renewal = now + interval;
+                    log.debug("lock renewed", &[("expire", lock::rfc3339_ns(expire_ns).into())]);
+                }
+                Ok(Owned::NotOwner(item)) => {
+                    let reason = match &item {
+                        Some(item) if item.owner.is_some() || item.expire_ns > 0 => "another holder took the lock",
+                        Some(_) => "the lock was force-unlocked",
+                        None => "the lock item was deleted",
+                    };
+                    return lose(reason.into(), holder_fields(item.as_ref()));
+                }
+                Err(e) => {
+                    log.warn("lock renewal failed; retrying", &[("error", crate::error_chain(&e).into())]);
+                    next_renewal = Instant::now() + retry;
+                }
+            }
+        }
+    }
+}
+
+/// `unlock`: clear the lease whoever holds it, or delete the item.
+pub fn unlock(common: &Common, args: &cli::Unlock, env: &Env, log: &Logger) -> Result<Exit, Error> {
+    let http = Http::new();
+    let aws = Aws::resolve(common, env, &http)?;
+    let client = aws.client(env, &http, log);
+    let previous = if args.delete {
+        lock::delete(&client, &common.table, &args.key)?
+    } else {
+        lock::force_unlock(&client, &common.table, &args.key)?
+    };
+    let message = match (&previous, args.delete) {
+        (None, _) => "no lock item; nothing to unlock",
+        (Some(_), true) => "lock item deleted",
+        (Some(_), false) => "lock force-released",
+    };
+    let fields = previous.as_ref().map(|item| holder_fields(Some(item))).unwrap_or_default();
+    log.info(message, &fields);
+    Ok(Exit::Success)
+}
+
+/// `status`: print the lock item; exit 0 when free or never used, 3 when held.
+pub fn status(common: &Common, key: &str, env: &Env, log: &Logger) -> Result<Exit, Error> {
+    let http = Http::new();
+    let aws = Aws::resolve(common, env, &http)?;
+    let client = aws.client(env, &http, log);
+    let item = lock::get(&client, &common.table, key)?;
+    let now_ns = lock::unix_ns(env.now());
+    let state = match &item {
+        None => "never used",
+        Some(item) if lock::is_held(item, now_ns) => "held",
+        Some(_) => "free",
+    };
+    let mut rows: Vec<(&str, Value)> = vec![("key", key.into()), ("state", state.into())];
+    if let Some(item) = &item {
+        let optional = |v: &Option<String>| v.clone().map(Value::from).unwrap_or(Value::Null);
+        rows.push(("host", optional(&item.host)));
+        rows.push(("pid", item.pid.map(Value::from).unwrap_or(Value::Null)));
+        rows.push(("owner", optional(&item.owner)));
+        rows.push(("command", optional(&item.command)));
+        rows.push(("acquired", optional(&item.acquired)));
+        rows.push(("expire", if item.expire_ns > 0 { lock::rfc3339_ns(item.expire_ns).into() } else { Value::Null }));
+        rows.push(("fence", item.fence.map(Value::from).unwrap_or(Value::Null)));
+    }
+    let text = match common.log_format {
+        cli::LogFormat::Json => {
+            let object: serde_json::Map<String, Value> = rows.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            format!("{}\n", Value::Object(object))
+        }
+        cli::LogFormat::Text => rows
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k:<9} {s}\n"),
+                Value::Null => format!("{k:<9} -\n"),
+                other => format!("{k:<9} {other}\n"),
+            })
+            .collect(),
+    };
+    print!("{text}");
+    Ok(if state == "held" { Exit::Held } else { Exit::Success })
+}
