@@ -1,1 +1,689 @@
-//! (to be written)
+//! Credentials from the container credentials endpoint (ECS task roles, EKS Pod Identity).
+//!
+//! Reads, in order: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (a path on `http://169.254.170.2`), else
+//! `AWS_CONTAINER_CREDENTIALS_FULL_URI` (https anywhere; plain http only to a loopback host or the ECS and EKS
+//! endpoints); then the `Authorization` header from `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (read again on
+//! every fetch, as EKS rotates it), else `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
+//!
+//! The answer is a JSON document with `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration` (RFC 3339) and
+//! optionally `AccountId`. The EC2 instance metadata service ([`super::imds`]) answers the same document, so the
+//! parsing, URL checking and retry helpers here are shared with it.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::aws::http::{Http, Request, Response};
+use crate::env::Env;
+use crate::error::Error;
+
+/// The source's name in logs and errors.
+pub const NAME: &str = "container";
+
+/// The ECS credentials endpoint that `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` is a path on.
+pub const ECS_ENDPOINT: &str = "http://169.254.170.2";
+
+/// How often, and how long each time, an endpoint is tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts {
+    /// Tries in all (at least one is made).
+    pub count: u32,
+    /// Whole-request timeout of each try.
+    pub timeout: Duration,
+    /// Pause before the second try; it grows linearly with each further try.
+    pub pause: Duration,
+}
+
+/// Tries for the container endpoint: three, two seconds each.
+pub const ATTEMPTS: Attempts =
+    Attempts { count: 3, timeout: Duration::from_secs(2), pause: Duration::from_millis(100) };
+
+/// Hosts plain http may be used with, for error messages.
+const ALLOWED_HTTP_HOSTS: &str = "a loopback host (127.0.0.0/8, localhost, [::1]) or the ECS and EKS endpoints 169.254.170.2, 169.254.170.23 \
+     and [fd00:ec2::23]";
+
+/// The endpoint URL from the environment: `None` when neither variable is set.
+///
+/// An error when `AWS_CONTAINER_CREDENTIALS_FULL_URI` is malformed, or uses plain http with a host other than
+/// a loopback host or the ECS and EKS endpoints.
+pub fn uri(env: &Env) -> Result<Option<String>, Error> {
+    if let Some(relative) = env.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
+        let slash = if relative.starts_with('/') { "" } else { "/" };
+        return Ok(Some(format!("{ECS_ENDPOINT}{slash}{relative}")));
+    }
+    let Some(full) = env.var("AWS_CONTAINER_CREDENTIALS_FULL_URI") else {
+        return Ok(None);
+    };
+    let invalid = |why: &str| Error::Config(format!("invalid AWS_CONTAINER_CREDENTIALS_FULL_URI {full:?}: {why}"));
+    let url = parse_url(&full).map_err(|why| invalid(&why))?;
+    if url.scheme == Scheme::Http && !http_allowed(&url) {
+        return Err(invalid(&format!(
+            "plain http is allowed only to {ALLOWED_HTTP_HOSTS}; use https for host {}",
+            url.host
+        )));
+    }
+    Ok(Some(full))
+}
+
+/// Fetches credentials from the endpoint at `uri` (from [`uri`]), with the default [`ATTEMPTS`].
+pub fn load(env: &Env, http: &Http, uri: &str) -> Result<Credentials, Error> {
+    load_with(env, http, uri, ATTEMPTS)
+}
+
+/// Fetches credentials from the endpoint at `uri`, trying as `attempts` says on connection errors and 5xx.
+pub fn load_with(env: &Env, http: &Http, uri: &str, attempts: Attempts) -> Result<Credentials, Error> {
+    let authorization = authorization(env)?;
+    let mut headers = vec![("accept".to_owned(), "application/json".to_owned())];
+    if let Some(token) = &authorization {
+        headers.push(("authorization".to_owned(), token.clone()));
+    }
+    let request = Request {
+        method: "GET",
+        url: uri,
+        headers,
+        body: &[],
+        timeout: attempts.timeout,
+        target: "container credentials endpoint",
+    };
+    let response = send_with_retries(http, &request, attempts)?;
+    let secrets: Vec<&str> = authorization.as_deref().into_iter().collect();
+    if response.status != 200 {
+        let detail = error_detail(&response, &secrets);
+        return Err(failure(format!("{uri} answered HTTP {}: {detail}", response.status)));
+    }
+    credentials_from_document(NAME, &response.body, &secrets)
+}
+
+/// The `Authorization` header value: the token file read now, else the token variable, else none.
+fn authorization(env: &Env) -> Result<Option<String>, Error> {
+    let (token, origin) = match env.var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
+        Some(path) => {
+            let text = env.read_to_string(Path::new(&path)).map_err(|source| Error::Io {
+                what: format!("container authorization token file {path} (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)"),
+                source,
+            })?;
+            (text.trim().to_owned(), format!("the file {path}"))
+        }
+        None => match env.var("AWS_CONTAINER_AUTHORIZATION_TOKEN") {
+            Some(token) => (token, "AWS_CONTAINER_AUTHORIZATION_TOKEN".to_owned()),
+            None => return Ok(None),
+        },
+    };
+    if token.is_empty() {
+        return Err(failure(format!("the authorization token in {origin} is empty")));
+    }
+    if token.chars().any(|c| c.is_control()) {
+        return Err(failure(format!("the authorization token in {origin} contains a line break or control character")));
+    }
+    Ok(Some(token))
+}
+
+fn failure(message: String) -> Error {
+    Error::Credentials { provider: NAME, message, denied: false }
+}
+
+/// True when plain http to this host is allowed: loopback, or the ECS and EKS endpoints.
+fn http_allowed(url: &Url<'_>) -> bool {
+    if url.bracketed {
+        return url
+            .host
+            .parse::<Ipv6Addr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip == Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x23));
+    }
+    if url.host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    url.host.parse::<Ipv4Addr>().is_ok_and(|ip| {
+        ip.is_loopback() || ip == Ipv4Addr::new(169, 254, 170, 2) || ip == Ipv4Addr::new(169, 254, 170, 23)
+    })
+}
+
+/// The scheme of an endpoint URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// `http`
+    Http,
+    /// `https`
+    Https,
+}
+
+/// The parts of an http(s) URL that the metadata endpoints need checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Url<'a> {
+    /// http or https.
+    pub scheme: Scheme,
+    /// The host, without the brackets of an IPv6 literal.
+    pub host: &'a str,
+    /// True for an IPv6 literal written in brackets.
+    pub bracketed: bool,
+    /// The port, when given.
+    pub port: Option<u16>,
+}
+
+/// Splits and checks an absolute http(s) URL; the error says what is wrong (without repeating the URL).
+pub(crate) fn parse_url(url: &str) -> Result<Url<'_>, String> {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("a URL cannot contain white space or control characters".into());
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("URI did not specify a host (expected http://HOST/PATH or https://HOST/PATH)".into());
+    };
+    let scheme = if scheme.eq_ignore_ascii_case("http") {
+        Scheme::Http
+    } else if scheme.eq_ignore_ascii_case("https") {
+        Scheme::Https
+    } else {
+        return Err(format!("the scheme must be http or https, not {scheme:?}"));
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.contains('@') {
+        return Err("user names and passwords in the URL are not supported".into());
+    }
+    let (host, bracketed, port) = if let Some(inner) = authority.strip_prefix('[') {
+        let Some((host, after)) = inner.split_once(']') else {
+            return Err("an IPv6 address is missing its closing bracket".into());
+        };
+        if host.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("[{host}] is not an IPv6 address"));
+        }
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or_else(|| format!("unexpected {after:?} after the host"))?),
+        };
+        (host, true, port)
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, false, Some(port)),
+            None => (authority, false, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("URI did not specify a host".into());
+    }
+    if !bracketed && !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')) {
+        return Err(format!("invalid character in host {host:?}"));
+    }
+    let port = match port {
+        None => None,
+        Some(port) => Some(port.parse::<u16>().map_err(|_| format!("invalid port {port:?}"))?),
+    };
+    Ok(Url { scheme, host, bracketed, port })
+}
+
+/// Sends a request, trying again on transport errors and 5xx answers as `attempts` says. The last answer (a
+/// 5xx) or the last transport error is returned when every try fails.
+pub(crate) fn send_with_retries(http: &Http, request: &Request<'_>, attempts: Attempts) -> Result<Response, Error> {
+    let count = attempts.count.max(1);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let outcome = http.send(request);
+        let retryable = match &outcome {
+            Ok(response) => response.status >= 500,
+            Err(Error::Transport { .. }) => true,
+            Err(_) => false,
+        };
+        if !retryable || tries >= count {
+            return outcome;
+        }
+        thread::sleep(attempts.pause * tries);
+    }
+}
+
+/// The credentials document of the container endpoint and IMDS. No `Debug`: it holds secrets.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Document {
+    code: Option<String>,
+    message: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    token: Option<String>,
+    expiration: Option<String>,
+    account_id: Option<String>,
+}
+
+/// Credentials from a JSON credentials document. A `Code` other than `Success`, or missing keys, is an error for
+/// `provider`. Error messages never quote the document, and `secrets` are scrubbed from anything they do quote.
+pub(crate) fn credentials_from_document(
+    provider: &'static str,
+    body: &str,
+    secrets: &[&str],
+) -> Result<Credentials, Error> {
+    let fail = |message: String| Error::Credentials { provider, message: redact(&message, secrets), denied: false };
+    let document: Document = serde_json::from_str(body)
+        .map_err(|e| fail(format!("the answer is not a JSON credentials document ({})", json_error_position(&e))))?;
+    if let Some(code) = document.code.as_deref().filter(|code| *code != "Success") {
+        let message = document.message.as_deref().unwrap_or("no message");
+        return Err(fail(format!("the endpoint answered {code}: {message}")));
+    }
+    let (Some(access_key_id), Some(secret_access_key)) = (document.access_key_id, document.secret_access_key) else {
+        return Err(fail("the answer has no AccessKeyId or no SecretAccessKey".into()));
+    };
+    let expiry = match document.expiration.as_deref() {
+        Some(text) => Some(
+            parse_expiration(text)
+                .ok_or_else(|| fail(format!("the answer's Expiration {text:?} is not an RFC 3339 time")))?,
+        ),
+        None => None,
+    };
+    let mut builder = Credentials::builder()
+        .access_key_id(access_key_id)
+        .secret_access_key(secret_access_key)
+        .provider_name(provider);
+    builder.set_session_token(document.token);
+    builder.set_expiry(expiry);
+    builder.set_account_id(document.account_id.map(Into::into));
+    Ok(builder.build())
+}
+
+fn parse_expiration(text: &str) -> Option<SystemTime> {
+    OffsetDateTime::parse(text, &Rfc3339).ok().map(SystemTime::from)
+}
+
+/// Where and what kind of JSON error, without the offending value (which may be a secret).
+fn json_error_position(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected value",
+        serde_json::error::Category::Eof => "unexpected end",
+    };
+    format!("{kind} at line {} column {}", e.line(), e.column())
+}
+
+/// What an error answer says: its `Code` and `Message` when it is JSON, else a short excerpt of the body; with
+/// `secrets` scrubbed.
+pub(crate) fn error_detail(response: &Response, secrets: &[&str]) -> String {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct ErrorDocument {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let detail = match serde_json::from_str::<ErrorDocument>(&response.body) {
+        Ok(ErrorDocument { code: Some(code), message }) => match message {
+            Some(message) => format!("{code}: {message}"),
+            None => code,
+        },
+        Ok(ErrorDocument { code: None, message: Some(message) }) => message,
+        _ if response.body.trim().is_empty() => "empty body".to_owned(),
+        _ => response.excerpt(),
+    };
+    redact(&detail, secrets)
+}
+
+/// `text` with every non-empty secret replaced.
+pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
+    secrets.iter().filter(|s| !s.is_empty()).fold(text.to_owned(), |text, secret| text.replace(secret, "<redacted>"))
+}
+
+/// A small HTTP server on 127.0.0.1 for the metadata endpoint tests.
+#[cfg(test)]
+pub(crate) mod test_server {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+
+    /// A request the server received.
+    #[derive(Debug, Clone)]
+    pub struct Seen {
+        pub method: String,
+        pub path: String,
+        /// Lowercase names.
+        pub headers: Vec<(String, String)>,
+    }
+
+    impl Seen {
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// What to do with a request.
+    pub enum Reply {
+        /// Answer with this status and body.
+        With(u16, String),
+        /// Keep the connection open and never answer.
+        Hang,
+    }
+
+    type Handler = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
+
+    /// A running server; stopped and joined on drop.
+    pub struct Server {
+        pub addr: SocketAddr,
+        seen: Arc<Mutex<Vec<Seen>>>,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl Server {
+        /// Starts a server; `handler` gets each request and its 0-based index.
+        pub fn start(handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Server {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind a local port for the test server");
+            let addr = listener.local_addr().expect("a bound listener has an address");
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let handler: Box<Handler> = Box::new(handler);
+            let thread = {
+                let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+                std::thread::spawn(move || serve(&listener, &handler, &seen, &stop))
+            };
+            Server { addr, seen, stop, thread: Some(thread) }
+        }
+
+        /// `http://127.0.0.1:PORT`
+        pub fn base(&self) -> String {
+            format!("http://{}", self.addr)
+        }
+
+        /// The requests received so far.
+        pub fn seen(&self) -> Vec<Seen> {
+            self.seen.lock().expect("the server thread does not panic while holding the lock").clone()
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = TcpStream::connect(self.addr); // wakes the accept loop
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    fn serve(listener: &TcpListener, handler: &Handler, seen: &Mutex<Vec<Seen>>, stop: &AtomicBool) {
+        let mut hung = Vec::new();
+        for stream in listener.incoming() {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(mut stream) = stream else { continue };
+            let Some(request) = read_request(&stream) else { continue };
+            let index = {
+                let mut seen = seen.lock().expect("no panics while holding the lock");
+                seen.push(request.clone());
+                seen.len() - 1
+            };
+            match handler(&request, index) {
+                Reply::With(status, body) => {
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                         connection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes());
+                }
+                Reply::Hang => hung.push(stream),
+            }
+        }
+    }
+
+    fn read_request(stream: &TcpStream) -> Option<Seen> {
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let mut parts = line.split_whitespace();
+        let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).ok()?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':')?;
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        let seen = Seen { method, path, headers };
+        let length: usize = seen.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        Some(seen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_server::{Reply, Server};
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::time::UNIX_EPOCH;
+
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    const SESSION: &str = "IQoJb3JpZ2luX2VjEXAMPLESESSIONTOKEN";
+
+    fn document() -> String {
+        format!(
+            r#"{{"AccessKeyId":"AKIDEXAMPLE","SecretAccessKey":"{SECRET}","Token":"{SESSION}",
+               "Expiration":"2030-01-02T03:04:05Z","AccountId":"123456789012","RoleArn":"arn:aws:iam::1:role/r"}}"#
+        )
+    }
+
+    fn quick() -> Attempts {
+        Attempts { count: 3, timeout: Duration::from_secs(2), pause: Duration::ZERO }
+    }
+
+    #[derive(Deserialize)]
+    struct Vectors {
+        tests: Vec<Vector>,
+    }
+
+    #[derive(Deserialize)]
+    struct Vector {
+        docs: String,
+        env: BTreeMap<String, String>,
+        result: BTreeMap<String, String>,
+    }
+
+    #[test]
+    fn sdk_conformance_vectors() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/aws-sdk-test-data/ecs-tests.json");
+        let text = std::fs::read_to_string(path).expect("the shared conformance data is present");
+        let vectors: Vectors = serde_json::from_str(&text).expect("the conformance file is JSON");
+        let mut passed = 0;
+        for case in &vectors.tests {
+            let pairs: Vec<(&String, &String)> = case.env.iter().collect();
+            let got = uri(&Env::from_pairs(&pairs));
+            if let Some(expected) = case.result.get("Ok") {
+                match &got {
+                    Ok(Some(got)) => assert_eq!(got, expected, "{}", case.docs),
+                    other => panic!("{}: expected Ok({expected}), got {other:?}", case.docs),
+                }
+            } else {
+                assert!(case.result.contains_key("ErrorContains"), "{}: unknown result", case.docs);
+                match &got {
+                    // Not an error here: a source that does not apply is `None`, and the chain moves on.
+                    Ok(None) => assert!(case.env.is_empty(), "{}: None although variables are set", case.docs),
+                    Ok(Some(got)) => panic!("{}: expected an error, got {got}", case.docs),
+                    Err(_) => {}
+                }
+            }
+            passed += 1;
+        }
+        assert_eq!(passed, 11);
+        assert_eq!(passed, vectors.tests.len());
+    }
+
+    fn check_full_uri(full: &str, allowed: bool) {
+        let got = uri(&Env::from_pairs(&[("AWS_CONTAINER_CREDENTIALS_FULL_URI", full)]));
+        match (got, allowed) {
+            (Ok(Some(got)), true) => assert_eq!(got, full),
+            (Err(e), false) => {
+                let message = e.to_string();
+                assert!(message.contains("AWS_CONTAINER_CREDENTIALS_FULL_URI"), "{message}");
+            }
+            (got, _) => panic!("{full}: allowed {allowed}, got {got:?}"),
+        }
+    }
+
+    #[test]
+    fn full_uri_hosts() {
+        check_full_uri("http://127.0.0.1:8080/creds", true);
+        check_full_uri("http://127.1.2.3/creds", true);
+        check_full_uri("http://LOCALHOST/creds", true);
+        check_full_uri("http://[::1]:9/creds", true);
+        check_full_uri("http://[fd00:ec2:0::23]/creds", true);
+        check_full_uri("http://169.254.170.23/v1/credentials", true);
+        check_full_uri("https://example.com/creds?x=1", true);
+        check_full_uri("http://example.com/creds", false);
+        check_full_uri("http://128.0.0.1/creds", false);
+        check_full_uri("http://169.254.169.254/creds", false);
+        check_full_uri("http://[fd00:ec2::24]/creds", false);
+        check_full_uri("http://localhost.example.com/creds", false);
+        check_full_uri("ftp://localhost/creds", false);
+        check_full_uri("http://localhost:port/creds", false);
+        check_full_uri("http://user:pw@localhost/creds", false);
+        check_full_uri("http://[::1/creds", false);
+        check_full_uri("http:///creds", false);
+    }
+
+    #[test]
+    fn forbidden_host_says_which_hosts_are_allowed() {
+        let e = uri(&Env::from_pairs(&[("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://example.com/x")]))
+            .expect_err("plain http to a remote host is refused");
+        let message = e.to_string();
+        assert!(message.contains("127.0.0.0/8") && message.contains("169.254.170.23"), "{message}");
+        assert!(message.contains("https"), "{message}");
+    }
+
+    #[test]
+    fn relative_uri_gets_a_slash() {
+        let got = uri(&Env::from_pairs(&[("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "v2/creds")]));
+        assert_eq!(got.expect("valid").as_deref(), Some("http://169.254.170.2/v2/creds"));
+    }
+
+    #[test]
+    fn credentials_are_parsed_with_expiry() {
+        let body = document();
+        let server = Server::start(move |_, _| Reply::With(200, body.clone()));
+        let url = format!("{}/creds", server.base());
+        let env = Env::from_pairs(&[("AWS_CONTAINER_AUTHORIZATION_TOKEN", "auth-from-env")]);
+        let c = load_with(&env, &Http::new(), &url, quick()).expect("credentials");
+        assert_eq!(
+            (c.access_key_id(), c.secret_access_key(), c.session_token()),
+            ("AKIDEXAMPLE", SECRET, Some(SESSION))
+        );
+        assert_eq!(c.expiry(), Some(UNIX_EPOCH + Duration::from_secs(1_893_553_445)));
+        assert_eq!(c.account_id().map(|a| a.as_str()), Some("123456789012"));
+        let seen = server.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("GET", "/creds"));
+        assert_eq!(seen[0].header("authorization"), Some("auth-from-env"));
+    }
+
+    #[test]
+    fn no_authorization_header_without_a_token() {
+        let body = document();
+        let server = Server::start(move |_, _| Reply::With(200, body.clone()));
+        let url = format!("{}/creds", server.base());
+        load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, quick()).expect("credentials");
+        assert_eq!(server.seen()[0].header("authorization"), None);
+    }
+
+    #[test]
+    fn token_file_is_read_on_every_fetch() {
+        let dir = std::env::temp_dir().join(format!("lock-exec-container-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a temp dir");
+        let file = dir.join("token");
+        std::fs::write(&file, "first-token\n").expect("write the token file");
+        let body = document();
+        let server = Server::start(move |_, _| Reply::With(200, body.clone()));
+        let url = format!("{}/creds", server.base());
+        let file_name = file.to_str().expect("temp paths are UTF-8 here");
+        let env = Env::from_pairs(&[
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", file_name),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "ignored-when-the-file-is-set"),
+        ]);
+        let http = Http::new();
+        load_with(&env, &http, &url, quick()).expect("first fetch");
+        std::fs::write(&file, "second-token").expect("rewrite the token file");
+        load_with(&env, &http, &url, quick()).expect("second fetch");
+        let tokens: Vec<_> = server.seen().iter().map(|s| s.header("authorization").map(str::to_owned)).collect();
+        assert_eq!(tokens, [Some("first-token".to_owned()), Some("second-token".to_owned())]);
+        std::fs::remove_file(&file).expect("remove the token file");
+        let e = load_with(&env, &http, &url, quick()).expect_err("a missing token file is an error");
+        assert!(matches!(e, Error::Io { .. }), "{e:?}");
+        let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn tokens_and_secrets_never_appear_in_errors() {
+        let token = "very-secret-authorization-token";
+        let answers = [
+            (403, format!(r#"{{"Code":"AccessDenied","Message":"token {token} is not valid"}}"#)),
+            (400, format!("<html>bad token {token}</html>")),
+            (200, format!(r#"{{"Code":"Failed","Message":"echo {token}"}}"#)),
+            (200, format!(r#"{{"AccessKeyId":"AKID","SecretAccessKey":"{SECRET}","Token":5}}"#)),
+            (200, format!(r#"{{"AccessKeyId":"AKID","SecretAccessKey":"{SECRET}","Expiration":"x"}}"#)),
+            (200, format!(r#"{{"SecretAccessKey":"{SECRET}","Token":"{SESSION}"}}"#)),
+            (200, format!(r#"{{"AccessKeyId":"AKID","SecretAccessKey":"{SECRET}""#)),
+        ];
+        for (status, body) in answers {
+            let answer = body.clone();
+            let server = Server::start(move |_, _| Reply::With(status, answer.clone()));
+            let url = format!("{}/creds", server.base());
+            let env = Env::from_pairs(&[("AWS_CONTAINER_AUTHORIZATION_TOKEN", token)]);
+            let e = load_with(&env, &Http::new(), &url, quick()).expect_err("an error answer");
+            let shown = format!("{e} {e:?}");
+            assert!(matches!(e, Error::Credentials { provider: NAME, .. }), "{shown}");
+            for secret in [token, SECRET, SESSION] {
+                assert!(!shown.contains(secret), "{body} leaked into {shown}");
+            }
+        }
+    }
+
+    #[test]
+    fn error_answer_names_code_and_message() {
+        let server =
+            Server::start(|_, _| Reply::With(400, r#"{"Code":"InvalidToken","Message":"token expired"}"#.into()));
+        let url = format!("{}/creds", server.base());
+        let e = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, quick()).expect_err("an error");
+        let message = e.to_string();
+        assert!(message.contains("HTTP 400") && message.contains("InvalidToken: token expired"), "{message}");
+        assert_eq!(server.seen().len(), 1, "4xx is not retried");
+    }
+
+    #[test]
+    fn server_errors_are_retried() {
+        let body = document();
+        let server = Server::start(move |_, index| match index {
+            0 => Reply::With(500, "oops".into()),
+            _ => Reply::With(200, body.clone()),
+        });
+        let url = format!("{}/creds", server.base());
+        let c = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, quick()).expect("second try");
+        assert_eq!(c.access_key_id(), "AKIDEXAMPLE");
+        assert_eq!(server.seen().len(), 2);
+    }
+
+    #[test]
+    fn server_errors_give_up_after_the_attempts() {
+        let server = Server::start(|_, _| Reply::With(503, "busy".into()));
+        let url = format!("{}/creds", server.base());
+        let e = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, quick()).expect_err("gives up");
+        assert!(e.to_string().contains("HTTP 503: busy"), "{e}");
+        assert_eq!(server.seen().len(), 3);
+    }
+
+    #[test]
+    fn connection_refused_is_a_transport_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/creds", listener.local_addr().expect("address"));
+        drop(listener);
+        let attempts = Attempts { count: 2, timeout: Duration::from_millis(500), pause: Duration::ZERO };
+        let e = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, attempts).expect_err("refused");
+        assert!(matches!(e, Error::Transport { .. }), "{e:?}");
+    }
+}
