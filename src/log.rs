@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::cli::{LogFormat, Verbosity};
 
@@ -102,15 +102,15 @@ impl Logger {
         let all = self.base.iter().map(|(k, v)| (*k, v)).chain(fields.iter().map(|(k, v)| (*k, v)));
         match self.format {
             LogFormat::Json => {
+                // zap's order: level, ts, msg, then the fields (a serde_json Map would sort the keys).
                 let ts = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-                let mut object = Map::new();
-                object.insert("level".into(), level.name().into());
-                object.insert("ts".into(), ts.into());
-                object.insert("msg".into(), msg.into());
+                let mut line =
+                    format!("{{\"level\":\"{}\",\"ts\":{},\"msg\":{}", level.name(), Value::from(ts), Value::from(msg));
                 for (k, v) in all {
-                    object.insert(k.to_owned(), v.clone());
+                    line.push_str(&format!(",{}:{}", Value::from(k), v));
                 }
-                format!("{}\n", Value::Object(object))
+                line.push_str("}\n");
+                line
             }
             LogFormat::Text => {
                 let stamp = time::OffsetDateTime::from(now)
@@ -151,6 +151,7 @@ mod tests {
         assert_eq!(value["key"], "k");
         assert_eq!(value["command"], "echo hi");
         assert_eq!(value["fence"], 7);
+        assert!(line.starts_with(r#"{"level":"info","ts":1700000000.25,"msg":"running command","key":"k""#), "{line}");
     }
 
     #[test]

@@ -1,0 +1,31 @@
+# lock-exec: the developer commands. Everything a target needs is installed by scripts/ (a virtualenv under .tmp/).
+.PHONY: all build release test lint demo bench emulator-start emulator-stop clean
+
+all: build
+
+build:
+	cargo build --locked
+
+release:
+	cargo build --locked --release
+
+test:
+	scripts/test.sh
+
+lint:
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
+	RUSTDOCFLAGS=-Dwarnings cargo doc --locked --no-deps
+
+demo:
+	scripts/demo.sh
+
+emulator-start:
+	scripts/emulator.sh start moto
+
+emulator-stop:
+	scripts/emulator.sh stop moto
+
+clean:
+	cargo clean
+	rm -rf .tmp
