@@ -181,7 +181,7 @@ impl Call<'_> {
     }
 
     fn read(&self, response: &Response, now: SystemTime) -> Result<Credentials, Error> {
-        parse_response(self.action, response, now).map_err(|e| Error::Service(redact(e, self.secrets)))
+        parse_response(self.action, response, now, self.secrets).map_err(Error::Service)
     }
 }
 
@@ -195,20 +195,27 @@ fn retryable(result: &Result<Credentials, Error>) -> bool {
     }
 }
 
-/// Replaces any secret (raw or percent-encoded, as an echoing server would return it) in the message.
-fn redact(mut error: ServiceError, secrets: &[&str]) -> ServiceError {
+/// Replaces every secret (raw or percent-encoded, as an echoing server would send it back) in `text`.
+fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_owned();
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
         for form in [secret.to_string(), encode(secret)] {
-            if error.message.contains(&form) {
-                error.message = error.message.replace(&form, "<redacted>");
+            if text.contains(&form) {
+                text = text.replace(&form, "<redacted>");
             }
         }
     }
-    error
+    text
 }
 
-/// Reads an STS answer: credentials from a success document, a [`ServiceError`] from anything else.
-fn parse_response(action: &str, response: &Response, now: SystemTime) -> Result<Credentials, ServiceError> {
+/// Reads an STS answer: credentials from a success document, a [`ServiceError`] from anything else. The
+/// `secrets` we sent are kept out of the error (redacted before any excerpt is cut, so no part shows).
+fn parse_response(
+    action: &str,
+    response: &Response,
+    now: SystemTime,
+    secrets: &[&str],
+) -> Result<Credentials, ServiceError> {
     let status = response.status;
     let error = |code: &str, message: String| ServiceError { service: "sts", status, code: code.to_owned(), message };
     let result_tag = format!("{action}Result");
@@ -232,15 +239,16 @@ fn parse_response(action: &str, response: &Response, now: SystemTime) -> Result<
         && let Some(code) = element(details, "Code").map(unescape).filter(|c| !c.is_empty())
     {
         let message = element(details, "Message").map(unescape).unwrap_or_default();
-        return Err(error(&code, message));
+        return Err(error(&redact(&code, secrets), redact(&message, secrets)));
     }
-    let body = response.body.trim();
+    let redacted = Response { body: redact(&response.body, secrets), ..response.clone() };
+    let body = redacted.body.trim();
     let message = if body.is_empty() {
         "empty response body".to_owned()
     } else if body.contains("SecretAccessKey") || body.contains("SessionToken") {
         "unexpected response body (not shown: it may hold credentials)".to_owned()
     } else {
-        format!("unexpected response body: {}", response.excerpt())
+        format!("unexpected response body: {}", redacted.excerpt())
     };
     Err(error("", message))
 }
@@ -552,7 +560,7 @@ mod tests {
 
     #[test]
     fn success_documents_become_credentials() {
-        let c = parse_response("AssumeRoleWithWebIdentity", &response(200, WEB_IDENTITY_OK), now())
+        let c = parse_response("AssumeRoleWithWebIdentity", &response(200, WEB_IDENTITY_OK), now(), &[])
             .expect("valid document");
         assert_eq!(c.access_key_id(), "ASIAWEB");
         assert_eq!(c.secret_access_key(), "WEBSECRET");
@@ -560,7 +568,7 @@ mod tests {
         assert_eq!(c.expiry(), Some(at(1_629_147_173)));
         assert_eq!(c.account_id().map(|a| a.as_str()), Some("123456789012"));
 
-        let c = parse_response("AssumeRole", &response(200, ASSUME_ROLE_OK), now()).expect("valid document");
+        let c = parse_response("AssumeRole", &response(200, ASSUME_ROLE_OK), now(), &[]).expect("valid document");
         assert_eq!(c.access_key_id(), "ASIAROLE");
         assert_eq!(c.expiry(), Some(at(1_632_249_686) + Duration::from_millis(123)));
         assert_eq!(c.account_id().map(|a| a.as_str()), Some("210987654321"));
@@ -568,7 +576,7 @@ mod tests {
 
     #[test]
     fn error_documents_become_service_errors() {
-        let e = parse_response("AssumeRole", &response(403, ACCESS_DENIED), now()).expect_err("an error document");
+        let e = parse_response("AssumeRole", &response(403, ACCESS_DENIED), now(), &[]).expect_err("an error document");
         assert_eq!(
             e,
             ServiceError {
@@ -581,14 +589,14 @@ mod tests {
         );
         assert_eq!(e.kind(), ServiceErrorKind::AccessDenied);
         // An error document with a 200 status is still an error.
-        let e = parse_response("AssumeRole", &response(200, ACCESS_DENIED), now()).expect_err("an error document");
+        let e = parse_response("AssumeRole", &response(200, ACCESS_DENIED), now(), &[]).expect_err("an error document");
         assert_eq!(e.code, "AccessDenied");
     }
 
     #[test]
     fn other_bodies_become_service_errors_with_an_excerpt() {
         fn check(status: u16, body: &str, expected_message: &str) {
-            let e = parse_response("AssumeRole", &response(status, body), now()).expect_err("not a success");
+            let e = parse_response("AssumeRole", &response(status, body), now(), &[]).expect_err("not a success");
             assert_eq!((e.status, e.code.as_str(), e.message.as_str()), (status, "", expected_message), "{body}");
         }
         check(
@@ -614,14 +622,14 @@ mod tests {
             "the AssumeRole answer has no valid Credentials",
         );
         let long = format!("<html>{}</html>", "x".repeat(1000));
-        let e = parse_response("AssumeRole", &response(503, &long), now()).expect_err("not a success");
+        let e = parse_response("AssumeRole", &response(503, &long), now(), &[]).expect_err("not a success");
         assert!(e.message.len() < 250, "{}", e.message);
     }
 
     #[test]
     fn broken_success_documents_never_show_the_secret() {
         fn check(body: &str, expected_message: &str) {
-            let e = parse_response("AssumeRole", &response(200, body), now()).expect_err("broken document");
+            let e = parse_response("AssumeRole", &response(200, body), now(), &[]).expect_err("broken document");
             assert_eq!(e.message, expected_message);
             assert!(!e.to_string().contains("ROLESECRET") && !e.to_string().contains("ROLETOKEN"), "{e}");
         }
@@ -646,10 +654,16 @@ mod tests {
     }
 
     #[test]
-    fn secrets_are_redacted_from_messages() {
-        let e =
-            ServiceError { service: "sts", status: 400, code: String::new(), message: "a tok/en b tok%2Fen".into() };
-        assert_eq!(redact(e, &["tok/en", ""]).message, "a <redacted> b <redacted>");
+    fn secrets_are_redacted() {
+        assert_eq!(redact("a tok/en b tok%2Fen", &["tok/en", ""]), "a <redacted> b <redacted>");
+        // Redacted before the excerpt is cut: no prefix of a secret at the end of a long body.
+        let secret = "S".repeat(100);
+        let body = format!("{}{secret}", "x ".repeat(90));
+        let e = parse_response("AssumeRole", &response(400, &body), now(), &[&secret]).expect_err("garbage");
+        assert!(!e.message.contains("SS"), "{}", e.message);
+        let e = parse_response("AssumeRole", &response(400, &ACCESS_DENIED.replace("co<", "tok<")), now(), &["tok"])
+            .expect_err("error document");
+        assert!(e.message.ends_with("& <redacted>"), "{}", e.message);
     }
 
     #[test]
@@ -1015,5 +1029,51 @@ mod tests {
         // ecs_assume_role, imds_assume_role, web_identity_token_env, web_identity_token_invalid_jwt,
         // web_identity_token_profile, and web_identity_token_source_profile (two calls).
         assert_eq!(passed, 7, "STS exchanges replayed");
+    }
+
+    /// By hand, against moto's STS on this machine:
+    /// `moto_server -H 127.0.0.1 -p 5999 &` then
+    /// `LOCK_EXEC_TEST_STS_ENDPOINT=http://127.0.0.1:5999 cargo test --lib moto -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "needs a moto server; see the doc comment"]
+    fn moto_sts() {
+        let Some(endpoint) = Env::real().var("LOCK_EXEC_TEST_STS_ENDPOINT") else {
+            panic!("set LOCK_EXEC_TEST_STS_ENDPOINT=http://127.0.0.1:<port>");
+        };
+        assert!(endpoint.starts_with("http://127.0.0.1:"), "tests only talk to 127.0.0.1");
+        let http = Http::new();
+        let clock = Env::real().now();
+        let role_arn = "arn:aws:iam::123456789012:role/lock-exec-test";
+        // With moto's auth checks on (INITIAL_NO_AUTH_ACTION_COUNT=0) this shows its error document.
+        let unknown = Credentials::new("AKIDUNKNOWN", "UNKNOWNSECRET", None, None, "test");
+        let params = AssumeRoleParams {
+            role_arn: role_arn.into(),
+            session_name: "s".into(),
+            external_id: None,
+            duration_seconds: None,
+        };
+        match assume_role(&http, &endpoint, "us-east-1", &unknown, &params, clock) {
+            Ok(c) => println!("AssumeRole with unknown keys accepted: {c:?}"),
+            Err(e) => println!("AssumeRole with unknown keys: {e} (exit {:?})", e.exit()),
+        }
+        let web = assume_role_with_web_identity(&http, &endpoint, role_arn, "web-session", "a.b.c", clock)
+            .expect("AssumeRoleWithWebIdentity");
+        println!("AssumeRoleWithWebIdentity: {web:?}");
+        assert!(web.session_token().is_some() && web.expiry().is_some_and(|e| e > clock));
+        let params = AssumeRoleParams {
+            role_arn: role_arn.into(),
+            session_name: "role-session".into(),
+            external_id: Some("ext".into()),
+            duration_seconds: Some(900),
+        };
+        let role = assume_role(&http, &endpoint, "us-east-1", &web, &params, clock).expect("AssumeRole");
+        println!("AssumeRole: {role:?}");
+        assert!(role.expiry().is_some_and(|e| e > clock && e <= clock + Duration::from_secs(901)));
+        assert_eq!(role.account_id().map(|a| a.as_str()), Some("123456789012"));
+        let short = AssumeRoleParams { duration_seconds: Some(10), ..params };
+        match assume_role(&http, &endpoint, "us-east-1", &web, &short, clock) {
+            Ok(c) => println!("AssumeRole with DurationSeconds=10 accepted: {c:?}"),
+            Err(e) => println!("AssumeRole with DurationSeconds=10: {e}"),
+        }
     }
 }
