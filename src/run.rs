@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use signal_hook::iterator::Signals;
 
-use crate::aws::credentials::{self, Cache, Context};
+use crate::aws::credentials::{self, Cache, Context, imds};
 use crate::aws::endpoint::{self, ProfileEndpoints};
 use crate::aws::http::Http;
+use crate::aws::profile::ProfileSet;
 use crate::cli::{self, Common};
 use crate::dynamodb::{self, Client};
 use crate::env::Env;
@@ -24,34 +25,43 @@ pub const FORWARDED_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGH
 /// Region, endpoint and credentials of a run.
 #[derive(Debug)]
 pub struct Aws {
+    /// The shared config and credentials files.
+    pub profiles: ProfileSet,
     /// The signing region.
     pub region: String,
     /// The DynamoDB endpoint.
     pub endpoint: String,
     /// The credential source behind a cache.
     pub credentials: Cache,
-    /// `--profile`.
-    pub profile: Option<String>,
     /// Attempts per call.
     pub max_attempts: u32,
 }
 
 impl Aws {
-    /// Resolves region, endpoint and the credential source. Nothing is sent yet except where a source needs
-    /// the network to decide (none of the sources in this build do).
+    /// Reads the profile files, resolves region and endpoint, and selects the credential source. Only the
+    /// region may need the network (IMDS, when nothing else names a region).
     pub fn resolve(common: &Common, env: &Env, http: &Http) -> Result<Aws, Error> {
-        let region = resolve_region(common, env)?;
-        let endpoint = endpoint::dynamodb(common.endpoint_url.as_deref(), env, &ProfileEndpoints::default(), &region)?;
-        let ctx = Context { env, http, region: Some(&region), profile: common.profile.as_deref() };
+        let profiles = ProfileSet::load(env, common.profile.as_deref())?;
+        if common.profile.is_some() && profiles.selected().is_none() {
+            return Err(Error::Config(format!(
+                "profile {:?} (--profile) is not in {} or {}",
+                profiles.selected_name(),
+                path_text(profiles.config_path()),
+                path_text(profiles.credentials_path()),
+            )));
+        }
+        let region = resolve_region(common, env, http, &profiles)?;
+        let endpoint = endpoint::dynamodb(common.endpoint_url.as_deref(), env, &profile_endpoints(&profiles), &region)?;
+        let ctx = Context { env, http, profiles: &profiles, region: &region };
         let source = credentials::select(&ctx)?;
         let max_attempts = dynamodb::max_attempts(env)?;
-        Ok(Aws { region, endpoint, credentials: Cache::new(source), profile: common.profile.clone(), max_attempts })
+        Ok(Aws { profiles, region, endpoint, credentials: Cache::new(source), max_attempts })
     }
 
     /// A DynamoDB client over this configuration.
     pub fn client<'a>(&'a self, env: &'a Env, http: &'a Http, log: &Logger) -> Client<'a> {
         Client {
-            ctx: Context { env, http, region: Some(&self.region), profile: self.profile.as_deref() },
+            ctx: Context { env, http, profiles: &self.profiles, region: &self.region },
             credentials: &self.credentials,
             endpoint: self.endpoint.clone(),
             region: self.region.clone(),
@@ -62,14 +72,52 @@ impl Aws {
     }
 }
 
-/// `--region`, `AWS_REGION`, `AWS_DEFAULT_REGION`.
-fn resolve_region(common: &Common, env: &Env) -> Result<String, Error> {
-    let region = common
+fn path_text(path: Option<&std::path::Path>) -> String {
+    path.map_or_else(|| "(no home folder)".to_owned(), |p| p.display().to_string())
+}
+
+/// The endpoint settings of the selected profile (all ignored under `ignore_configured_endpoint_urls`).
+fn profile_endpoints(profiles: &ProfileSet) -> ProfileEndpoints {
+    let value = |key: &str| profiles.selected().and_then(|p| p.get(key)).map(str::to_owned);
+    let flag = |key: &str| value(key).map(|v| v.eq_ignore_ascii_case("true"));
+    let ignore = flag("ignore_configured_endpoint_urls").unwrap_or(false);
+    ProfileEndpoints {
+        service: if ignore { None } else { credentials::service_endpoint(profiles, "dynamodb") },
+        global: if ignore { None } else { value("endpoint_url") },
+        fips: flag("use_fips_endpoint"),
+        dualstack: flag("use_dualstack_endpoint"),
+    }
+}
+
+/// `--region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`, then IMDS.
+fn resolve_region(common: &Common, env: &Env, http: &Http, profiles: &ProfileSet) -> Result<String, Error> {
+    let profile_region = || profiles.selected().and_then(|p| p.get("region")).map(str::to_owned);
+    let configured = common
         .region
         .clone()
         .or_else(|| env.var("AWS_REGION"))
         .or_else(|| env.var("AWS_DEFAULT_REGION"))
-        .ok_or_else(|| Error::Config("no region: looked at --region, AWS_REGION, AWS_DEFAULT_REGION".into()))?;
+        .or_else(profile_region);
+    let region = match configured {
+        Some(region) => region,
+        None => {
+            let looked = format!(
+                "no region: looked at --region, AWS_REGION, AWS_DEFAULT_REGION, the region of profile {:?}",
+                profiles.selected_name()
+            );
+            if !imds::enabled(env) {
+                return Err(Error::Config(format!("{looked} (instance metadata disabled)")));
+            }
+            let lookup = |key: &str| profiles.selected().and_then(|p| p.get(key)).map(str::to_owned);
+            match imds::region(env, http, &lookup) {
+                Ok(Some(region)) => region,
+                Ok(None) => return Err(Error::Config(format!("{looked} and instance metadata (no region there)"))),
+                Err(e) => {
+                    return Err(Error::Config(format!("{looked} and instance metadata: {}", crate::error_chain(&e))));
+                }
+            }
+        }
+    };
     endpoint::check_region(&region)?;
     Ok(region)
 }

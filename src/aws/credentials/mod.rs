@@ -1,11 +1,17 @@
 //! Where credentials come from: the provider chain, and a cache that refreshes expiring credentials.
 //!
-//! Order (the first source that applies wins; a source that applies but fails stops the chain):
-//! 1. environment variables ([`environment`])
-//! 2. the selected profile in the shared files
-//! 3. web identity from the environment (IRSA)
-//! 4. the container endpoint (ECS, EKS Pod Identity)
-//! 5. the EC2 instance metadata service (IMDS)
+//! Order (the first source that applies wins; a source that applies but fails stops the chain with its own
+//! error, it does not fall through):
+//! 1. environment variables ([`environment`]: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`)
+//! 2. the selected profile in the shared files ([`profile`]: static keys, `role_arn` with `source_profile` or
+//!    `credential_source`, `web_identity_token_file`, `credential_process`)
+//! 3. web identity from the environment, IRSA ([`web_identity`]: `AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`,
+//!    `AWS_ROLE_SESSION_NAME`)
+//! 4. the container endpoint, ECS and EKS Pod Identity ([`container`]: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`,
+//!    `AWS_CONTAINER_CREDENTIALS_FULL_URI`, `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`,
+//!    `AWS_CONTAINER_AUTHORIZATION_TOKEN`)
+//! 5. the EC2 instance metadata service ([`imds`]: `AWS_EC2_METADATA_DISABLED`,
+//!    `AWS_EC2_METADATA_SERVICE_ENDPOINT`, `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE`, `AWS_EC2_METADATA_V1_DISABLED`)
 
 pub mod container;
 pub mod environment;
@@ -20,27 +26,32 @@ use std::time::{Duration, SystemTime};
 pub use aws_credential_types::Credentials;
 
 use crate::aws::http::Http;
+use crate::aws::profile::ProfileSet;
+use crate::aws::sts;
 use crate::env::Env;
 use crate::error::Error;
 
-/// What credential sources read: the environment, the HTTP client, the region if known.
+use self::profile::{AssumeRoleStep, Base, CredentialSource};
+use self::web_identity::WebIdentity;
+
+/// What credential sources read: the environment, the HTTP client, the profiles, the region.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     /// Variables, files and the clock.
     pub env: &'a Env,
     /// The run's HTTP client.
     pub http: &'a Http,
-    /// The resolved region, when one is known.
-    pub region: Option<&'a str>,
-    /// `--profile`, when given (else `AWS_PROFILE`, else `default`).
-    pub profile: Option<&'a str>,
+    /// The shared config and credentials files, with the selected profile.
+    pub profiles: &'a ProfileSet,
+    /// The resolved region (STS calls are made in it).
+    pub region: &'a str,
 }
 
 /// Credentials within this long of their expiry are refreshed before use.
 pub const REFRESH_WINDOW: Duration = Duration::from_secs(5 * 60);
 
 /// A source of credentials selected from the chain.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Source {
     /// Static credentials: environment or profile keys. Never refreshed.
     Static {
@@ -49,6 +60,41 @@ pub enum Source {
         /// The credentials.
         credentials: Credentials,
     },
+    /// `AssumeRoleWithWebIdentity`, the token file re-read on every fetch.
+    WebIdentity {
+        /// Token file, role and session name.
+        identity: WebIdentity,
+        /// The STS endpoint.
+        sts_endpoint: String,
+    },
+    /// The container credentials endpoint.
+    Container {
+        /// The full URI.
+        uri: String,
+    },
+    /// The instance metadata service.
+    Imds {
+        /// The IMDS base URL.
+        endpoint: String,
+        /// True when IMDS was reached only because nothing else was configured (the error then says so).
+        fallback: bool,
+    },
+    /// A profile's `credential_process`.
+    Process {
+        /// The profile that configures it.
+        profile: String,
+        /// The command line.
+        command: String,
+    },
+    /// `AssumeRole` steps made with the credentials of a base source.
+    AssumeRole {
+        /// Where the first credentials come from.
+        base: Box<Source>,
+        /// The roles, in order.
+        steps: Vec<AssumeRoleStep>,
+        /// The STS endpoint.
+        sts_endpoint: String,
+    },
 }
 
 impl Source {
@@ -56,23 +102,163 @@ impl Source {
     pub fn name(&self) -> &'static str {
         match self {
             Source::Static { name, .. } => name,
+            Source::WebIdentity { .. } => web_identity::NAME,
+            Source::Container { .. } => container::NAME,
+            Source::Imds { .. } => imds::NAME,
+            Source::Process { .. } => process::NAME,
+            Source::AssumeRole { .. } => "profile assume role",
         }
     }
 
     /// Fetches credentials from the source.
-    pub fn fetch(&self, _ctx: &Context<'_>) -> Result<Credentials, Error> {
+    pub fn fetch(&self, ctx: &Context<'_>) -> Result<Credentials, Error> {
         match self {
             Source::Static { credentials, .. } => Ok(credentials.clone()),
+            Source::WebIdentity { identity, sts_endpoint } => {
+                web_identity::load(ctx.env, ctx.http, sts_endpoint, identity)
+            }
+            Source::Container { uri } => container::load(ctx.env, ctx.http, uri),
+            Source::Imds { endpoint, fallback } => imds::load(ctx.env, ctx.http, endpoint).map_err(|e| match e {
+                Error::Credentials { provider, message, denied } if *fallback => Error::Credentials {
+                    provider,
+                    message: format!(
+                        "no credentials in the environment, the profile, web identity or container settings, \
+                         so the instance metadata service was asked: {message}"
+                    ),
+                    denied,
+                },
+                other => other,
+            }),
+            Source::Process { profile, command } => process::load(profile, command, ctx.env.now()),
+            Source::AssumeRole { base, steps, sts_endpoint } => {
+                let mut credentials = base.fetch(ctx)?;
+                for step in steps {
+                    let params = sts::AssumeRoleParams {
+                        role_arn: step.role_arn.clone(),
+                        session_name: step
+                            .session_name
+                            .clone()
+                            .unwrap_or_else(|| web_identity::default_session_name(ctx.env)),
+                        external_id: step.external_id.clone(),
+                        duration_seconds: step.duration_seconds,
+                    };
+                    credentials =
+                        sts::assume_role(ctx.http, sts_endpoint, ctx.region, &credentials, &params, ctx.env.now())
+                            .map_err(|e| Error::Credentials {
+                                provider: "profile assume role",
+                                message: format!(
+                                    "profile {}: AssumeRole {}: {}",
+                                    step.profile,
+                                    step.role_arn,
+                                    crate::error_chain(&e)
+                                ),
+                                denied: e.exit() == crate::exit::Exit::Denied,
+                            })?;
+                }
+                Ok(credentials)
+            }
         }
     }
 }
 
+/// The selected profile's `key`, when set.
+fn profile_value(profiles: &ProfileSet, key: &str) -> Option<String> {
+    profiles.selected().and_then(|p| p.get(key)).map(str::to_owned)
+}
+
+/// The STS endpoint: env overrides, the profile's `services` / `endpoint_url`, then the regional endpoint.
+pub fn sts_endpoint(env: &Env, profiles: &ProfileSet, region: &str) -> String {
+    let profile_url =
+        if profile_value(profiles, "ignore_configured_endpoint_urls").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            None
+        } else {
+            service_endpoint(profiles, "sts").or_else(|| profile_value(profiles, "endpoint_url"))
+        };
+    sts::endpoint(env, region, profile_url.as_deref())
+}
+
+/// `endpoint_url` for `service` in the `[services NAME]` section the selected profile names.
+pub fn service_endpoint(profiles: &ProfileSet, service: &str) -> Option<String> {
+    let section = profile_value(profiles, "services")?;
+    profiles.section("services", &section)?.sub(service, "endpoint_url").map(str::to_owned)
+}
+
 /// Picks the first source that applies.
 pub fn select(ctx: &Context<'_>) -> Result<Source, Error> {
-    if let Some(credentials) = environment::load(ctx.env) {
+    let env = ctx.env;
+    if let Some(credentials) = environment::load(env) {
         return Ok(Source::Static { name: environment::NAME, credentials });
     }
-    Err(Error::Config("no credentials found: tried environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)".into()))
+    if let Some(chain) = profile::chain(ctx.profiles)? {
+        let base = match chain.base {
+            Base::AccessKey(credentials) => Source::Static { name: profile::NAME, credentials },
+            Base::WebIdentity { role_arn, token_file, session_name } => Source::WebIdentity {
+                identity: WebIdentity {
+                    token_file,
+                    role_arn,
+                    session_name: session_name.unwrap_or_else(|| web_identity::default_session_name(env)),
+                },
+                sts_endpoint: sts_endpoint(env, ctx.profiles, ctx.region),
+            },
+            Base::Process { command } => Source::Process { profile: chain.base_profile.clone(), command },
+            Base::NamedSource(named) => named_source(ctx, named, &chain.base_profile)?,
+        };
+        if chain.steps.is_empty() {
+            return Ok(base);
+        }
+        return Ok(Source::AssumeRole {
+            base: Box::new(base),
+            steps: chain.steps,
+            sts_endpoint: sts_endpoint(env, ctx.profiles, ctx.region),
+        });
+    }
+    if let Some(identity) = web_identity::from_env(env) {
+        return Ok(Source::WebIdentity { identity, sts_endpoint: sts_endpoint(env, ctx.profiles, ctx.region) });
+    }
+    if let Some(uri) = container::uri(env)? {
+        return Ok(Source::Container { uri });
+    }
+    if imds::enabled(env) {
+        let endpoint = imds::endpoint(env, &|key| profile_value(ctx.profiles, key))?;
+        return Ok(Source::Imds { endpoint, fallback: true });
+    }
+    Err(Error::Config(format!(
+        "no credentials found: tried the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), profile {:?} in {} \
+         and {}, web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN), the container endpoint \
+         (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI / _FULL_URI); the instance metadata service is disabled \
+         (AWS_EC2_METADATA_DISABLED=true)",
+        ctx.profiles.selected_name(),
+        path_text(ctx.profiles.config_path()),
+        path_text(ctx.profiles.credentials_path()),
+    )))
+}
+
+fn path_text(path: Option<&std::path::Path>) -> String {
+    path.map_or_else(|| "(no home folder)".to_owned(), |p| p.display().to_string())
+}
+
+/// The source a profile's `credential_source` names.
+fn named_source(ctx: &Context<'_>, named: CredentialSource, profile_name: &str) -> Result<Source, Error> {
+    let missing = |what: &str| Error::Credentials {
+        provider: profile::NAME,
+        message: format!("profile {profile_name}: credential_source = {} but {what}", named.as_str()),
+        denied: false,
+    };
+    match named {
+        CredentialSource::Environment => environment::load(ctx.env)
+            .map(|credentials| Source::Static { name: environment::NAME, credentials })
+            .ok_or_else(|| missing("AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not set")),
+        CredentialSource::EcsContainer => container::uri(ctx.env)?
+            .map(|uri| Source::Container { uri })
+            .ok_or_else(|| missing("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI / _FULL_URI are not set")),
+        CredentialSource::Ec2InstanceMetadata => {
+            if !imds::enabled(ctx.env) {
+                return Err(missing("AWS_EC2_METADATA_DISABLED=true"));
+            }
+            let endpoint = imds::endpoint(ctx.env, &|key| profile_value(ctx.profiles, key))?;
+            Ok(Source::Imds { endpoint, fallback: false })
+        }
+    }
 }
 
 /// Hands out credentials from a source, fetching again when they come within [`REFRESH_WINDOW`] of expiring.
@@ -147,3 +333,6 @@ mod tests {
         assert!(!needs_refresh(&Credentials::new("a", "b", None, None, "t"), now));
     }
 }
+
+#[cfg(test)]
+mod chain_tests;

@@ -1,0 +1,1 @@
+//! (to be written: replay of the SDK default-chain cases)
