@@ -1,5 +1,5 @@
 # lock-exec: the developer commands. Everything a target needs is installed by scripts/ (a virtualenv under .tmp/).
-.PHONY: all build release test lint demo bench emulator-start emulator-stop clean
+.PHONY: all build release test lint demo emulator-start emulator-stop clean
 
 all: build
 
