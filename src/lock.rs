@@ -1,7 +1,7 @@
 //! The lock protocol: one item per key, compatible with the Go tool's `key` (S) and `expire` (N, Unix ns).
 //!
 //! This module builds the DynamoDB request bodies and reads the answers into decisions ([`Acquire`],
-//! [`Release`]); it does no HTTP itself ([`crate::dynamodb::Client`] sends what it builds).
+//! [`Owned`]); it does no HTTP itself ([`crate::dynamodb::Client`] sends what it builds).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -2,7 +2,8 @@
 //!
 //! Order (the first source that applies wins; a source that applies but fails stops the chain with its own
 //! error, it does not fall through):
-//! 1. environment variables ([`environment`]: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`)
+//! 1. environment variables ([`environment`]: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//!    `AWS_SESSION_TOKEN`)
 //! 2. the selected profile in the shared files ([`profile`]: static keys, `role_arn` with `source_profile` or
 //!    `credential_source`, `web_identity_token_file`, `credential_process`)
 //! 3. web identity from the environment, IRSA ([`web_identity`]: `AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`,
