@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Runs every test against a local moto server that this script starts and stops.
+# Runs every test against local moto servers that this script starts and stops:
+#   LOCK_EXEC_TEST_ENDPOINT       moto with authentication off (most tests)
+#   LOCK_EXEC_TEST_AUTH_ENDPOINT  a second moto whose tests switch signature and IAM checks on
 set -euo pipefail
 cd "$(dirname "$0")/.."
-trap 'scripts/emulator.sh stop moto-test' EXIT
+trap 'scripts/emulator.sh stop moto-test; scripts/emulator.sh stop moto-auth-test' EXIT
 endpoint=$(scripts/emulator.sh start moto-test)
-echo "moto at $endpoint"
-LOCK_EXEC_TEST_ENDPOINT=$endpoint cargo test --locked "$@"
+auth_endpoint=$(scripts/emulator.sh start moto-auth-test)
+echo "moto at $endpoint, moto for auth tests at $auth_endpoint"
+LOCK_EXEC_TEST_ENDPOINT=$endpoint LOCK_EXEC_TEST_AUTH_ENDPOINT=$auth_endpoint cargo test --locked "$@"
