@@ -35,8 +35,8 @@ const APPLIES_NOT: &[(&str, &str)] = &[(
     "imds_token_fail",
     "the token PUT answers 403 and the Rust SDK stops there (\"IMDS is disabled\"); lock-exec deliberately falls \
      back to IMDSv1 on 403, 404 and 405 like botocore and the Go SDK (imds.rs `Session::open`, switched off by \
-     AWS_EC2_METADATA_V1_DISABLED), so it makes a GET the recording does not have (the case is replayed with IMDSv1 off in \
-     `imds_token_fail_applies_without_imdsv1`)",
+     AWS_EC2_METADATA_V1_DISABLED), so it makes a GET the recording does not have (the case is replayed with \
+     IMDSv1 off in `imds_token_fail_applies_without_imdsv1`)",
 )];
 
 /// Cases run and passed, and cases listed in [`APPLIES_NOT`]: asserted so that none can silently drop out.
