@@ -6,3 +6,5 @@ pub mod http;
 pub mod profile;
 pub mod sign;
 pub mod sts;
+#[cfg(test)]
+pub(crate) mod test_http;

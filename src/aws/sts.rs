@@ -376,27 +376,9 @@ fn encode(value: &str) -> String {
 /// A one-shot HTTP server on 127.0.0.1 for tests: answers each connection with the next canned response.
 #[cfg(test)]
 pub(crate) mod test_server {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use crate::aws::test_http::{self, Seen};
     use std::net::TcpListener;
     use std::thread::JoinHandle;
-
-    /// A request as the server saw it.
-    #[derive(Debug, Clone)]
-    pub struct Seen {
-        /// `POST / HTTP/1.1`.
-        pub request_line: String,
-        /// Lowercase names, values as sent.
-        pub headers: Vec<(String, String)>,
-        /// The body.
-        pub body: String,
-    }
-
-    impl Seen {
-        /// The first value of a header.
-        pub fn header(&self, name: &str) -> Option<&str> {
-            self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-        }
-    }
 
     /// What to do with one connection.
     pub enum Reply {
@@ -415,32 +397,8 @@ pub(crate) mod test_server {
         let handle = std::thread::spawn(move || {
             let mut seen = Vec::new();
             for reply in replies {
-                let (mut stream, _) = listener.accept().expect("accept");
-                let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-                let mut request_line = String::new();
-                reader.read_line(&mut request_line).expect("request line");
-                let mut headers = Vec::new();
-                loop {
-                    let mut line = String::new();
-                    reader.read_line(&mut line).expect("header line");
-                    let line = line.trim_end();
-                    if line.is_empty() {
-                        break;
-                    }
-                    let (name, value) = line.split_once(':').expect("header has a colon");
-                    headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-                }
-                let length = headers
-                    .iter()
-                    .find(|(n, _)| n == "content-length")
-                    .map_or(0, |(_, v)| v.parse::<usize>().expect("numeric content-length"));
-                let mut body = vec![0; length];
-                reader.read_exact(&mut body).expect("body");
-                let request = Seen {
-                    request_line: request_line.trim_end().to_owned(),
-                    headers,
-                    body: String::from_utf8(body).expect("UTF-8 body"),
-                };
+                let (stream, _) = listener.accept().expect("accept");
+                let request = test_http::read_request(&stream).expect("a well-formed request");
                 let answer = match reply {
                     Reply::With(status, body) => Some((status, body)),
                     Reply::Echo(status) => Some((status, request.body.clone())),
@@ -448,11 +406,8 @@ pub(crate) mod test_server {
                 };
                 seen.push(request);
                 if let Some((status, body)) = answer {
-                    let response = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    stream.write_all(response.as_bytes()).expect("write response");
+                    test_http::write_response(&stream, status, &[("content-type", "text/xml")], &body)
+                        .expect("write response");
                 }
             }
             seen
@@ -755,7 +710,10 @@ mod tests {
         let seen = server.join().expect("server thread");
         assert_eq!(seen.len(), 1);
         let request = &seen[0];
-        assert_eq!(request.request_line, "POST / HTTP/1.1");
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str(), request.version.as_str()),
+            ("POST", "/", "HTTP/1.1")
+        );
         assert_eq!(request.header("content-type"), Some(CONTENT_TYPE));
         assert_eq!(request.header("authorization"), None);
         assert_eq!(request.header("x-amz-security-token"), None);

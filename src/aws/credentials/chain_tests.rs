@@ -8,12 +8,9 @@
 //! at it with [`Http::redirect_to`]. The clock is fixed shortly before the recorded expiry.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -23,6 +20,7 @@ use time::macros::format_description;
 use super::{Context, select, sts_endpoint};
 use crate::aws::http::{Http, path_and_query};
 use crate::aws::profile::ProfileSet;
+use crate::aws::test_http::{self, Seen, read_request, write_response};
 use crate::env::Env;
 use crate::error::{Error, ServiceErrorKind};
 
@@ -310,22 +308,6 @@ fn exchanges(traffic: &Value) -> Vec<Exchange> {
     exchanges
 }
 
-/// A request as the replay server received it.
-#[derive(Debug)]
-struct Seen {
-    method: String,
-    path: String,
-    /// Lowercase names.
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-}
-
 /// The value of `name` in an `a=b&c=d` form body (not decoded: only `Action` is compared).
 fn form_field<'a>(body: &'a str, name: &str) -> Option<&'a str> {
     body.split('&').find_map(|pair| pair.split_once('=').filter(|(n, _)| *n == name).map(|(_, v)| v))
@@ -378,62 +360,37 @@ struct Traffic {
 /// A server on 127.0.0.1 that answers the recorded requests in order; stopped and joined by
 /// [`Replay::finish`] or on drop.
 struct Replay {
-    addr: SocketAddr,
+    server: test_http::Server,
     traffic: Arc<Mutex<Traffic>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Replay {
     fn start(exchanges: Vec<Exchange>) -> Replay {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a local port for the replay server");
-        let addr = listener.local_addr().expect("a bound listener has an address");
         let traffic = Arc::new(Mutex::new(Traffic::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (traffic, stop) = (Arc::clone(&traffic), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let mut traffic = traffic.lock().expect("the test thread does not panic while holding the lock");
-                    answer(stream, &exchanges, &mut traffic);
-                }
+        let server = {
+            let traffic = Arc::clone(&traffic);
+            test_http::Server::start(move |stream| {
+                let mut traffic = traffic.lock().expect("the test thread does not panic while holding the lock");
+                answer(&stream, &exchanges, &mut traffic);
             })
         };
-        Replay { addr, traffic, stop, thread: Some(thread) }
+        Replay { server, traffic }
     }
 
     fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base()
     }
 
     /// Stops the server and says what it saw.
     fn finish(mut self) -> Traffic {
-        self.stop_thread();
+        self.server.stop();
         std::mem::take(&mut *self.traffic.lock().expect("the server thread has ended"))
-    }
-
-    fn stop_thread(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr); // wakes the accept loop
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Replay {
-    fn drop(&mut self) {
-        self.stop_thread();
     }
 }
 
 /// Answers one connection: the next recorded response when the request is the next recorded one, else 400.
-fn answer(mut stream: TcpStream, exchanges: &[Exchange], traffic: &mut Traffic) {
-    let Some(seen) = read_request(&stream) else { return };
+fn answer(stream: &TcpStream, exchanges: &[Exchange], traffic: &mut Traffic) {
+    let Some(seen) = read_request(stream) else { return };
     let (status, headers, body) = match exchanges.get(traffic.consumed) {
         None => {
             traffic
@@ -452,37 +409,7 @@ fn answer(mut stream: TcpStream, exchanges: &[Exchange], traffic: &mut Traffic) 
             }
         }
     };
-    let mut response = format!("HTTP/1.1 {status} Replayed\r\n");
-    for (name, value) in headers {
-        if !matches!(name.as_str(), "content-length" | "connection" | "transfer-encoding") {
-            response.push_str(&format!("{name}: {value}\r\n"));
-        }
-    }
-    response.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()));
-    let _ = stream.write_all(response.as_bytes());
-}
-
-fn read_request(stream: &TcpStream) -> Option<Seen> {
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).ok()?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line.split_once(':')?;
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    let length = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some(Seen { method, path, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    let _ = write_response(stream, status, &headers, &body);
 }
 
 #[test]
@@ -512,6 +439,7 @@ fn recorded_exchanges_follow_request_order() {
     let seen = |method: &str, path: &str, body: &str| Seen {
         method: method.into(),
         path: path.into(),
+        version: "HTTP/1.1".into(),
         headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
         body: body.into(),
     };

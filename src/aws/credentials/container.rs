@@ -324,29 +324,12 @@ pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
     secrets.iter().filter(|s| !s.is_empty()).fold(text.to_owned(), |text, secret| text.replace(secret, "<redacted>"))
 }
 
-/// A small HTTP server on 127.0.0.1 for the metadata endpoint tests.
+/// A small HTTP server on 127.0.0.1 for the metadata endpoint tests: a handler picks each reply.
 #[cfg(test)]
 pub(crate) mod test_server {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::{SocketAddr, TcpListener, TcpStream};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use crate::aws::test_http;
+    pub use crate::aws::test_http::Seen;
     use std::sync::{Arc, Mutex};
-    use std::thread::JoinHandle;
-
-    /// A request the server received.
-    #[derive(Debug, Clone)]
-    pub struct Seen {
-        pub method: String,
-        pub path: String,
-        /// Lowercase names.
-        pub headers: Vec<(String, String)>,
-    }
-
-    impl Seen {
-        pub fn header(&self, name: &str) -> Option<&str> {
-            self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-        }
-    }
 
     /// What to do with a request.
     pub enum Reply {
@@ -356,101 +339,51 @@ pub(crate) mod test_server {
         Hang,
     }
 
-    type Handler = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
-
-    /// A running server; stopped and joined on drop.
+    /// A running server that records the requests; stopped and joined on drop.
     pub struct Server {
-        pub addr: SocketAddr,
+        server: test_http::Server,
         seen: Arc<Mutex<Vec<Seen>>>,
-        stop: Arc<AtomicBool>,
-        thread: Option<JoinHandle<()>>,
     }
 
     impl Server {
         /// Starts a server; `handler` gets each request and its 0-based index.
         pub fn start(handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Server {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("bind a local port for the test server");
-            let addr = listener.local_addr().expect("a bound listener has an address");
             let seen = Arc::new(Mutex::new(Vec::new()));
-            let stop = Arc::new(AtomicBool::new(false));
-            let handler: Box<Handler> = Box::new(handler);
-            let thread = {
-                let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
-                std::thread::spawn(move || serve(&listener, &handler, &seen, &stop))
+            let mut hung = Vec::new(); // dropped, so closed, when the server stops
+            let server = {
+                let seen = Arc::clone(&seen);
+                test_http::Server::start(move |stream| {
+                    let Some(request) = test_http::read_request(&stream) else { return };
+                    let index = {
+                        let mut seen = seen.lock().expect("no panics while holding the lock");
+                        seen.push(request.clone());
+                        seen.len() - 1
+                    };
+                    match handler(&request, index) {
+                        Reply::With(status, body) => {
+                            let _ = test_http::write_response(
+                                &stream,
+                                status,
+                                &[("content-type", "application/json")],
+                                &body,
+                            );
+                        }
+                        Reply::Hang => hung.push(stream),
+                    }
+                })
             };
-            Server { addr, seen, stop, thread: Some(thread) }
+            Server { server, seen }
         }
 
         /// `http://127.0.0.1:PORT`
         pub fn base(&self) -> String {
-            format!("http://{}", self.addr)
+            self.server.base()
         }
 
         /// The requests received so far.
         pub fn seen(&self) -> Vec<Seen> {
             self.seen.lock().expect("the server thread does not panic while holding the lock").clone()
         }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            self.stop.store(true, Ordering::SeqCst);
-            let _ = TcpStream::connect(self.addr); // wakes the accept loop
-            if let Some(thread) = self.thread.take() {
-                let _ = thread.join();
-            }
-        }
-    }
-
-    fn serve(listener: &TcpListener, handler: &Handler, seen: &Mutex<Vec<Seen>>, stop: &AtomicBool) {
-        let mut hung = Vec::new();
-        for stream in listener.incoming() {
-            if stop.load(Ordering::SeqCst) {
-                break;
-            }
-            let Ok(mut stream) = stream else { continue };
-            let Some(request) = read_request(&stream) else { continue };
-            let index = {
-                let mut seen = seen.lock().expect("no panics while holding the lock");
-                seen.push(request.clone());
-                seen.len() - 1
-            };
-            match handler(&request, index) {
-                Reply::With(status, body) => {
-                    let answer = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-                         connection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = stream.write_all(answer.as_bytes());
-                }
-                Reply::Hang => hung.push(stream),
-            }
-        }
-    }
-
-    fn read_request(stream: &TcpStream) -> Option<Seen> {
-        let mut reader = BufReader::new(stream);
-        let mut line = String::new();
-        reader.read_line(&mut line).ok()?;
-        let mut parts = line.split_whitespace();
-        let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
-        let mut headers = Vec::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).ok()?;
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line.split_once(':')?;
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-        }
-        let seen = Seen { method, path, headers };
-        let length: usize = seen.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).ok()?;
-        Some(seen)
     }
 }
 
