@@ -1,0 +1,119 @@
+//! `unlock`, `status`, `version` and the help texts, through the binary.
+
+use std::time::Duration;
+
+use lock_exec::Env;
+use lock_exec::lock::{self, Acquire};
+use serde_json::json;
+
+use crate::support::{Case, client, owner};
+
+/// Takes `key` through the library as host `it-host`, pid 4242; returns the fence.
+fn hold(case: &Case, key: &str) -> u64 {
+    let who = owner("it-host", 4242);
+    match lock::acquire(&client(), case.table(), key, &who, Env::real().now(), Duration::from_secs(60)) {
+        Ok(Acquire::Acquired(lease)) => lease.fence,
+        other => panic!("could not take {key}: {other:?}"),
+    }
+}
+
+#[test]
+fn unlock_clears_the_lease_and_keeps_the_item_and_fence() {
+    let case = Case::new("unlock_clears_the_lease");
+    let fence = hold(&case, "k");
+    let out = case.run(&["unlock", "k"]);
+    out.expect_code(0);
+    let line = out.log("lock force-released");
+    out.check("previous holder", json!("it-host"), line["holder"].clone());
+    let item = case.item("k").expect("unlock keeps the item");
+    out.check("item (owner, expire, fence)", (None, 0, Some(fence)), (item.owner, item.expire_ns, item.fence));
+    let status = case.run(&["status", "k"]);
+    status.expect_code(0);
+    status.check("state", json!("free"), status.stdout_json()["state"].clone());
+}
+
+#[test]
+fn unlock_delete_removes_the_item() {
+    let case = Case::new("unlock_delete");
+    hold(&case, "k");
+    let out = case.run(&["unlock", "--delete", "k"]);
+    out.expect_code(0);
+    out.log("lock item deleted");
+    out.check("item after unlock --delete", None, case.item("k"));
+    let status = case.run(&["status", "k"]);
+    status.expect_code(0);
+    status.check("state", json!("never used"), status.stdout_json()["state"].clone());
+}
+
+#[test]
+fn unlock_of_a_never_used_key_succeeds() {
+    let case = Case::new("unlock_never_used");
+    for args in [&["unlock", "nothing"][..], &["unlock", "--delete", "nothing"][..]] {
+        let out = case.run(args);
+        out.expect_code(0);
+        out.check("item", None, case.item("nothing"));
+    }
+    case.run(&["unlock", "nothing"]).log("no lock item; nothing to unlock");
+}
+
+#[test]
+fn status_exits_3_while_held_and_prints_the_holder() {
+    let case = Case::new("status_held");
+    let fence = hold(&case, "k");
+    let out = case.run(&["status", "k"]);
+    out.expect_code(3);
+    let json = out.stdout_json();
+    let fields = ["key", "state", "host", "pid", "fence"].map(|f| json[f].clone());
+    out.check(
+        "(key, state, host, pid, fence)",
+        [json!("k"), json!("held"), json!("it-host"), json!(4242), json!(fence)],
+        fields,
+    );
+    out.check("expire is set", true, json["expire"].is_string());
+}
+
+#[test]
+fn status_of_a_never_used_key_exits_0() {
+    let case = Case::new("status_never_used");
+    let out = case.run(&["status", "nothing"]);
+    out.expect_code(0);
+    out.check("stdout", json!({"key": "nothing", "state": "never used"}), out.stdout_json());
+}
+
+#[test]
+fn status_text_prints_aligned_lines() {
+    let case = Case::new("status_text");
+    hold(&case, "k");
+    let out = case.run(&["status", "--log-format", "text", "k"]);
+    out.expect_code(3);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    out.check("first two lines", vec!["key       k", "state     held"], lines.iter().take(2).copied().collect());
+    for line in &lines {
+        // `label` padded to 9 columns, one space, the value.
+        let aligned = line.len() > 10 && line.as_bytes()[9] == b' ' && line.as_bytes()[10] != b' ';
+        out.check(&format!("value starts in column 11: {line:?}"), true, aligned);
+    }
+    out.check("host line", true, lines.contains(&"host      it-host"));
+
+    let out = case.run(&["status", "--log-format", "text", "nothing"]);
+    out.expect_code(0);
+    out.check("never used", "key       nothing\nstate     never used\n", out.stdout.as_str());
+}
+
+#[test]
+fn version_and_help_print_to_stdout() {
+    let case = Case::new("version_and_help");
+    let cases: [(&[&str], &str); 5] = [
+        (&["version"], "lock-exec 0."),
+        (&["--version"], "lock-exec 0."),
+        (&["--help"], "Usage:"),
+        (&["run", "--help"], "--locked-exit-code"),
+        (&["help", "status"], "exits 0 when the key is free"),
+    ];
+    for (args, expected) in cases {
+        let out = case.run_with(args, |_| {});
+        out.expect_code(0);
+        out.check(&format!("stdout mentions {expected:?}"), true, out.stdout.contains(expected));
+        out.check("stderr", "", out.stderr.as_str());
+    }
+}

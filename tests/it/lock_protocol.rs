@@ -1,0 +1,100 @@
+//! The lock protocol through the library against the emulator: retried acquires, holders, fences, and
+//! releases that never touch another owner's lock.
+
+use std::time::Duration;
+
+use lock_exec::Env;
+use lock_exec::lock::{self, Acquire, Item, Owned};
+
+use crate::support::{Table, client, now_ns, owner};
+
+fn get(table: &Table, key: &str) -> Option<Item> {
+    lock::get(&client(), &table.name, key).expect("GetItem")
+}
+
+fn acquire(table: &Table, key: &str, who: &lock::Owner, lease: Duration) -> Acquire {
+    lock::acquire(&client(), &table.name, key, who, Env::real().now(), lease).expect("the acquire UpdateItem")
+}
+
+#[test]
+fn retried_acquire_by_the_same_owner_succeeds_and_others_see_the_holder() {
+    let table = Table::create("retried_acquire");
+    let a = owner("host-a", 1111);
+    let first = acquire(&table, "k", &a, Duration::from_secs(60));
+    // A retry after a lost response sends the same owner token again: `#owner = :me` lets it through.
+    let retry = acquire(&table, "k", &a, Duration::from_secs(60));
+    match (&first, &retry) {
+        (Acquire::Acquired(_), Acquire::Acquired(_)) => {}
+        _ => panic!("expected two Acquired for the same owner\n  first: {first:?}\n  retry: {retry:?}"),
+    }
+
+    let b = owner("host-b", 2222);
+    match acquire(&table, "k", &b, Duration::from_secs(60)) {
+        Acquire::Held(Some(item)) => assert_eq!(
+            (Some(a.token.as_str()), Some("host-a"), Some(1111)),
+            (item.owner.as_deref(), item.host.as_deref(), item.pid),
+            "(owner, host, pid) of the holder B was shown: {item:?}"
+        ),
+        other => panic!("expected Held(Some(A's item)) for B, got {other:?}"),
+    }
+    let item = get(&table, "k").expect("the item");
+    assert_eq!(item.owner.as_deref(), Some(a.token.as_str()), "B's failed acquire changed the owner: {item:?}");
+}
+
+#[test]
+fn fences_grow_with_every_acquisition() {
+    let table = Table::create("fences_grow");
+    let a = owner("host-a", 1);
+    let Acquire::Acquired(first) = acquire(&table, "k", &a, Duration::from_secs(60)) else { panic!("first acquire") };
+    assert_eq!(lock::release(&client(), &table.name, "k", &a.token).expect("release"), Owned::Done);
+    let b = owner("host-b", 2);
+    let Acquire::Acquired(second) = acquire(&table, "k", &b, Duration::from_secs(60)) else { panic!("second") };
+    assert!(second.fence > first.fence, "fences: first {} then {}", first.fence, second.fence);
+    let item = get(&table, "k").expect("the item");
+    assert_eq!(item.fence, Some(second.fence), "stored fence: {item:?}");
+}
+
+#[test]
+fn release_never_removes_another_owners_lock() {
+    let table = Table::create("release_never_removes");
+    let a = owner("host-a", 1);
+    let Acquire::Acquired(_) = acquire(&table, "k", &a, Duration::from_secs(1)) else { panic!("A's acquire") };
+    let a_expire = get(&table, "k").expect("A's item").expire_ns;
+    while now_ns() <= a_expire {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let b = owner("host-b", 2);
+    let Acquire::Acquired(_) = acquire(&table, "k", &b, Duration::from_secs(60)) else {
+        panic!("B could not take the expired lock")
+    };
+
+    match lock::release(&client(), &table.name, "k", &a.token).expect("A's release") {
+        Owned::NotOwner(Some(item)) => {
+            assert_eq!(item.owner.as_deref(), Some(b.token.as_str()), "the item A's release saw: {item:?}")
+        }
+        other => panic!("expected NotOwner(Some(B's item)) for A's release, got {other:?}"),
+    }
+    match lock::renew(&client(), &table.name, "k", &a.token, now_ns() + 60_000_000_000).expect("A's renewal") {
+        Owned::NotOwner(Some(_)) => {}
+        other => panic!("expected NotOwner for A's renewal, got {other:?}"),
+    }
+    let item = get(&table, "k").expect("B's item");
+    let expected = (Some(b.token.clone()), Some("host-b".to_owned()), true);
+    let actual = (item.owner.clone(), item.host.clone(), item.expire_ns > now_ns() + 30_000_000_000);
+    assert_eq!(expected, actual, "(owner, host, expire well in the future) after A's release: {item:?}");
+}
+
+#[test]
+fn force_unlock_and_delete_report_the_previous_item() {
+    let table = Table::create("force_unlock_and_delete");
+    assert_eq!(lock::force_unlock(&client(), &table.name, "k").expect("unlock of nothing"), None);
+    assert_eq!(get(&table, "k"), None, "force_unlock of a missing key must not create an item");
+    let a = owner("host-a", 1);
+    let Acquire::Acquired(lease) = acquire(&table, "k", &a, Duration::from_secs(60)) else { panic!("acquire") };
+    let previous = lock::force_unlock(&client(), &table.name, "k").expect("force unlock").expect("the old item");
+    assert_eq!(previous.owner.as_deref(), Some(a.token.as_str()), "previous item: {previous:?}");
+    let item = get(&table, "k").expect("the item stays");
+    assert_eq!((item.owner, item.expire_ns, item.fence), (None, 0, Some(lease.fence)), "after force unlock");
+    assert!(lock::delete(&client(), &table.name, "k").expect("delete").is_some(), "delete returns the old item");
+    assert_eq!(get(&table, "k"), None, "after delete");
+}

@@ -1,0 +1,8 @@
+//! The integration tests: the built binary and the library against a local DynamoDB emulator
+//! (`scripts/test.sh` starts one and sets `LOCK_EXEC_TEST_ENDPOINT`).
+
+mod admin;
+mod errors;
+mod lock_protocol;
+mod run;
+mod support;

@@ -1,0 +1,331 @@
+//! `run` end to end: acquire, run, release; command splitting; the lock held by someone else; races; exit codes;
+//! signals; lease renewal, expiry and loss; items written by the Go tool.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{Case, Outcome, eventually, host_name, is_dead, now_ns, signal, sleep_until};
+
+const LOCKED: &str = "did not run command. key is locked";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `status KEY` exits 0 and says `free`.
+#[track_caller]
+fn expect_free(case: &Case, key: &str) {
+    let status = case.run(&["status", key]);
+    status.expect_code(0);
+    status.check("status state", json!("free"), status.stdout_json()["state"].clone());
+}
+
+/// A script that creates `marker` in the case folder: a command that must not run.
+fn touch(case: &Case, marker: &str) -> String {
+    format!("touch '{}'", case.file(marker))
+}
+
+#[test]
+fn run_acquires_runs_and_releases() {
+    let case = Case::new("run_acquires_runs_and_releases");
+    let script = "echo hello from the child; echo $LOCK_EXEC_KEY $LOCK_EXEC_FENCE";
+    let out = case.run(&["run", "job", "--", "sh", "-c", script]);
+    out.expect_code(0);
+    out.check(
+        "messages",
+        vec!["lock acquired", "running command", "command succeeded", "lock released"],
+        out.messages().iter().map(String::as_str).collect(),
+    );
+    out.check(
+        "stderr lines that are not log lines",
+        Vec::<&str>::new(),
+        out.stderr.lines().filter(|l| !l.starts_with('{')).collect(),
+    );
+    for line in out.logs() {
+        out.check("level is a string", true, line["level"].is_string());
+        out.check("ts is a float", true, line["ts"].is_f64());
+        out.check("msg is a string", true, line["msg"].is_string());
+        out.check("key field", json!("job"), line["key"].clone());
+        out.check("command field", json!(format!("sh -c {script}")), line["command"].clone());
+    }
+    let fence = out.log("lock acquired")["fence"].as_u64().unwrap_or_else(|| out.fail("fence", &"a number", &"none"));
+    out.check("fence on running command", json!(fence), out.log("running command")["fence"].clone());
+    out.check("child's stdout", format!("hello from the child\njob {fence}\n"), out.stdout.clone());
+
+    let status = case.run(&["status", "job"]);
+    status.expect_code(0);
+    let json = status.stdout_json();
+    status.check("state", json!("free"), json["state"].clone());
+    status.check("fence", json!(fence), json["fence"].clone());
+    let item = case.item("job").expect("the item stays after a release");
+    out.check(
+        "item after release (owner, expire, fence)",
+        (None, 0, Some(fence)),
+        (item.owner, item.expire_ns, item.fence),
+    );
+}
+
+#[test]
+fn command_string_is_split_like_go_fields_without_a_shell() {
+    let case = Case::new("command_string_is_split");
+    // Tabs, runs of spaces, newlines and Unicode spaces (NBSP, EM SPACE) all separate fields, as Go's
+    // strings.Fields does; printf then sees the format `[%s]\n` and the fields `a` and `b`.
+    let command = "\tprintf  [%s]\\n \u{a0}a\u{2003}\u{2003} b\n";
+    let out = case.run(&["run", "fields", command]);
+    out.expect_code(0);
+    out.check("stdout", "[a]\n[b]\n", out.stdout.as_str());
+    out.check("logged command", json!(command), out.log("running command")["command"].clone());
+
+    // No shell: no expansion, no redirection, no globbing, no command separators.
+    let out = case.run(&["run", "literal", "echo $HOME a;b|c >out * 'q  q'"]);
+    out.expect_code(0);
+    out.check("stdout", "$HOME a;b|c >out * 'q q'\n", out.stdout.as_str());
+    out.check("a file made by a redirection", false, case.exists("out"));
+}
+
+#[test]
+fn second_concurrent_run_is_skipped_with_the_locked_exit_code() {
+    let case = Case::new("second_concurrent_run");
+    let mut first = case.spawn(&["run", "k", "--", "sh", "-c", &case.holding_script("started", "release")]);
+    first.wait_for_line(&case.path("started"), WAIT);
+
+    let second = case.run(&["run", "k", "--locked-exit-code", "9", "--", "sh", "-c", &touch(&case, "marker")]);
+    second.expect_code(9);
+    second.check("marker made by the second command", false, case.exists("marker"));
+    second.check("messages", vec![LOCKED.to_owned()], second.messages());
+    let line = second.log(LOCKED);
+    second.check("holder", json!(host_name()), line["holder"].clone());
+    second.check("holder_pid", json!(first.pid()), line["holder_pid"].clone());
+    let expire = line["expire"].as_str().unwrap_or_default();
+    second.check("expire is an RFC 3339 time", true, expire.len() > 20 && expire.ends_with('Z'));
+
+    case.release("release");
+    first.wait(WAIT).expect_code(0);
+}
+
+#[test]
+fn twenty_concurrent_runs_execute_the_command_once() {
+    let case = Case::new("twenty_concurrent_runs");
+    let script = format!("echo ran >> '{}'; sleep 2", case.file("lines"));
+    let running: Vec<_> = (0..20).map(|_| case.spawn(&["run", "race", "--", "sh", "-c", &script])).collect();
+    let outs: Vec<Outcome> = running.into_iter().map(|r| r.wait(Duration::from_secs(60))).collect();
+    let report =
+        || outs.iter().map(|o| format!("exit {} {:?}\n{}", o.status, o.args, o.stderr)).collect::<Vec<_>>().join("\n");
+    let lines = std::fs::read_to_string(case.path("lines")).unwrap_or_default();
+    let ran = outs.iter().filter(|o| o.has_log("running command")).count();
+    let locked = outs.iter().filter(|o| o.has_log(LOCKED)).count();
+    let codes: Vec<Option<i32>> = outs.iter().map(Outcome::code).collect();
+    let expected = (1, 1, 19, vec![Some(0); 20]);
+    let actual = (lines.lines().count(), ran, locked, codes);
+    assert_eq!(
+        expected,
+        actual,
+        "(lines written, runs that ran, runs told the key is locked, exit codes)\n--- all logs:\n{}",
+        report()
+    );
+}
+
+#[test]
+fn child_exit_codes_pass_through() {
+    let case = Case::new("child_exit_codes_pass_through");
+    let out = case.run(&["run", "k", "--", "sh", "-c", "exit 7"]);
+    out.expect_code(7);
+    out.check("exit_code field", json!(7), out.log("command failed")["exit_code"].clone());
+    out.check("released", true, out.has_log("lock released"));
+
+    let out = case.run(&["run", "k", "--", "sh", "-c", "kill -9 $$"]);
+    out.expect_code(137);
+    out.check("released", true, out.has_log("lock released"));
+    expect_free(&case, "k");
+}
+
+#[test]
+fn missing_program_exits_127_and_releases() {
+    let case = Case::new("missing_program_exits_127");
+    let out = case.run(&["run", "k", "--", "/nonexistent/prog", "arg"]);
+    out.expect_code(127);
+    out.expect_stderr_contains("/nonexistent/prog: command not found");
+    out.check("released", true, out.has_log("lock released"));
+    expect_free(&case, "k");
+}
+
+#[test]
+fn non_executable_program_exits_126_and_releases() {
+    let case = Case::new("non_executable_program_exits_126");
+    let program = case.path("not-executable.sh");
+    std::fs::write(&program, "#!/bin/sh\ntouch marker\n").expect("write the script");
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o644)).expect("chmod 644");
+    let out = case.run(&["run", "k", "--", &case.file("not-executable.sh")]);
+    out.expect_code(126);
+    out.expect_stderr_contains("permission denied");
+    out.check("released", true, out.has_log("lock released"));
+    out.check("marker", false, case.exists("marker"));
+    expect_free(&case, "k");
+}
+
+#[test]
+fn sigterm_reaches_the_child_and_the_lock_is_released() {
+    let case = Case::new("sigterm_reaches_the_child");
+    let script = format!(
+        "trap 'echo term > {}; exit 143' TERM; echo $$ > {}; while :; do sleep 0.1; done",
+        case.file("trapped"),
+        case.file("started")
+    );
+    let mut run = case.spawn(&["run", "k", "--", "sh", "-c", &script]);
+    run.wait_for_line(&case.path("started"), WAIT);
+    let sent = Instant::now();
+    signal(run.pid(), libc::SIGTERM);
+    let out = run.wait(WAIT);
+    let exited_after = sent.elapsed();
+    out.expect_code(143);
+    out.check(
+        "the child's trap ran",
+        "term\n",
+        std::fs::read_to_string(case.path("trapped")).unwrap_or_default().as_str(),
+    );
+    out.check("forwarded signal", json!(libc::SIGTERM), out.log("forwarding signal to the command")["signal"].clone());
+    out.check("released", true, out.has_log("lock released"));
+    // The default --kill-after is 10 s: an exit well before shows the child's own trap ended it.
+    out.check("exited within 5 s of the signal", true, exited_after < Duration::from_secs(5));
+    expect_free(&case, "k");
+}
+
+#[test]
+fn kill_after_sigkills_a_child_that_ignores_sigterm() {
+    let case = Case::new("kill_after_sigkills");
+    // The ignored disposition is inherited by the short sleeps, so nothing in the group dies of SIGTERM.
+    let script = format!("trap '' TERM; echo $$ > {}; while :; do sleep 0.1; done", case.file("started"));
+    let mut run = case.spawn(&["run", "k", "--kill-after", "1s", "--", "sh", "-c", &script]);
+    run.wait_for_line(&case.path("started"), WAIT);
+    let sent = Instant::now();
+    signal(run.pid(), libc::SIGTERM);
+    let out = run.wait(WAIT);
+    let exited_after = sent.elapsed();
+    out.expect_code(137);
+    out.check("SIGKILL logged", true, out.has_log("command still running after the grace period; sending SIGKILL"));
+    out.check(
+        "exit between 0.9 s and 6 s after SIGTERM",
+        true,
+        (Duration::from_millis(900)..Duration::from_secs(6)).contains(&exited_after),
+    );
+    out.check("released", true, out.has_log("lock released"));
+    expect_free(&case, "k");
+}
+
+#[test]
+fn lease_renewal_keeps_a_short_lease_alive_through_a_long_command() {
+    let case = Case::new("lease_renewal");
+    let script = format!("echo $$ > {}; sleep 10", case.file("started"));
+    let mut first = case.spawn(&["run", "k", "-e", "3s", "--", "sh", "-c", &script]);
+    first.wait_for_line(&case.path("started"), WAIT);
+    let started = Instant::now();
+    for at in [5, 8] {
+        sleep_until(started + Duration::from_secs(at));
+        let other = case.run(&["run", "k", "--locked-exit-code", "9", "--", "sh", "-c", &touch(&case, "marker")]);
+        other.expect_code(9);
+        other.check(&format!("locked at {at} s"), true, other.has_log(LOCKED));
+        other.check("marker", false, case.exists("marker"));
+    }
+    let out = first.wait(WAIT);
+    out.expect_code(0);
+    out.check("lock lost logged", false, out.has_log("lock lost"));
+    out.check("renewal failures logged", false, out.has_log("lock renewal failed; retrying"));
+    out.check("released", true, out.has_log("lock released"));
+}
+
+#[test]
+fn sigkilled_lock_exec_leaves_a_lock_that_expires_and_no_orphan() {
+    let case = Case::new("sigkilled_lock_exec");
+    let script = format!("echo $$ > {}; exec sleep 30", case.file("child.pid"));
+    let mut first = case.spawn(&["run", "k", "-e", "2s", "--", "sh", "-c", &script]);
+    let child: u32 = first.wait_for_line(&case.path("child.pid"), WAIT).trim().parse().expect("a pid");
+    signal(first.pid(), libc::SIGKILL);
+    let killed = Instant::now();
+    let out = first.wait(WAIT);
+    out.check("killed by signal", Some(libc::SIGKILL), out.status.signal());
+
+    let refused = case.run(&["run", "k", "--locked-exit-code", "9", "--", "sh", "-c", &touch(&case, "marker")]);
+    refused.expect_code(9);
+    refused.check("marker", false, case.exists("marker"));
+
+    // PR_SET_PDEATHSIG: the child dies with lock-exec.
+    if !eventually(Duration::from_secs(3), || is_dead(child)) {
+        panic!(
+            "the child {child} still runs 3 s after lock-exec was SIGKILLed\n--- lock-exec's stderr:\n{}",
+            out.stderr
+        );
+    }
+
+    sleep_until(killed + Duration::from_millis(2500));
+    let taken = case.run(&["run", "k", "--", "sh", "-c", &touch(&case, "marker")]);
+    taken.expect_code(0);
+    taken.check("marker made once the lease passed", true, case.exists("marker"));
+}
+
+#[test]
+fn force_unlock_during_a_run_stops_the_command_with_75() {
+    let case = Case::new("force_unlock_during_a_run");
+    let script = format!("echo $$ > {}; sleep 30", case.file("started"));
+    let mut first = case.spawn(&["run", "k", "-e", "3s", "--", "sh", "-c", &script]);
+    first.wait_for_line(&case.path("started"), WAIT);
+    case.run(&["unlock", "k"]).expect_code(0);
+    let unlocked = Instant::now();
+    let out = first.wait(WAIT);
+    let stopped_after = unlocked.elapsed();
+    out.expect_code(75);
+    let line = out.log("lock lost");
+    out.check(
+        "lock lost (level, error)",
+        json!(["error", "the lock was force-unlocked"]),
+        json!([line["level"], line["error"]]),
+    );
+    out.check("stopped within 6 s of the unlock", true, stopped_after < Duration::from_secs(6));
+}
+
+#[test]
+fn go_item_in_the_future_blocks_the_run() {
+    let case = Case::new("go_item_in_the_future");
+    let expire = now_ns() + 60_000_000_000;
+    case.put_go_item("k", expire);
+    let out = case.run(&["run", "k", "--", "sh", "-c", &touch(&case, "marker")]);
+    out.expect_code(0);
+    out.check("marker", false, case.exists("marker"));
+    let line = out.log(LOCKED);
+    out.check("holder of a Go item", json!("unknown (no owner recorded)"), line["holder"].clone());
+    let item = case.item("k").expect("the Go item stays");
+    out.check("item untouched (expire, owner, fence)", (expire, None, None), (item.expire_ns, item.owner, item.fence));
+}
+
+#[test]
+fn go_item_in_the_past_is_taken_over() {
+    let case = Case::new("go_item_in_the_past");
+    case.put_go_item("k", now_ns() - 60_000_000_000);
+    let mut run = case.spawn(&["run", "k", "--", "sh", "-c", &case.holding_script("started", "release")]);
+    let started = run.wait_for_line(&case.path("started"), WAIT);
+    let fields: Vec<&str> = started.split_whitespace().collect();
+    let (owner, fence) = match fields[..] {
+        [_, owner, fence] => (owner.to_owned(), fence.parse::<u64>().expect("LOCK_EXEC_FENCE is a number")),
+        _ => panic!("the child saw no LOCK_EXEC_OWNER / LOCK_EXEC_FENCE: {started:?}"),
+    };
+    let item = case.item("k").expect("the item");
+    let expected = (Some(owner), Some(fence), Some(host_name()), Some(run.pid()), true);
+    let actual = (item.owner.clone(), item.fence, item.host.clone(), item.pid, item.expire_ns > now_ns());
+    assert_eq!(expected, actual, "(owner, fence, host, pid, expire in the future) while the command runs: {item:?}");
+    case.release("release");
+    let out = run.wait(WAIT);
+    out.expect_code(0);
+    let item = case.item("k").expect("the item");
+    out.check("after release (owner, fence)", (None, Some(fence)), (item.owner, item.fence));
+}
+
+/// Secrets never reach the logs, even at the most verbose level.
+#[test]
+fn verbose_logs_never_show_the_secret_key() {
+    let case = Case::new("verbose_logs_never_show_the_secret");
+    let out = case.run(&["-v", "run", "k", "--", "true"]);
+    out.expect_code(0);
+    out.check("debug lines present", true, out.logs().iter().any(|l| l["level"] == "debug"));
+    for text in [&out.stdout, &out.stderr] {
+        out.check("the secret key in the output", false, text.contains(crate::support::SECRET_ACCESS_KEY));
+    }
+}

@@ -1,0 +1,510 @@
+//! Helpers for the integration tests: the emulator endpoint, a table and a temp folder per test, the built
+//! binary spawned with a clean environment, its JSON log lines, and polling with deadlines.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use lock_exec::Env;
+use lock_exec::aws::credentials::{Cache, Context, Credentials, Source};
+use lock_exec::aws::http::Http;
+use lock_exec::cli::{LogFormat, Verbosity};
+use lock_exec::dynamodb::Client;
+use lock_exec::lock::{self, Item, Owner};
+use lock_exec::log::Logger;
+use serde_json::{Value, json};
+
+/// The region every test signs for.
+pub const REGION: &str = "us-east-1";
+/// The fake access key the tests hand out.
+pub const ACCESS_KEY_ID: &str = "AKIDLOCKEXECTEST";
+/// The fake secret key; it must never show up in any output.
+pub const SECRET_ACCESS_KEY: &str = "it-secret-key-never-printed-0123456789";
+
+/// Names unique within this test process (the pid makes them unique across processes).
+fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let clean: String =
+        prefix.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).take(150).collect();
+    format!("{clean}-{}-{n}", std::process::id())
+}
+
+/// What the library-level client borrows: kept for the whole test process.
+struct Library {
+    env: Env,
+    http: Http,
+    credentials: Cache,
+    endpoint: String,
+}
+
+fn library() -> &'static Library {
+    static LIBRARY: OnceLock<Library> = OnceLock::new();
+    LIBRARY.get_or_init(|| {
+        let endpoint = Env::real().var("LOCK_EXEC_TEST_ENDPOINT").unwrap_or_else(|| {
+            panic!(
+                "LOCK_EXEC_TEST_ENDPOINT is not set: the integration tests need a DynamoDB emulator; run them \
+                 with scripts/test.sh, which starts one on 127.0.0.1 and sets the variable"
+            )
+        });
+        assert!(
+            endpoint.starts_with("http://127.0.0.1:"),
+            "LOCK_EXEC_TEST_ENDPOINT={endpoint:?}: the tests only talk to a server on 127.0.0.1"
+        );
+        let credentials = Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "integration tests");
+        let library = Library {
+            env: Env::from_pairs::<&str, &str>(&[]),
+            http: Http::new(),
+            credentials: Cache::new(Source::Static { name: "integration tests", credentials }),
+            endpoint: endpoint.clone(),
+        };
+        let probe = client_of(&library).call("ListTables", &json!({}));
+        if let Err(e) = probe {
+            panic!(
+                "the DynamoDB emulator at LOCK_EXEC_TEST_ENDPOINT={endpoint} does not answer ListTables: {}\n\
+                 (start it with scripts/test.sh)",
+                lock_exec::error_chain(&e)
+            );
+        }
+        library
+    })
+}
+
+fn client_of(library: &Library) -> Client<'_> {
+    Client {
+        ctx: Context { env: &library.env, http: &library.http, region: Some(REGION), profile: None },
+        credentials: &library.credentials,
+        endpoint: library.endpoint.clone(),
+        region: REGION.into(),
+        max_attempts: 3,
+        timeout: Duration::from_secs(10),
+        log: Logger::new(LogFormat::Json, Verbosity::Quiet),
+    }
+}
+
+/// The emulator's URL from `LOCK_EXEC_TEST_ENDPOINT`; panics when it is unset or the server does not answer.
+pub fn endpoint() -> &'static str {
+    &library().endpoint
+}
+
+/// A library-level DynamoDB client for the emulator.
+pub fn client() -> Client<'static> {
+    client_of(library())
+}
+
+/// Unix nanoseconds now, from the real clock.
+pub fn now_ns() -> i128 {
+    lock::unix_ns(Env::real().now())
+}
+
+/// This machine's host name as lock-exec records it.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).expect("Linux host name")
+}
+
+/// An owner for library-level calls.
+pub fn owner(host: &str, pid: u32) -> Owner {
+    Owner { token: lock_exec::random::token128(), host: host.into(), pid, command: "integration test".into() }
+}
+
+/// A lock table made for one test, deleted when dropped.
+pub struct Table {
+    /// The table name.
+    pub name: String,
+}
+
+impl Table {
+    /// Creates a table with partition key `key` (S), as the README describes.
+    pub fn create(test: &str) -> Table {
+        let name = unique(&format!("it-{test}"));
+        let request = json!({
+            "TableName": name,
+            "KeySchema": [{ "AttributeName": "key", "KeyType": "HASH" }],
+            "AttributeDefinitions": [{ "AttributeName": "key", "AttributeType": "S" }],
+            "BillingMode": "PAY_PER_REQUEST",
+        });
+        if let Err(e) = client().call("CreateTable", &request) {
+            panic!("CreateTable {name}: {}", lock_exec::error_chain(&e));
+        }
+        Table { name }
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        let _ = client().call("DeleteTable", &json!({ "TableName": self.name }));
+    }
+}
+
+/// A folder under the system temp dir, removed when dropped.
+pub struct TempDir {
+    /// The folder.
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates a fresh folder.
+    pub fn new(test: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique(&format!("lock-exec-it-{test}")));
+        std::fs::create_dir_all(&path).expect("create a temp dir");
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// One test's world: its table, its temp folder (also the child's working directory and `HOME`).
+pub struct Case {
+    /// The table.
+    pub table: Table,
+    /// The temp folder.
+    pub dir: TempDir,
+    spawned: AtomicU32,
+}
+
+impl Case {
+    /// A table and a temp folder for `test`.
+    pub fn new(test: &str) -> Case {
+        let case = Case { table: Table::create(test), dir: TempDir::new(test), spawned: AtomicU32::new(0) };
+        std::fs::create_dir_all(case.home()).expect("create the test HOME");
+        case
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table.name
+    }
+
+    /// A path inside the temp folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path.join(name)
+    }
+
+    /// A path inside the temp folder, as text for shell scripts.
+    pub fn file(&self, name: &str) -> String {
+        self.path(name).to_str().expect("temp paths are UTF-8").to_owned()
+    }
+
+    /// The empty `HOME` the binary gets (no ~/.aws).
+    pub fn home(&self) -> PathBuf {
+        self.path("home")
+    }
+
+    /// The environment the binary gets: fake keys, the region, the emulator, no IMDS, PATH, an empty HOME.
+    pub fn env(&self) -> BTreeMap<&'static str, String> {
+        let path = Env::real().var("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        BTreeMap::from([
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY.to_owned()),
+            ("AWS_REGION", REGION.to_owned()),
+            ("AWS_ENDPOINT_URL", endpoint().to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+            ("PATH", path),
+            ("HOME", self.home().to_str().expect("temp paths are UTF-8").to_owned()),
+        ])
+    }
+
+    /// Starts `lock-exec -t TABLE ARGS...`.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let mut full = vec!["-t", self.table()];
+        full.extend_from_slice(args);
+        self.spawn_raw(&full, self.env())
+    }
+
+    /// Runs `lock-exec -t TABLE ARGS...` to its end (30 s at most).
+    pub fn run(&self, args: &[&str]) -> Outcome {
+        self.spawn(args).wait(Duration::from_secs(30))
+    }
+
+    /// Runs `lock-exec ARGS...` (no table added) with the environment `edit` leaves, to its end.
+    pub fn run_with(&self, args: &[&str], edit: impl FnOnce(&mut BTreeMap<&'static str, String>)) -> Outcome {
+        let mut env = self.env();
+        edit(&mut env);
+        self.spawn_raw(args, env).wait(Duration::from_secs(30))
+    }
+
+    /// Starts `lock-exec ARGS...` with exactly `env`, stdout and stderr going to files in the temp folder.
+    pub fn spawn_raw(&self, args: &[&str], env: BTreeMap<&'static str, String>) -> Running {
+        let n = self.spawned.fetch_add(1, Ordering::Relaxed);
+        let stdout = self.path(&format!("lock-exec-{n}.stdout"));
+        let stderr = self.path(&format!("lock-exec-{n}.stderr"));
+        let child = Command::new(env!("CARGO_BIN_EXE_lock-exec"))
+            .args(args)
+            .env_clear()
+            .envs(&env)
+            .current_dir(&self.dir.path)
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).expect("create the stdout file"))
+            .stderr(File::create(&stderr).expect("create the stderr file"))
+            .spawn()
+            .expect("spawn the lock-exec binary");
+        Running { child: Some(child), args: args.iter().map(|a| (*a).to_owned()).collect(), stdout, stderr }
+    }
+
+    /// The lock item, read consistently through the library.
+    pub fn item(&self, key: &str) -> Option<Item> {
+        lock::get(&client(), self.table(), key)
+            .unwrap_or_else(|e| panic!("GetItem {key}: {}", lock_exec::error_chain(&e)))
+    }
+
+    /// Writes an item as the Go tool does: only `key` (S) and `expire` (N, Unix ns).
+    pub fn put_go_item(&self, key: &str, expire_ns: i128) {
+        let request = json!({
+            "TableName": self.table(),
+            "Item": { "key": { "S": key }, "expire": { "N": expire_ns.to_string() } },
+        });
+        if let Err(e) = client().call("PutItem", &request) {
+            panic!("PutItem {key}: {}", lock_exec::error_chain(&e));
+        }
+    }
+
+    /// A `sh -c` script that writes `PID OWNER FENCE` (its pid, `$LOCK_EXEC_OWNER`, `$LOCK_EXEC_FENCE`) to
+    /// `started`, then waits until `release` exists (60 s at most).
+    pub fn holding_script(&self, started: &str, release: &str) -> String {
+        format!(
+            "echo $$ $LOCK_EXEC_OWNER $LOCK_EXEC_FENCE > '{}'; \
+             i=0; while [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done",
+            self.file(started),
+            self.file(release)
+        )
+    }
+
+    /// Creates the file a [`Case::holding_script`] waits for.
+    pub fn release(&self, release: &str) {
+        std::fs::write(self.path(release), "go\n").expect("write the release file");
+    }
+
+    /// Whether a file exists in the temp folder.
+    pub fn exists(&self, name: &str) -> bool {
+        self.path(name).exists()
+    }
+}
+
+/// A lock-exec process still running. Dropping it SIGKILLs the process if it was not waited for.
+pub struct Running {
+    child: Option<std::process::Child>,
+    args: Vec<String>,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Running {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("not waited yet").id()
+    }
+
+    /// The stderr written so far.
+    pub fn stderr_so_far(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit; SIGKILLs it and fails the test after `limit`.
+    pub fn wait(mut self, limit: Duration) -> Outcome {
+        let mut child = self.child.take().expect("waited once");
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "lock-exec {:?} still running after {limit:?}; killed it\n--- its stderr:\n{}",
+                    self.args,
+                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Outcome {
+            args: std::mem::take(&mut self.args),
+            status,
+            stdout: std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+        }
+    }
+
+    /// Waits until `path` holds a complete line (a script wrote it); returns its first line. Fails the test
+    /// after `limit`, or earlier if the process exits first.
+    pub fn wait_for_line(&mut self, path: &Path, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(path)
+                && text.ends_with('\n')
+            {
+                return text.lines().next().unwrap_or_default().to_owned();
+            }
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= deadline {
+                panic!(
+                    "waited for {} from lock-exec {:?}: {}\n--- its stderr:\n{}",
+                    path.display(),
+                    self.args,
+                    match exited {
+                        Some(status) => format!("the process exited first ({status})"),
+                        None => format!("not written within {limit:?}"),
+                    },
+                    self.stderr_so_far()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A finished lock-exec process.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// What it wrote to stdout.
+    pub stdout: String,
+    /// What it wrote to stderr.
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Fails the test showing `what`, expected and actual side by side, and the process's output.
+    #[track_caller]
+    pub fn fail(&self, what: &str, expected: &dyn std::fmt::Debug, actual: &dyn std::fmt::Debug) -> ! {
+        panic!(
+            "lock-exec {:?}: {what}\n  expected: {expected:?}\n  actual:   {actual:?}\n  exit:     {}\n\
+             --- stdout:\n{}--- stderr:\n{}",
+            self.args, self.status, self.stdout, self.stderr
+        )
+    }
+
+    /// Checks a condition, failing with expected and actual.
+    #[track_caller]
+    pub fn check<T: PartialEq + std::fmt::Debug>(&self, what: &str, expected: T, actual: T) {
+        if expected != actual {
+            self.fail(what, &expected, &actual);
+        }
+    }
+
+    /// The exit code (`None` when killed by a signal).
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Checks the exit code.
+    #[track_caller]
+    pub fn expect_code(&self, expected: i32) -> &Outcome {
+        self.check("exit code", Some(expected), self.code());
+        self
+    }
+
+    /// lock-exec's log lines: the stderr lines that start with `{`, parsed as JSON (fails the test on one that
+    /// does not parse). Other lines come from the child, which shares stderr.
+    #[track_caller]
+    pub fn logs(&self) -> Vec<Value> {
+        self.stderr
+            .lines()
+            .filter(|line| line.starts_with('{'))
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| {
+                    self.fail("a stderr line is not JSON", &"a JSON object", &(line, e.to_string()))
+                })
+            })
+            .collect()
+    }
+
+    /// The `msg` of every log line, in order.
+    #[track_caller]
+    pub fn messages(&self) -> Vec<String> {
+        self.logs().iter().map(|line| line["msg"].as_str().unwrap_or("<no msg>").to_owned()).collect()
+    }
+
+    /// The first log line with this `msg` (fails the test when there is none).
+    #[track_caller]
+    pub fn log(&self, msg: &str) -> Value {
+        match self.logs().into_iter().find(|line| line["msg"] == msg) {
+            Some(line) => line,
+            None => self.fail("a log line is missing", &msg, &self.messages()),
+        }
+    }
+
+    /// Whether some log line has this `msg`.
+    #[track_caller]
+    pub fn has_log(&self, msg: &str) -> bool {
+        self.messages().iter().any(|m| m == msg)
+    }
+
+    /// stdout parsed as one JSON value (fails the test when it is not).
+    #[track_caller]
+    pub fn stdout_json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| self.fail("stdout is not JSON", &"one JSON object", &(&self.stdout, e.to_string())))
+    }
+
+    /// Fails unless some stderr line contains `text`.
+    #[track_caller]
+    pub fn expect_stderr_contains(&self, text: &str) -> &Outcome {
+        if !self.stderr.contains(text) {
+            self.fail("stderr does not mention it", &text, &self.stderr);
+        }
+        self
+    }
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: u32, signal: i32) {
+    let pid = libc::pid_t::try_from(pid).expect("pids fit pid_t");
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    let result = unsafe { libc::kill(pid, signal) };
+    assert_eq!(result, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+}
+
+/// True when `pid` is no longer running: `kill(pid, 0)` fails with ESRCH, or it is a zombie waiting for
+/// PID 1 to reap it (container init processes reap orphans late).
+pub fn is_dead(pid: u32) -> bool {
+    let pid_t = libc::pid_t::try_from(pid).expect("pids fit pid_t");
+    // SAFETY: kill(2) with signal 0 only checks for existence.
+    let result = unsafe { libc::kill(pid_t, 0) };
+    if result != 0 {
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state is the first field after the `(comm)`.
+    stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+}
+
+/// Polls `condition` every 50 ms until it holds or `limit` passes; returns whether it held.
+pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sleeps until `at` (returns at once if it has passed).
+pub fn sleep_until(at: Instant) {
+    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+}
