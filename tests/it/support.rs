@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use lock_exec::Env;
 use lock_exec::aws::credentials::{Cache, Context, Credentials, Source};
 use lock_exec::aws::http::Http;
+use lock_exec::aws::profile::ProfileSet;
 use lock_exec::cli::{LogFormat, Verbosity};
 use lock_exec::dynamodb::Client;
 use lock_exec::lock::{self, Item, Owner};
@@ -40,6 +41,7 @@ struct Library {
     http: Http,
     credentials: Cache,
     endpoint: String,
+    profiles: ProfileSet,
 }
 
 fn library() -> &'static Library {
@@ -59,6 +61,7 @@ fn library() -> &'static Library {
         let library = Library {
             env: Env::from_pairs::<&str, &str>(&[]),
             http: Http::new(),
+            profiles: ProfileSet::default(),
             credentials: Cache::new(Source::Static { name: "integration tests", credentials }),
             endpoint: endpoint.clone(),
         };
@@ -76,7 +79,7 @@ fn library() -> &'static Library {
 
 fn client_of(library: &Library) -> Client<'_> {
     Client {
-        ctx: Context { env: &library.env, http: &library.http, region: Some(REGION), profile: None },
+        ctx: Context { env: &library.env, http: &library.http, profiles: &library.profiles, region: REGION },
         credentials: &library.credentials,
         endpoint: library.endpoint.clone(),
         region: REGION.into(),
