@@ -3,6 +3,7 @@
 
 mod admin;
 mod errors;
+mod lease;
 mod lock_protocol;
 mod run;
 mod support;
