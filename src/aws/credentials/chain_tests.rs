@@ -480,3 +480,41 @@ fn replay_server_checks_the_order() {
     assert_eq!(traffic.consumed, 2);
     assert_eq!(traffic.problems.len(), 2, "{:?}", traffic.problems);
 }
+
+/// lock-exec's own chain-order fixtures (`tests/fixtures/chain-order/<case>/`): which source is selected.
+#[test]
+fn chain_order_fixtures() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chain-order");
+    let mut cases: Vec<_> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("read {}: {e}", root.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.is_dir())
+        .collect();
+    cases.sort();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let vars: Vec<(String, String)> = read_json(&case.join("env.json"))
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+            .unwrap_or_default();
+        let expected = std::fs::read_to_string(case.join("expected")).unwrap_or_default().trim().to_owned();
+        let env = Env::from_pairs(&vars).with_fs_root(case.join("fs"));
+        let http = Http::new();
+        let got = ProfileSet::load(&env, None).and_then(|profiles| {
+            let ctx = Context { env: &env, http: &http, profiles: &profiles, region: "us-east-1" };
+            select(&ctx).map(|source| source.name().to_owned())
+        });
+        let ok = match (&got, expected.strip_prefix("error: ")) {
+            (Ok(source), None) => *source == expected,
+            (Err(e), Some(text)) => crate::error_chain(e).contains(text),
+            _ => false,
+        };
+        if !ok {
+            let got = got.map_err(|e| crate::error_chain(&e));
+            failures.push(format!("{name}: expected {expected:?}, got {got:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "chain-order fixtures failed:\n{}", failures.join("\n"));
+    assert_eq!(cases.len(), 14, "fixture folders read");
+}
