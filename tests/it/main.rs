@@ -2,6 +2,8 @@
 //! (`scripts/test.sh` starts one and sets `LOCK_EXEC_TEST_ENDPOINT`).
 
 mod admin;
+mod auth;
+mod credentials;
 mod errors;
 mod lease;
 mod lock_protocol;

@@ -118,6 +118,8 @@ pub fn owner(host: &str, pid: u32) -> Owner {
 pub struct Table {
     /// The table name.
     pub name: String,
+    /// False for a table on another emulator ([`Case::with_table_name`]): not deleted on drop.
+    delete_on_drop: bool,
 }
 
 impl Table {
@@ -133,12 +135,15 @@ impl Table {
         if let Err(e) = client().call("CreateTable", &request) {
             panic!("CreateTable {name}: {}", lock_exec::error_chain(&e));
         }
-        Table { name }
+        Table { name, delete_on_drop: true }
     }
 }
 
 impl Drop for Table {
     fn drop(&mut self) {
+        if !self.delete_on_drop {
+            return;
+        }
         let _ = client().call("DeleteTable", &json!({ "TableName": self.name }));
     }
 }
@@ -510,4 +515,316 @@ pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
 /// Sleeps until `at` (returns at once if it has passed).
 pub fn sleep_until(at: Instant) {
     std::thread::sleep(at.saturating_duration_since(Instant::now()));
+}
+
+/// A request a [`Server`] received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// `GET`, `PUT`, `POST`.
+    pub method: String,
+    /// Path and query, as sent.
+    pub path: String,
+    /// Lowercase names, values trimmed, in the order sent.
+    pub headers: Vec<(String, String)>,
+    /// The body (`content-length` bytes), invalid UTF-8 replaced.
+    pub body: String,
+}
+
+impl Seen {
+    /// The first value of a header; `name` in lowercase.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The value of `name` in a form-encoded body (`Action=AssumeRole&RoleArn=...`), percent-decoded.
+    pub fn form(&self, name: &str) -> Option<String> {
+        self.body.split('&').filter_map(|pair| pair.split_once('=')).find(|(n, _)| *n == name).map(|(_, v)| {
+            let bytes = v.as_bytes();
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'%' if i + 2 < bytes.len() => {
+                        let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                        match u8::from_str_radix(hex, 16) {
+                            Ok(b) => out.push(b),
+                            Err(_) => out.extend_from_slice(&bytes[i..i + 3]),
+                        }
+                        i += 3;
+                        continue;
+                    }
+                    b'+' => out.push(b' '),
+                    b => out.push(b),
+                }
+                i += 1;
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        })
+    }
+
+    /// The access key id in a SigV4 `authorization` header (`Credential=AKID/...`).
+    pub fn signing_key_id(&self) -> Option<String> {
+        let auth = self.header("authorization")?;
+        let credential = auth.split("Credential=").nth(1)?;
+        credential.split('/').next().map(str::to_owned)
+    }
+}
+
+/// A [`Server`]'s answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// Headers (`content-length` and `connection: close` are added).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+}
+
+impl Reply {
+    /// An answer with no extra headers.
+    pub fn new(status: u16, body: impl Into<String>) -> Reply {
+        Reply { status, headers: Vec::new(), body: body.into() }
+    }
+
+    /// `200` with a JSON body.
+    pub fn json(body: &Value) -> Reply {
+        Reply { status: 200, headers: vec![("content-type".into(), "application/json".into())], body: body.to_string() }
+    }
+}
+
+/// One request and the answer it got.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// What the server received.
+    pub request: Seen,
+    /// What it answered.
+    pub reply: Reply,
+}
+
+/// A small HTTP/1.1 server on 127.0.0.1 and a free port: one request per connection (`connection: close`),
+/// connections handled one at a time by a handler that sees every request in order. Every exchange is recorded.
+/// Stopped and joined by [`Server::stop`] or on drop.
+pub struct Server {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    exchanges: std::sync::Arc<std::sync::Mutex<Vec<Exchange>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds a free port on 127.0.0.1 and answers every request with `handler`.
+    pub fn start(mut handler: impl FnMut(&Seen) -> Reply + Send + 'static) -> Server {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a local port for a test server");
+        let addr = listener.local_addr().expect("a bound listener has an address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let exchanges = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, exchanges) = (Arc::clone(&stop), Arc::clone(&exchanges));
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+                    let Some(request) = read_request(&stream) else { continue };
+                    let reply = handler(&request);
+                    let _ = write_reply(&stream, &reply);
+                    exchanges.lock().unwrap_or_else(|p| p.into_inner()).push(Exchange { request, reply });
+                }
+            })
+        };
+        Server { addr, stop, exchanges, thread: Some(thread) }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The exchanges so far, in order.
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.exchanges.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Stops the accept loop, joins its thread, and returns every exchange.
+    pub fn stop(mut self) -> Vec<Exchange> {
+        self.shut_down();
+        self.exchanges()
+    }
+
+    fn shut_down(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr); // wakes the accept loop
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the test server thread panicked");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = std::net::TcpStream::connect(self.addr);
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// Reads one request: request line, headers, and a body of `content-length` bytes. `None` when the stream ends
+/// early or the request is malformed.
+fn read_request(stream: &std::net::TcpStream) -> Option<Seen> {
+    use std::io::{BufRead, Read};
+    let mut reader = std::io::BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':')?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let mut seen = Seen { method, path, headers, body: String::new() };
+    let length: usize = seen.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    seen.body = String::from_utf8_lossy(&body).into_owned();
+    Some(seen)
+}
+
+fn write_reply(mut stream: &std::net::TcpStream, reply: &Reply) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut text = format!("HTTP/1.1 {} Test\r\n", reply.status);
+    for (name, value) in &reply.headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n{}", reply.body.len(), reply.body));
+    stream.write_all(text.as_bytes())?;
+    stream.flush()
+}
+
+/// Sends `request` on to `base` (the emulator) with its method, path, headers and body, and returns the answer:
+/// a recording proxy's handler. Signatures stay as they were (the emulator does not check them with auth off).
+pub fn forward(base: &str, request: &Seen) -> Reply {
+    let url = format!("{}{}", base.trim_end_matches('/'), request.path);
+    let headers = request
+        .headers
+        .iter()
+        .filter(|(n, _)| !["host", "content-length", "connection", "transfer-encoding"].contains(&n.as_str()))
+        .cloned()
+        .collect();
+    let sent = Http::new().send(&lock_exec::aws::http::Request {
+        method: &request.method,
+        url: &url,
+        headers,
+        body: request.body.as_bytes(),
+        timeout: Duration::from_secs(10),
+        target: "the emulator (forwarded)",
+    });
+    match sent {
+        Ok(response) => Reply {
+            status: response.status,
+            headers: response.headers.into_iter().filter(|(n, _)| n == "content-type").collect(),
+            body: response.body,
+        },
+        Err(e) => Reply::new(502, format!("forwarding failed: {}", lock_exec::error_chain(&e))),
+    }
+}
+
+/// The text of the first `<tag>...</tag>` in an XML document.
+pub fn xml_tag(body: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{tag}>"))? + start;
+    Some(body[start..end].trim().to_owned())
+}
+
+/// An RFC 3339 time `from_now` from now (the format credential endpoints answer `Expiration` in).
+pub fn rfc3339_from_now(from_now: Duration) -> String {
+    lock::rfc3339_ns(now_ns() + from_now.as_nanos() as i128)
+}
+
+impl Case {
+    /// A case around a table the test made itself elsewhere (another emulator); the table is left alone on drop.
+    /// [`Case::env`] still points at `LOCK_EXEC_TEST_ENDPOINT`: such tests set their own endpoint.
+    pub fn with_table_name(test: &str, table: &str) -> Case {
+        let table = Table { name: table.to_owned(), delete_on_drop: false };
+        let case = Case { table, dir: TempDir::new(test), spawned: AtomicU32::new(0) };
+        std::fs::create_dir_all(case.home()).expect("create the test HOME");
+        case
+    }
+
+    /// A unique name for a table made by a test itself.
+    pub fn unique_table_name(test: &str) -> String {
+        unique(&format!("it-{test}"))
+    }
+
+    /// The environment of [`Case::env`] without any credentials: no keys, an empty HOME, IMDS disabled.
+    pub fn env_without_credentials(&self) -> BTreeMap<&'static str, String> {
+        let mut env = self.env();
+        env.remove("AWS_ACCESS_KEY_ID");
+        env.remove("AWS_SECRET_ACCESS_KEY");
+        env
+    }
+
+    /// Writes `text` to `name` in the temp folder (parent folders made); returns the path as text.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create the parent folder");
+        }
+        std::fs::write(&path, text).expect("write a test file");
+        self.file(name)
+    }
+
+    /// Writes `$HOME/.aws/NAME` (`config` or `credentials`).
+    pub fn write_aws_file(&self, name: &str, text: &str) -> String {
+        self.write(&format!("home/.aws/{name}"), text)
+    }
+
+    /// Runs `lock-exec -t TABLE ARGS...` with exactly `env`, to its end (30 s at most).
+    pub fn run_env(&self, args: &[&str], env: BTreeMap<&'static str, String>) -> Outcome {
+        let mut full = vec!["-t", self.table()];
+        full.extend_from_slice(args);
+        self.spawn_raw(&full, env).wait(Duration::from_secs(30))
+    }
+}
+
+impl Outcome {
+    /// Fails when any of `secrets` appears anywhere in stdout or stderr.
+    #[track_caller]
+    pub fn expect_no_secrets(&self, secrets: &[&str]) -> &Outcome {
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            for (stream, text) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+                if text.contains(secret) {
+                    self.fail(&format!("a secret appears in {stream}"), &"nowhere", secret);
+                }
+            }
+        }
+        self
+    }
+
+    /// The `source` of every `credentials loaded` line (needs `-v`).
+    #[track_caller]
+    pub fn credential_sources(&self) -> Vec<String> {
+        self.logs()
+            .iter()
+            .filter(|line| line["msg"] == "credentials loaded")
+            .map(|line| line["source"].as_str().unwrap_or("<no source>").to_owned())
+            .collect()
+    }
 }
