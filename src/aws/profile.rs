@@ -100,6 +100,8 @@ pub struct ProfileSet {
     sections: BTreeMap<(String, String), Profile>,
     config_path: Option<PathBuf>,
     credentials_path: Option<PathBuf>,
+    /// True when the profile was named on the command line (`--profile`).
+    named_by_flag: bool,
 }
 
 /// Which file a text came from: they name profiles differently.
@@ -126,7 +128,14 @@ impl ProfileSet {
         )?;
         set.config_path = config_path;
         set.credentials_path = credentials_path;
+        set.named_by_flag = profile_override.is_some();
         Ok(set)
+    }
+
+    /// True when the selected profile was named with `--profile`: it then takes precedence over credentials in
+    /// the environment, as in the AWS CLI ("an explicitly provided profile negates the environment").
+    pub fn named_by_flag(&self) -> bool {
+        self.named_by_flag
     }
 
     /// Parses the two files' text (each with the path used in error messages) and selects `selected`.

@@ -2,7 +2,7 @@
 //!
 //! Order (the first source that applies wins; a source that applies but fails stops the chain with its own
 //! error, it does not fall through):
-//! 1. environment variables ([`environment`]: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! 1. environment variables, unless a profile was named with `--profile` ([`environment`]: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //!    `AWS_SESSION_TOKEN`)
 //! 2. the selected profile in the shared files ([`profile`]: static keys, `role_arn` with `source_profile` or
 //!    `credential_source`, `web_identity_token_file`, `credential_process`)
@@ -187,7 +187,11 @@ pub fn service_endpoint(profiles: &ProfileSet, service: &str) -> Option<String> 
 /// Picks the first source that applies.
 pub fn select(ctx: &Context<'_>) -> Result<Source, Error> {
     let env = ctx.env;
-    if let Some(credentials) = environment::load(env) {
+    // A profile named with --profile outranks keys in the environment (as in the AWS CLI), so that
+    // `credential_source = Environment` and deliberate profile choices work where keys are also exported.
+    if !ctx.profiles.named_by_flag()
+        && let Some(credentials) = environment::load(env)
+    {
         return Ok(Source::Static { name: environment::NAME, credentials });
     }
     if let Some(chain) = profile::chain(ctx.profiles)? {
