@@ -8,8 +8,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// The environment lock-exec reads: variables, files and the clock.
-#[derive(Clone, Debug, Default)]
+/// The environment lock-exec reads: variables, files and the clock. `Debug` shows variable names only: values
+/// may be secrets.
+#[derive(Clone, Default)]
 pub struct Env {
     /// `None`: the real process environment.
     vars: Option<HashMap<String, String>>,
@@ -17,6 +18,20 @@ pub struct Env {
     fs_root: Option<PathBuf>,
     /// A fixed clock for tests.
     now: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Option<Vec<&str>> = self.vars.as_ref().map(|vars| vars.keys().map(String::as_str).collect());
+        if let Some(names) = names.as_mut() {
+            names.sort_unstable();
+        }
+        f.debug_struct("Env")
+            .field("vars", &names.map_or_else(|| "<process environment>".to_owned(), |n| n.join(", ")))
+            .field("fs_root", &self.fs_root)
+            .field("now", &self.now)
+            .finish()
+    }
 }
 
 impl Env {
@@ -111,6 +126,14 @@ mod tests {
         assert!(!env.flag("B"));
         assert!(!env.flag("C"));
         assert!(!env.flag("D"));
+    }
+
+    #[test]
+    fn debug_shows_names_not_values() {
+        let env = Env::from_pairs(&[("AWS_SECRET_ACCESS_KEY", "very-secret"), ("A", "b")]);
+        let debug = format!("{env:?}");
+        assert!(debug.contains(r#"vars: "A, AWS_SECRET_ACCESS_KEY""#), "{debug}");
+        assert!(!debug.contains("very-secret"), "{debug}");
     }
 
     #[test]
