@@ -199,7 +199,13 @@ where
     only_run(flags.shell, "--shell")?;
     only_run(flags.locked_exit_code.is_some(), "--locked-exit-code")?;
     only_run(flags.kill_after.is_some(), "--kill-after")?;
-    only_run(flags.expire.is_some(), "--expire")?;
+    // `-e` is a persistent flag in the Go tool: every subcommand accepts it, only `run` uses it. It is still
+    // checked everywhere, so a typo is caught where it is written.
+    let expire =
+        duration_flag(flags.expire.clone().or_else(|| env.var("LOCK_EXEC_EXPIRE")), DEFAULT_EXPIRE, "--expire")?;
+    if expire < MIN_EXPIRE {
+        return Err(Error::Usage(format!("--expire {} is shorter than the minimum 1s", duration::format(expire))));
+    }
     if flags.delete && topic != Topic::Unlock {
         return Err(Error::Usage("--delete applies to unlock only".into()));
     }
@@ -207,7 +213,7 @@ where
         return Err(Error::Usage("`--` applies to run only".into()));
     }
     match topic {
-        Topic::Run => Ok(Command::Run(common, run(&flags, env, rest, after_dashes)?)),
+        Topic::Run => Ok(Command::Run(common, run(&flags, expire, rest, after_dashes)?)),
         Topic::Unlock => {
             let key = single_key(rest, "unlock")?;
             Ok(Command::Unlock(common, Unlock { key, delete: flags.delete }))
@@ -283,20 +289,19 @@ fn single_key(rest: Vec<OsString>, subcommand: &str) -> Result<String, Error> {
     validate_key(key)
 }
 
-fn duration_flag(
-    given: Option<String>,
-    env: &Env,
-    var: Option<&str>,
-    default: Duration,
-    flag: &str,
-) -> Result<Duration, Error> {
-    match given.or_else(|| var.and_then(|name| env.var(name))) {
+fn duration_flag(given: Option<String>, default: Duration, flag: &str) -> Result<Duration, Error> {
+    match given {
         None => Ok(default),
         Some(text) => duration::parse(&text).map_err(|e| Error::Usage(format!("{flag}: {e}"))),
     }
 }
 
-fn run(flags: &Flags, env: &Env, rest: Vec<OsString>, after_dashes: Option<Vec<OsString>>) -> Result<Run, Error> {
+fn run(
+    flags: &Flags,
+    expire: Duration,
+    rest: Vec<OsString>,
+    after_dashes: Option<Vec<OsString>>,
+) -> Result<Run, Error> {
     let mut rest = rest.into_iter();
     let key = validate_key(rest.next().ok_or_else(|| Error::Usage("run: missing KEY".into()))?)?;
     let command: Vec<OsString> = rest.collect();
@@ -334,11 +339,7 @@ fn run(flags: &Flags, env: &Env, rest: Vec<OsString>, after_dashes: Option<Vec<O
             ));
         }
     };
-    let expire = duration_flag(flags.expire.clone(), env, Some("LOCK_EXEC_EXPIRE"), DEFAULT_EXPIRE, "--expire")?;
-    if expire < MIN_EXPIRE {
-        return Err(Error::Usage(format!("--expire {} is shorter than the minimum 1s", duration::format(expire))));
-    }
-    let kill_after = duration_flag(flags.kill_after.clone(), env, None, DEFAULT_KILL_AFTER, "--kill-after")?;
+    let kill_after = duration_flag(flags.kill_after.clone(), DEFAULT_KILL_AFTER, "--kill-after")?;
     let locked_exit_code = match &flags.locked_exit_code {
         None => 0,
         Some(text) => text
@@ -444,6 +445,13 @@ mod tests {
     }
 
     #[test]
+    fn expire_is_accepted_everywhere_like_the_go_tool() {
+        assert!(matches!(parse(&["-e", "24h", "unlock", "k"]), Ok(Command::Unlock(..))));
+        assert!(matches!(parse(&["unlock", "k", "-e", "1h"]), Ok(Command::Unlock(..))));
+        assert!(matches!(parse(&["status", "k", "--expire", "1h"]), Ok(Command::Status(..))));
+    }
+
+    #[test]
     fn run_options() {
         let run = run_of(&["run", "--shell", "k", "echo $HOME | wc", "--locked-exit-code", "3", "--kill-after", "2s"]);
         assert_eq!(argv(&run), ["/bin/sh", "-c", "echo $HOME | wc"]);
@@ -494,6 +502,7 @@ mod tests {
             (&["run", "k", "true", "-q", "-v"], "exclude"),
             (&["run", "k", "true", "--log-format", "xml"], "--log-format"),
             (&["status", "k", "--shell"], "--shell applies to run only"),
+            (&["unlock", "k", "-e", "5x"], "invalid duration \"5x\""),
             (&["status", "k", "--delete"], "--delete applies to unlock only"),
             (&["status"], "missing KEY"),
             (&["unlock", "a", "b"], "too many arguments"),

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use crate::dynamodb::{Client, Conditional};
-use crate::error::Error;
+use crate::error::{Error, ServiceError};
 
 /// Item attributes lock-exec writes besides `key` and `expire`.
 const NAMES: [(&str, &str); 8] = [
@@ -233,7 +233,12 @@ pub fn acquire(
         Conditional::Done(answer) => {
             let item = answer.get("Attributes").and_then(parse_item);
             let fence = item.as_ref().and_then(|i| i.fence).ok_or_else(|| {
-                Error::Config(format!("DynamoDB answered the acquire without the item's fence: {answer}"))
+                Error::Service(ServiceError {
+                    service: "dynamodb",
+                    status: 200,
+                    code: "UnexpectedAnswer".into(),
+                    message: format!("the acquire's answer has no fence attribute: {answer}"),
+                })
             })?;
             Ok(Acquire::Acquired(Lease { fence, expire_ns: unix_ns(now) + lease.as_nanos() as i128 }))
         }

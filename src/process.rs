@@ -52,6 +52,11 @@ impl Child {
     }
 }
 
+/// Sends `signal` to process group `pgid`. Errors (the group is gone) are ignored.
+pub fn signal_group(pgid: u32, signal: i32) {
+    sys::kill_group(pgid, signal);
+}
+
 /// The exit code lock-exec passes on: the child's code, or 128+N when it died of signal N.
 pub fn exit_code(status: ExitStatus) -> u8 {
     match (status.code(), status.signal()) {

@@ -165,12 +165,25 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: &mut Signals, l
         command: args.display.clone(),
     };
     let sent = Instant::now();
-    let lease = match lock::acquire(&client, table, key, &owner, env.now(), args.expire)? {
-        Acquire::Held(item) => {
+    let lease = match lock::acquire(&client, table, key, &owner, env.now(), args.expire) {
+        Ok(Acquire::Held(item)) => {
             log.info("did not run command. key is locked", &holder_fields(item.as_ref()));
             return Ok(Exit::Locked(args.locked_exit_code));
         }
-        Acquire::Acquired(lease) => lease,
+        Ok(Acquire::Acquired(lease)) => lease,
+        Err(e) => {
+            // The write may have been applied before its answer was lost: clear it if it is ours, so the key
+            // does not stay blocked for a whole lease. Owner-conditioned, so it never touches another holder.
+            if matches!(e.exit(), Exit::Unavailable | Exit::Software) {
+                let outcome = match lock::release(&client, table, key, &owner.token) {
+                    Ok(Owned::Done) => "released a lock the failed acquire had taken".to_owned(),
+                    Ok(Owned::NotOwner(_)) => "the failed acquire had taken nothing".to_owned(),
+                    Err(release_error) => format!("cleanup release failed: {}", crate::error_chain(&release_error)),
+                };
+                log.debug("acquire failed; cleanup", &[("outcome", outcome.into())]);
+            }
+            return Err(e);
+        }
     };
     log.info(
         "lock acquired",
@@ -235,21 +248,31 @@ fn supervise(
         ("LOCK_EXEC_OWNER", owner.token.clone()),
         ("LOCK_EXEC_FENCE", fence.to_string()),
     ];
+    let lease = Lease {
+        client,
+        table,
+        key,
+        token: &owner.token,
+        fence,
+        length: args.expire,
+        grace: (args.kill_after).min(args.expire / 3),
+    };
+    // A slow acquire (retries, timeouts) can return after the lease it wrote is nearly over: then another
+    // holder may take the key at any moment, so the command is not started.
+    if Instant::now() >= lease.stop_at(sent + args.expire) {
+        log.error(
+            "lock lost",
+            &[("error", "the acquire took so long that the lease was about to end; not running the command".into())],
+        );
+        return Ok(Exit::LockLost);
+    }
     let program = args.argv.first().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     let child = process::spawn(&args.argv, &vars).map_err(|source| Error::Spawn { program, source })?;
     log.info("running command", &[("pid", child.id().into()), ("fence", fence.into())]);
 
     let handle = signals.handle();
     let (kill_tx, kill_rx) = mpsc::channel::<Kill>();
-    let (stop_lease, lease_stopped) = mpsc::channel::<()>();
-    let lease = Lease {
-        client,
-        table,
-        key,
-        token: &owner.token,
-        length: args.expire,
-        grace: (args.kill_after).min(args.expire / 3),
-    };
+    let (lease_tx, lease_rx) = mpsc::channel::<LeaseEvent>();
     let (waited, lost) = std::thread::scope(|scope| {
         let signal_kill = kill_tx.clone();
         let child = &child;
@@ -262,9 +285,10 @@ fn supervise(
         });
         scope.spawn(move || kill_timer(child, kill_rx, log));
         let lease_kill = kill_tx.clone();
-        let lease_thread = scope.spawn(move || lease.keep(sent, child, lease_stopped, lease_kill, log));
+        let lease_events = lease_tx.clone();
+        let lease_thread = scope.spawn(move || lease.keep(sent, child, lease_events, lease_rx, lease_kill, log));
         let waited = child.wait_exited();
-        let _ = stop_lease.send(());
+        let _ = lease_tx.send(LeaseEvent::Stop);
         let _ = kill_tx.send(Kill::Stop);
         handle.close();
         let lost = lease_thread.join().unwrap_or_else(|_| Some("the lease thread panicked".into()));
@@ -304,33 +328,57 @@ fn kill_timer(child: &Child, deadlines: mpsc::Receiver<Kill>, log: &Logger) {
     }
 }
 
+/// Messages to the lease thread.
+enum LeaseEvent {
+    /// The child has exited: stop renewing.
+    Stop,
+    /// A renewal worker finished: when its request was sent, the lease end it wrote, and the answer.
+    Renewed(Instant, i128, Result<Owned, Error>),
+}
+
 /// The lease thread's view of the lock.
 struct Lease<'a> {
     client: &'a Client<'a>,
     table: &'a str,
     key: &'a str,
     token: &'a str,
+    /// Our fencing token, to tell a later holder's release from an administrator's unlock.
+    fence: u64,
     length: Duration,
     /// Grace between SIGTERM and SIGKILL when the lock is lost.
     grace: Duration,
 }
 
 impl Lease<'_> {
+    /// Safety margin before the lease end by which the command must be dead.
+    fn margin(&self) -> Duration {
+        (self.length / 10).min(Duration::from_secs(1))
+    }
+
+    /// When the command must be sent SIGTERM if the lease that ends at `lease_end` is not renewed.
+    fn stop_at(&self, lease_end: Instant) -> Instant {
+        lease_end.checked_sub(self.grace + self.margin()).unwrap_or(lease_end)
+    }
+
     /// Renews every third of the lease until stopped. Returns why the lock was lost, if it was; the child has
     /// then been sent SIGTERM, with SIGKILL scheduled so it is dead before the last confirmed lease end.
+    ///
+    /// Each renewal (credentials included, which may mean an STS call or a `credential_process`) runs in a
+    /// worker thread, so a slow or hanging renewal never keeps this loop from stopping the command in time.
     fn keep(
         &self,
         sent: Instant,
         child: &Child,
-        stop: mpsc::Receiver<()>,
+        events_tx: mpsc::Sender<LeaseEvent>,
+        events: mpsc::Receiver<LeaseEvent>,
         kill: mpsc::Sender<Kill>,
         log: &Logger,
     ) -> Option<String> {
         let interval = self.length / 3;
         let retry = interval.min(Duration::from_secs(1));
-        let margin = (self.length / 10).min(Duration::from_secs(1));
         let mut lease_end = sent + self.length;
         let mut next_renewal = sent + interval;
+        let mut in_flight = false;
         let lose = |reason: String, fields: Vec<(&'static str, Value)>| {
             let mut fields = fields;
             fields.push(("error", reason.clone().into()));
@@ -339,45 +387,69 @@ impl Lease<'_> {
             let _ = kill.send(Kill::At(Instant::now() + self.grace));
             Some(reason)
         };
-        loop {
-            let stop_at = lease_end.checked_sub(self.grace + margin).unwrap_or(lease_end);
-            let wake = next_renewal.min(stop_at);
-            match stop.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => return None,
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-            let now = Instant::now();
-            if now >= stop_at {
-                return lose("renewals failed until the lease was about to end".into(), vec![]);
-            }
-            if now < next_renewal {
-                continue;
-            }
-            let mut client = self.client.clone();
-            client.max_attempts = 1;
-            client.timeout =
-                stop_at.saturating_duration_since(now).clamp(Duration::from_millis(100), dynamodb::REQUEST_TIMEOUT);
-            let sent_wall = client.ctx.env.now();
-            let expire_ns = lock::unix_ns(sent_wall) + self.length.as_nanos() as i128;
-            match lock::renew(&client, self.table, self.key, self.token, expire_ns) {
-                Ok(Owned::Done) => {
-                    lease_end = now + self.length;
-                    next_renewal = now + interval;
-                    log.debug("lock renewed", &[("expire", lock::rfc3339_ns(expire_ns).into())]);
+        std::thread::scope(|scope| {
+            loop {
+                let stop_at = self.stop_at(lease_end);
+                let wake = if in_flight { stop_at } else { next_renewal.min(stop_at) };
+                match events.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+                    Ok(LeaseEvent::Stop) | Err(RecvTimeoutError::Disconnected) => return None,
+                    Ok(LeaseEvent::Renewed(renewal_sent, expire_ns, result)) => {
+                        in_flight = false;
+                        match result {
+                            Ok(Owned::Done) => {
+                                lease_end = renewal_sent + self.length;
+                                next_renewal = renewal_sent + interval;
+                                log.debug("lock renewed", &[("expire", lock::rfc3339_ns(expire_ns).into())]);
+                            }
+                            Ok(Owned::NotOwner(item)) => {
+                                return lose(self.loss_reason(item.as_ref()).into(), holder_fields(item.as_ref()));
+                            }
+                            Err(e) => {
+                                log.warn("lock renewal failed; retrying", &[("error", crate::error_chain(&e).into())]);
+                                next_renewal = Instant::now() + retry;
+                            }
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
                 }
-                Ok(Owned::NotOwner(item)) => {
-                    let reason = match &item {
-                        Some(item) if item.owner.is_some() || item.expire_ns > 0 => "another holder took the lock",
-                        Some(_) => "the lock was force-unlocked",
-                        None => "the lock item was deleted",
+                let now = Instant::now();
+                if now >= stop_at {
+                    let reason = if in_flight {
+                        "a renewal did not complete before the lease was about to end"
+                    } else {
+                        "renewals failed until the lease was about to end"
                     };
-                    return lose(reason.into(), holder_fields(item.as_ref()));
+                    return lose(reason.into(), vec![]);
                 }
-                Err(e) => {
-                    log.warn("lock renewal failed; retrying", &[("error", crate::error_chain(&e).into())]);
-                    next_renewal = Instant::now() + retry;
+                if in_flight || now < next_renewal {
+                    continue;
                 }
+                let mut client = self.client.clone();
+                client.max_attempts = 1;
+                client.timeout =
+                    stop_at.saturating_duration_since(now).clamp(Duration::from_millis(100), dynamodb::REQUEST_TIMEOUT);
+                let expire_ns = lock::unix_ns(client.ctx.env.now()) + self.length.as_nanos() as i128;
+                let report = events_tx.clone();
+                in_flight = true;
+                scope.spawn(move || {
+                    let result = lock::renew(&client, self.table, self.key, self.token, expire_ns);
+                    let _ = report.send(LeaseEvent::Renewed(now, expire_ns, result));
+                });
             }
+        })
+    }
+
+    /// Why a renewal found the item no longer ours.
+    fn loss_reason(&self, item: Option<&Item>) -> &'static str {
+        match item {
+            None => "the lock item was deleted",
+            Some(item) if item.owner.is_some() => "another holder took the lock",
+            Some(item) if item.fence.is_some_and(|fence| fence > self.fence) => {
+                "another holder took the lock and has released it"
+            }
+            Some(item) if item.expire_ns > 0 => "another holder took the lock",
+            Some(_) => "the lock was force-unlocked",
         }
     }
 }

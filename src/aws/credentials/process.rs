@@ -6,8 +6,10 @@
 //! `{"Version": 1, "AccessKeyId", "SecretAccessKey", "SessionToken"?, "Expiration"? (RFC 3339), "AccountId"?}`.
 //! The command's output is never quoted in an error: it may hold the secret key.
 
+use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::Credentials;
 use serde_json::Value;
@@ -18,9 +20,22 @@ use crate::error::Error;
 /// The source's name in logs.
 pub const NAME: &str = "credential_process";
 
+/// How long a credential process may run before it is killed and the fetch fails.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Runs the `credential_process` command of profile `profile_name` and reads the credentials it prints.
 /// `now` is used to reject credentials that have already expired.
 pub fn load(profile_name: &str, command: &str, now: SystemTime) -> Result<Credentials, Error> {
+    load_with_timeout(profile_name, command, now, TIMEOUT)
+}
+
+/// [`load`] with its own time limit.
+pub fn load_with_timeout(
+    profile_name: &str,
+    command: &str,
+    now: SystemTime,
+    timeout: Duration,
+) -> Result<Credentials, Error> {
     let fail = |message: String| Error::Credentials {
         provider: NAME,
         message: format!("profile {profile_name}: {message}"),
@@ -30,17 +45,47 @@ pub fn load(profile_name: &str, command: &str, now: SystemTime) -> Result<Creden
     let Some((program, args)) = argv.split_first() else {
         return Err(fail("credential_process is empty".to_owned()));
     };
-    let output = Command::new(program)
+    // Its own process group, so a timeout kills whatever it started too (and frees the stdout pipe).
+    let mut child = Command::new(program)
         .args(args)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
         .map_err(|e| fail(format!("cannot run credential_process {program}: {e}")))?;
-    if !output.status.success() {
-        return Err(fail(format!("credential_process {program} failed ({})", output.status)));
+    let mut pipe = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(pipe) = pipe.as_mut() {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                crate::process::signal_group(child.id(), libc::SIGKILL);
+                let _ = child.wait();
+                let _ = reader.join();
+                return Err(fail(format!("credential_process {program} did not finish within {timeout:?}")));
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = reader.join();
+                return Err(fail(format!("cannot wait for credential_process {program}: {e}")));
+            }
+        }
+    };
+    let stdout = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(fail(format!("credential_process {program} failed ({status})")));
     }
-    let stdout = String::from_utf8(output.stdout)
+    let stdout = String::from_utf8(stdout)
         .map_err(|_| fail(format!("credential_process {program} printed output that is not UTF-8")))?;
     parse_output(&stdout, now).map_err(|e| fail(format!("credential_process {program}: {e}")))
 }
@@ -266,6 +311,15 @@ mod tests {
 
     fn error(json: &str) -> String {
         parse_output(json, now()).expect_err("bad output")
+    }
+
+    #[test]
+    fn a_hanging_process_is_killed_after_the_timeout() {
+        let started = Instant::now();
+        let error = load_with_timeout("slow", "sh -c 'sleep 30'", now(), Duration::from_millis(300))
+            .expect_err("the process hangs");
+        assert!(error.to_string().contains("did not finish within 300ms"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(10), "the fetch waited for the process");
     }
 
     #[test]
