@@ -12,6 +12,17 @@ use crate::support::{Case, endpoint, eventually, is_dead};
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// What the proxy does to the first response it carries.
+#[derive(Clone, Copy)]
+enum First {
+    /// Passes it on.
+    Pass,
+    /// Holds it back this long.
+    Delay(Duration),
+    /// Drops it and closes the connection (the request did reach the emulator).
+    Drop,
+}
+
 /// A TCP proxy to the emulator that can be cut: open connections are shut down and new ones are closed at once.
 struct Proxy {
     address: String,
@@ -24,6 +35,10 @@ struct Proxy {
 
 impl Proxy {
     fn start() -> Proxy {
+        Proxy::with_first_response(First::Pass)
+    }
+
+    fn with_first_response(first: First) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         listener.set_nonblocking(true).expect("a non-blocking listener");
         let address = format!("http://{}", listener.local_addr().expect("proxy address"));
@@ -35,6 +50,7 @@ impl Proxy {
         let (accept_cut, accept_stop, accept_open, accept_threads) =
             (Arc::clone(&cut), Arc::clone(&stop), Arc::clone(&open), Arc::clone(&threads));
         let accept = std::thread::spawn(move || {
+            let mut first = Some(first);
             while !accept_stop.load(Ordering::SeqCst) {
                 let client = match listener.accept() {
                     Ok((client, _)) => client,
@@ -57,8 +73,8 @@ impl Proxy {
                 }
                 drop(list);
                 let mut handles = accept_threads.lock().unwrap_or_else(|p| p.into_inner());
-                handles.extend(pump(&client, &server));
-                handles.extend(pump(&server, &client));
+                handles.extend(pump(&client, &server, First::Pass));
+                handles.extend(pump(&server, &client, first.take().unwrap_or(First::Pass)));
             }
         });
         Proxy { address, cut, stop, open, threads, accept: Some(accept) }
@@ -86,15 +102,25 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies `from` to `to` in a thread until either side closes.
-fn pump(from: &TcpStream, to: &TcpStream) -> Option<JoinHandle<()>> {
+/// Copies `from` to `to` in a thread until either side closes, treating the first chunk as `first` says.
+fn pump(from: &TcpStream, to: &TcpStream, first: First) -> Option<JoinHandle<()>> {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else { return None };
     Some(std::thread::spawn(move || {
         let mut buffer = [0u8; 16 * 1024];
+        let mut first = Some(first);
         loop {
             match from.read(&mut buffer) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    match first.take() {
+                        Some(First::Drop) => {
+                            let _ = to.shutdown(Shutdown::Both);
+                            let _ = from.shutdown(Shutdown::Both);
+                            return;
+                        }
+                        Some(First::Delay(delay)) => std::thread::sleep(delay),
+                        Some(First::Pass) | None => {}
+                    }
                     if to.write_all(&buffer[..n]).is_err() {
                         break;
                     }
@@ -150,4 +176,93 @@ fn a_command_that_ignores_sigterm_is_killed_before_the_lease_ends() {
     out.expect_code(75);
     out.check("dead before the last possible lease end (cut + 3 s)", true, dead < cut + Duration::from_secs(3));
     out.check("SIGKILL was logged", true, out.has_log("command still running after the grace period; sending SIGKILL"));
+}
+
+#[test]
+fn a_lost_acquire_response_is_retried_and_the_retry_succeeds() {
+    let case = Case::new("lost_acquire_response");
+    let proxy = Proxy::with_first_response(First::Drop);
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", proxy.address.clone());
+    let out = case.run_env(&["-v", "run", "k", "--locked-exit-code", "9", "--", "sh", "-c", "echo ran"], env);
+    // The first UpdateItem reached the emulator (the item is ours) but its answer was lost; the retry must
+    // succeed through `#owner = :me` instead of finding the key locked by ourselves.
+    out.expect_code(0);
+    out.check("stdout", "ran\n", out.stdout.as_str());
+    let attempts: Vec<(String, u64)> = out
+        .logs()
+        .iter()
+        .filter(|line| line["msg"] == "dynamodb request" && line["operation"] == "UpdateItem")
+        .take(2)
+        .map(|line| (line["outcome"].as_str().unwrap_or_default().to_owned(), line["attempt"].as_u64().unwrap_or(0)))
+        .collect();
+    out.check("the first attempt failed, the second acquired", 2, attempts.len());
+    out.check("second attempt", ("ok".to_owned(), 2), attempts[1].clone());
+    out.check("first attempt failed", true, attempts[0].0 != "ok");
+    out.check("ran once", 1, out.messages().iter().filter(|m| *m == "running command").count());
+    out.check("released", true, out.has_log("lock released"));
+}
+
+#[test]
+fn an_acquire_that_returns_after_the_lease_is_nearly_over_does_not_start_the_command() {
+    let case = Case::new("late_acquire");
+    // -e 3s: the command must be dead by lease end - 0.3 s, with 1 s of grace, so it may not start after 1.7 s.
+    let proxy = Proxy::with_first_response(First::Delay(Duration::from_millis(2500)));
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", proxy.address.clone());
+    let marker = case.file("marker");
+    let out = case.run_env(&["run", "k", "-e", "3s", "--", "sh", "-c", &format!("touch {marker}")], env);
+    out.expect_code(75);
+    out.check("the command did not start", false, case.exists("marker"));
+    let lost = out.log("lock lost");
+    out.check("reason", true, lost["error"].as_str().unwrap_or_default().contains("not running the command"));
+}
+
+#[test]
+fn a_hanging_credential_refresh_cannot_keep_the_command_running_past_the_lease() {
+    let case = Case::new("hanging_refresh");
+    // The first call answers at once with credentials that are inside the refresh window (expiring in 2
+    // minutes), so every later use calls the process again: and the later calls hang.
+    let calls = case.file("calls");
+    let expiration = crate::support::rfc3339_from_now(Duration::from_secs(120));
+    let script = case.write(
+        "creds.sh",
+        &format!(
+            "#!/bin/sh\necho x >> {calls}\nif [ \"$(wc -l < {calls})\" -gt 1 ]; then sleep 6; fi\n\
+             printf '{{\"Version\":1,\"AccessKeyId\":\"AKPROC\",\"SecretAccessKey\":\"procsecret\",\"Expiration\":\"{expiration}\"}}'\n"
+        ),
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    case.write_aws_file("config", &format!("[profile slow]\ncredential_process = {script}\n"));
+    let mut env = case.env_without_credentials();
+    env.insert("AWS_PROFILE", "slow".into());
+    let args = [
+        "-t",
+        case.table(),
+        "run",
+        "k",
+        "-e",
+        "3s",
+        "--",
+        "sh",
+        "-c",
+        &format!("echo $$ > {}; sleep 30", case.file("child.pid")),
+    ];
+    let mut running = case.spawn_raw(&args, env);
+    let pid: u32 = running.wait_for_line(&case.path("child.pid"), WAIT).trim().parse().expect("a pid");
+    let started = Instant::now();
+    // The acquire was sent before the child started: the lease ends before started + 3 s.
+    if !eventually(Duration::from_secs(10), || is_dead(pid)) {
+        panic!("the command still runs 10 s into a 3 s lease\n{}", running.stderr_so_far());
+    }
+    let dead = started.elapsed();
+    let out = running.wait(Duration::from_secs(60));
+    out.expect_code(75);
+    out.check("dead before the lease ended (3 s)", true, dead < Duration::from_secs(3));
+    let lost = out.log("lock lost");
+    out.check(
+        "reason",
+        "a renewal did not complete before the lease was about to end",
+        lost["error"].as_str().unwrap_or_default(),
+    );
 }
