@@ -12,6 +12,8 @@ use std::process::{Command, ExitStatus};
 #[derive(Debug)]
 pub struct Child {
     inner: std::process::Child,
+    /// Our own process group, when the child was given the controlling terminal and it must come back to us.
+    terminal_owner: Option<u32>,
 }
 
 /// Starts `argv[0]` with `argv[1..]`, stdio inherited, in a new process group, with `vars` added to the
@@ -26,7 +28,19 @@ pub fn spawn(argv: &[OsString], vars: &[(&str, String)]) -> io::Result<Child> {
         command.env(name, value);
     }
     sys::kill_with_parent(&mut command);
-    Ok(Child { inner: command.spawn()? })
+    // Run from an interactive terminal, the child's new process group must become the terminal's foreground
+    // group, or reading stdin stops it with SIGTTIN (a shell does the same for each job).
+    let terminal_owner = sys::foreground_terminal_group();
+    if terminal_owner.is_some() {
+        sys::take_terminal_in_child(&mut command);
+    }
+    let inner = command.spawn()?;
+    if terminal_owner.is_some() {
+        sys::give_terminal(inner.id());
+        // In case the child read the terminal before it was its own: wake it.
+        sys::kill_group(inner.id(), libc::SIGCONT);
+    }
+    Ok(Child { inner, terminal_owner })
 }
 
 impl Child {
@@ -43,7 +57,11 @@ impl Child {
     /// Blocks until the child has exited, leaving it unreaped (a zombie) so its pid and process group id
     /// stay reserved; then [`Child::reap`] collects the status.
     pub fn wait_exited(&self) -> io::Result<()> {
-        sys::wait_exited_no_reap(self.id())
+        let waited = sys::wait_exited_no_reap(self.id());
+        if let Some(group) = self.terminal_owner {
+            sys::give_terminal(group);
+        }
+        waited
     }
 
     /// Collects the exit status.
@@ -66,7 +84,9 @@ pub fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
-/// The few libc calls std lacks. Each `unsafe` block is a plain FFI call with no pointers we do not own.
+/// The few libc calls std lacks (prctl, getppid, kill, waitid, and the terminal's foreground group: isatty,
+/// tcgetpgrp, tcsetpgrp, getpgrp, with SIGTTOU blocked around tcsetpgrp). Each `unsafe` block is a plain FFI
+/// call with no pointers we do not own.
 #[allow(unsafe_code)]
 mod sys {
     use std::io;
@@ -96,6 +116,48 @@ mod sys {
     /// Other systems have no parent-death signal.
     #[cfg(not(target_os = "linux"))]
     pub fn kill_with_parent(_command: &mut Command) {}
+
+    /// Our process group when stdin is a terminal whose foreground process group is ours.
+    pub fn foreground_terminal_group() -> Option<u32> {
+        // SAFETY: isatty, tcgetpgrp and getpgrp take plain integers and only read process state.
+        let (is_tty, foreground, own) = unsafe { (libc::isatty(0), libc::tcgetpgrp(0), libc::getpgrp()) };
+        (is_tty == 1 && foreground == own).then(|| u32::try_from(own).ok()).flatten()
+    }
+
+    /// Makes process group `pgid` the terminal's foreground group, with SIGTTOU blocked on this thread so
+    /// that a caller in a background group is not stopped by the call. Errors are ignored.
+    pub fn give_terminal(pgid: u32) {
+        let Ok(pgid) = libc::pid_t::try_from(pgid) else { return };
+        // SAFETY: the signal sets are zeroed values we own, initialised by sigemptyset/sigaddset before use;
+        // pthread_sigmask and tcsetpgrp take pointers to them only for the duration of the call.
+        unsafe {
+            let mut block: libc::sigset_t = std::mem::zeroed();
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut block);
+            libc::sigaddset(&mut block, libc::SIGTTOU);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut previous);
+            libc::tcsetpgrp(0, pgid);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+        }
+    }
+
+    /// In the child, before exec: make its own (new) process group the terminal's foreground group.
+    pub fn take_terminal_in_child(command: &mut Command) {
+        // SAFETY: runs in the forked child before exec and calls only async-signal-safe functions
+        // (sigemptyset, sigaddset, sigprocmask, tcsetpgrp, getpgrp) on values it owns; it allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                let mut block: libc::sigset_t = std::mem::zeroed();
+                let mut previous: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut block);
+                libc::sigaddset(&mut block, libc::SIGTTOU);
+                libc::sigprocmask(libc::SIG_BLOCK, &block, &mut previous);
+                libc::tcsetpgrp(0, libc::getpgrp());
+                libc::sigprocmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+    }
 
     /// `kill(-pgid, signal)`.
     pub fn kill_group(pgid: u32, signal: i32) {

@@ -9,3 +9,4 @@ mod lease;
 mod lock_protocol;
 mod run;
 mod support;
+mod terminal;
