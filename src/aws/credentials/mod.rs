@@ -329,6 +329,45 @@ mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
 
+    /// A container endpoint that serves credentials expiring at `expiry` once, then answers 500.
+    fn flaky_endpoint(expiry: &str) -> (crate::aws::test_http::Server, Source) {
+        let body = format!(r#"{{"AccessKeyId":"AKFIRST","SecretAccessKey":"s","Token":"t","Expiration":"{expiry}"}}"#);
+        let mut served = 0;
+        let server = crate::aws::test_http::Server::start(move |stream| {
+            if crate::aws::test_http::read_request(&stream).is_none() {
+                return;
+            }
+            served += 1;
+            let (status, text) = if served == 1 { (200, body.as_str()) } else { (500, "{}") };
+            let _ =
+                crate::aws::test_http::write_response(&stream, status, &[("content-type", "application/json")], text);
+        });
+        let uri = format!("{}/creds", server.base());
+        (server, Source::Container { uri })
+    }
+
+    #[test]
+    fn a_failed_refresh_keeps_valid_credentials_with_a_warning_and_fails_once_they_expire() {
+        let issued = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // Expiring two minutes after `issued`: inside the refresh window, so every use fetches again.
+        let (_server, source) = flaky_endpoint("2027-01-15T08:02:00Z");
+        let cache = Cache::new(source);
+        let http = Http::new();
+        let profiles = ProfileSet::default();
+        let env = Env::from_pairs::<&str, &str>(&[]).with_now(issued);
+        let ctx = Context { env: &env, http: &http, profiles: &profiles, region: "us-east-1" };
+        let first = cache.get(&ctx).expect("the first fetch succeeds");
+        assert!(first.fetched && first.refresh_error.is_none());
+        assert_eq!(first.credentials.access_key_id(), "AKFIRST");
+        let second = cache.get(&ctx).expect("still valid: the cached credentials are used");
+        assert!(!second.fetched, "nothing new was fetched");
+        assert!(second.refresh_error.is_some(), "the failed refresh is reported as a warning");
+        assert_eq!(second.credentials.access_key_id(), "AKFIRST");
+        let later = Env::from_pairs::<&str, &str>(&[]).with_now(issued + Duration::from_secs(180));
+        let ctx = Context { env: &later, ..ctx };
+        assert!(cache.get(&ctx).is_err(), "expired credentials are not handed out");
+    }
+
     #[test]
     fn refresh_window() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
