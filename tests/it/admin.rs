@@ -27,9 +27,7 @@ fn unlock_clears_the_lease_and_keeps_the_item_and_fence() {
     out.check("previous holder", json!("it-host"), line["holder"].clone());
     let item = case.item("k").expect("unlock keeps the item");
     out.check("item (owner, expire, fence)", (None, 0, Some(fence)), (item.owner, item.expire_ns, item.fence));
-    let status = case.run(&["status", "k"]);
-    status.expect_code(0);
-    status.check("state", json!("free"), status.stdout_json()["state"].clone());
+    case.run(&["status", "k"]).expect_state("free");
 }
 
 #[test]
@@ -40,9 +38,7 @@ fn unlock_delete_removes_the_item() {
     out.expect_code(0);
     out.log("lock item deleted");
     out.check("item after unlock --delete", None, case.item("k"));
-    let status = case.run(&["status", "k"]);
-    status.expect_code(0);
-    status.check("state", json!("never used"), status.stdout_json()["state"].clone());
+    case.run(&["status", "k"]).expect_state("never used");
 }
 
 #[test]

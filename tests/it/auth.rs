@@ -17,7 +17,7 @@ use lock_exec::dynamodb::Client;
 use lock_exec::log::Logger;
 use serde_json::json;
 
-use crate::support::{Case, REGION, xml_tag};
+use crate::support::{Case, REGION, create_table_request, xml_tag};
 
 const USER: &str = "lock-exec-it-user";
 
@@ -91,13 +91,7 @@ fn iam_user_with_the_documented_policy_runs_and_bad_keys_are_refused() {
         timeout: Duration::from_secs(10),
         log: Logger::new(LogFormat::Json, Verbosity::Quiet),
     };
-    let create = json!({
-        "TableName": table,
-        "KeySchema": [{ "AttributeName": "key", "KeyType": "HASH" }],
-        "AttributeDefinitions": [{ "AttributeName": "key", "AttributeType": "S" }],
-        "BillingMode": "PAY_PER_REQUEST",
-    });
-    if let Err(e) = client.call("CreateTable", &create) {
+    if let Err(e) = client.call("CreateTable", &create_table_request(&table)) {
         panic!("CreateTable {table} on {endpoint}: {}", lock_exec::error_chain(&e));
     }
     iam(&http, &endpoint, &admin, &[("Action", "CreateUser"), ("UserName", USER)]);
@@ -151,26 +145,21 @@ fn iam_user_with_the_documented_policy_runs_and_bad_keys_are_refused() {
     out.check("the command's stdout", "ran\n", out.stdout.as_str());
     out.check("lock released", true, out.has_log("lock released"));
     out.expect_no_secrets(&[&secret_access_key]);
-    let status = case.run_env(&["status", "k"], good.clone());
-    status.expect_code(0);
-    status.check("state", json!("free"), status.stdout_json()["state"].clone());
+    case.run_env(&["status", "k"], good.clone()).expect_state("free");
     let unlock = case.run_env(&["unlock", "k"], good);
     unlock.expect_code(0);
 
     // 4. The same key with a wrong secret: the signature does not match.
-    let script = format!("touch '{}'", case.file("marker"));
-    let command = ["run", "k", "--", "sh", "-c", script.as_str()];
+    let command = ["-t", case.table(), "run", "k"];
     let wrong_secret = "it-wrong-secret-key-SECRET-0000000000";
-    let out = case.run_env(&command, env_with(&access_key_id, wrong_secret));
+    let out = case.run_not_started(&command, env_with(&access_key_id, wrong_secret));
     out.expect_code(77);
     out.expect_stderr_contains("SignatureDoesNotMatch");
-    out.check("the command started (marker file made)", false, case.exists("marker"));
     out.expect_no_secrets(&[wrong_secret, &secret_access_key]);
 
     // 5. A key the emulator does not know.
-    let out = case.run_env(&command, env_with("AKIDNOSUCHKEY0000000", &secret_access_key));
+    let out = case.run_not_started(&command, env_with("AKIDNOSUCHKEY0000000", &secret_access_key));
     out.expect_code(77);
     out.expect_stderr_contains("InvalidClientTokenId");
-    out.check("the command started (marker file made)", false, case.exists("marker"));
     out.expect_no_secrets(&[&secret_access_key]);
 }

@@ -11,7 +11,6 @@
 //! asked and which credentials the emulator handed out. Container and IMDS endpoints are small local servers.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,15 +36,13 @@ fn run_echo(case: &Case, extra: &[&str], env: EnvMap) -> Outcome {
     case.run_env(&args, env)
 }
 
-/// `-v [extra...] run k -- sh -c 'touch marker'`: for runs that must fail before the command starts.
+/// `-v [extra...] run k -- sh -c 'touch marker'`: for runs that must fail before the command starts (checked).
+#[track_caller]
 fn run_marker(case: &Case, extra: &[&str], env: EnvMap) -> Outcome {
-    let script = format!("touch '{}'", case.file("marker"));
-    let mut args = vec!["-v"];
+    let mut args = vec!["-t", case.table(), "-v"];
     args.extend_from_slice(extra);
-    args.extend(["run", "k", "--", "sh", "-c", &script]);
-    let out = case.run_env(&args, env);
-    out.check("the command started (marker file made)", false, case.exists("marker"));
-    out
+    args.extend(["run", "k"]);
+    case.run_not_started(&args, env)
 }
 
 /// The run succeeded, the command ran, every `credentials loaded` line names `source`, and no secret shows.
@@ -77,17 +74,24 @@ fn expect_error_line(out: &Outcome, phrases: &[&str]) {
     }
 }
 
-/// A recording proxy in front of the emulator, for STS.
-fn sts_proxy() -> Server {
-    let target = endpoint().to_owned();
-    Server::start(move |request| forward(&target, request))
+/// One STS call and the credentials the emulator handed out in its answer.
+struct StsCall {
+    request: Seen,
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: String,
 }
 
-/// The STS calls a proxy saw, checked to have succeeded; returns them with the (secret key, session token) each
-/// handed out.
+/// [`run_echo`] with `AWS_ENDPOINT_URL_STS` pointing at a recording proxy in front of the emulator; returns the
+/// outcome and the STS calls the proxy saw, each checked to be `action` and to have succeeded.
 #[track_caller]
-fn sts_calls(out: &Outcome, exchanges: &[Exchange], action: &str) -> Vec<(Seen, String, String, String)> {
-    exchanges
+fn run_echo_through_sts(case: &Case, extra: &[&str], mut env: EnvMap, action: &str) -> (Outcome, Vec<StsCall>) {
+    let target = endpoint().to_owned();
+    let proxy = Server::start(move |request| forward(&target, request));
+    env.insert("AWS_ENDPOINT_URL_STS", proxy.url());
+    let out = run_echo(case, extra, env);
+    let exchanges = proxy.stop();
+    let calls = exchanges
         .iter()
         .map(|e| {
             out.check("STS action", Some(action.to_owned()), e.request.form("Action"));
@@ -97,9 +101,24 @@ fn sts_calls(out: &Outcome, exchanges: &[Exchange], action: &str) -> Vec<(Seen, 
                     .filter(|v| !v.is_empty())
                     .unwrap_or_else(|| out.fail("the STS answer has no value", &tag, &e.reply.body))
             };
-            (e.request.clone(), field("AccessKeyId"), field("SecretAccessKey"), field("SessionToken"))
+            StsCall {
+                request: e.request.clone(),
+                access_key_id: field("AccessKeyId"),
+                secret_access_key: field("SecretAccessKey"),
+                session_token: field("SessionToken"),
+            }
         })
-        .collect()
+        .collect();
+    (out, calls)
+}
+
+/// The secrets a run must not show: `fixed` and the secret key and session token every STS call handed out.
+fn with_sts_secrets<'a>(fixed: &[&'a str], calls: &'a [StsCall]) -> Vec<&'a str> {
+    let mut secrets = fixed.to_vec();
+    for call in calls {
+        secrets.extend([call.secret_access_key.as_str(), call.session_token.as_str()]);
+    }
+    secrets
 }
 
 #[test]
@@ -185,20 +204,16 @@ fn profile_role_arn_with_source_profile_assumes_the_role() {
         "credentials",
         "[base]\naws_access_key_id = AKIDROLEBASE\naws_secret_access_key = it-role-base-SECRET-55\n",
     );
-    let proxy = sts_proxy();
-    let mut env = case.env_without_credentials();
-    env.insert("AWS_ENDPOINT_URL_STS", proxy.url());
-    let out = run_echo(&case, &["--profile", "role"], env);
-    let exchanges = proxy.stop();
-    let calls = sts_calls(&out, &exchanges, "AssumeRole");
+    let (out, calls) =
+        run_echo_through_sts(&case, &["--profile", "role"], case.env_without_credentials(), "AssumeRole");
     out.check("AssumeRole calls", 1, calls.len());
-    let (request, _, secret, token) = &calls[0];
+    let request = &calls[0].request;
     out.check(
         "(RoleArn, RoleSessionName, signed with)",
         (Some(ROLE_ARN.to_owned()), Some("it-session".to_owned()), Some("AKIDROLEBASE".to_owned())),
         (request.form("RoleArn"), request.form("RoleSessionName"), request.signing_key_id()),
     );
-    expect_ran_with(&out, "profile assume role", &["it-role-base-SECRET-55", secret, token]);
+    expect_ran_with(&out, "profile assume role", &with_sts_secrets(&["it-role-base-SECRET-55"], &calls));
 }
 
 /// `a` assumes role A with the credentials of `b`, which assumes role B with the static keys of `c`.
@@ -211,27 +226,18 @@ fn two_step_role_chain() {
          [profile b]\nrole_arn = arn:aws:iam::123456789012:role/it-role-b\nsource_profile = c\n\n\
          [profile c]\naws_access_key_id = AKIDCHAINBASE\naws_secret_access_key = it-chain-base-SECRET-66\n",
     );
-    let proxy = sts_proxy();
-    let mut env = case.env_without_credentials();
-    env.insert("AWS_ENDPOINT_URL_STS", proxy.url());
-    let out = run_echo(&case, &["--profile", "a"], env);
-    let exchanges = proxy.stop();
-    let calls = sts_calls(&out, &exchanges, "AssumeRole");
+    let (out, calls) = run_echo_through_sts(&case, &["--profile", "a"], case.env_without_credentials(), "AssumeRole");
     out.check("AssumeRole calls", 2, calls.len());
-    let first_key = calls[0].1.clone();
+    let first_key = calls[0].access_key_id.clone();
     out.check(
         "(role, signed with) of each step",
         vec![
             (Some("arn:aws:iam::123456789012:role/it-role-b".to_owned()), Some("AKIDCHAINBASE".to_owned())),
             (Some("arn:aws:iam::123456789012:role/it-role-a".to_owned()), Some(first_key)),
         ],
-        calls.iter().map(|(r, ..)| (r.form("RoleArn"), r.signing_key_id())).collect(),
+        calls.iter().map(|c| (c.request.form("RoleArn"), c.request.signing_key_id())).collect(),
     );
-    let mut secrets = vec!["it-chain-base-SECRET-66"];
-    for (_, _, secret, token) in &calls {
-        secrets.extend([secret.as_str(), token.as_str()]);
-    }
-    expect_ran_with(&out, "profile assume role", &secrets);
+    expect_ran_with(&out, "profile assume role", &with_sts_secrets(&["it-chain-base-SECRET-66"], &calls));
 }
 
 /// `--profile envrole` names a profile whose role is assumed with the keys in the environment. (The AWS CLI drops
@@ -244,22 +250,13 @@ fn role_arn_with_credential_source_environment() {
         "config",
         &format!("[profile envrole]\nrole_arn = {ROLE_ARN}\ncredential_source = Environment\n"),
     );
-    let proxy = sts_proxy();
-    let mut env = case.env();
-    env.insert("AWS_ENDPOINT_URL_STS", proxy.url());
-    let out = run_echo(&case, &["--profile", "envrole"], env);
-    let exchanges = proxy.stop();
-    let calls = sts_calls(&out, &exchanges, "AssumeRole");
+    let (out, calls) = run_echo_through_sts(&case, &["--profile", "envrole"], case.env(), "AssumeRole");
     out.check(
         "AssumeRole calls (RoleArn, signed with the environment's key)",
         vec![(Some(ROLE_ARN.to_owned()), Some(crate::support::ACCESS_KEY_ID.to_owned()))],
-        calls.iter().map(|(r, ..)| (r.form("RoleArn"), r.signing_key_id())).collect(),
+        calls.iter().map(|c| (c.request.form("RoleArn"), c.request.signing_key_id())).collect(),
     );
-    let mut secrets = vec![SECRET_ACCESS_KEY];
-    for (_, _, secret, token) in &calls {
-        secrets.extend([secret.as_str(), token.as_str()]);
-    }
-    expect_ran_with(&out, "profile assume role", &secrets);
+    expect_ran_with(&out, "profile assume role", &with_sts_secrets(&[SECRET_ACCESS_KEY], &calls));
 }
 
 #[test]
@@ -274,14 +271,10 @@ fn profile_web_identity_token_file() {
              role_session_name = it-wi-session\n"
         ),
     );
-    let proxy = sts_proxy();
-    let mut env = case.env_without_credentials();
-    env.insert("AWS_ENDPOINT_URL_STS", proxy.url());
-    let out = run_echo(&case, &["--profile", "wi"], env);
-    let exchanges = proxy.stop();
-    let calls = sts_calls(&out, &exchanges, "AssumeRoleWithWebIdentity");
+    let (out, calls) =
+        run_echo_through_sts(&case, &["--profile", "wi"], case.env_without_credentials(), "AssumeRoleWithWebIdentity");
     out.check("AssumeRoleWithWebIdentity calls", 1, calls.len());
-    let (request, _, secret, token) = &calls[0];
+    let request = &calls[0].request;
     out.check(
         "(RoleArn, RoleSessionName, WebIdentityToken, signed)",
         (Some(ROLE_ARN.to_owned()), Some("it-wi-session".to_owned()), Some(WEB_IDENTITY_TOKEN.to_owned()), None),
@@ -292,37 +285,27 @@ fn profile_web_identity_token_file() {
             request.header("authorization"),
         ),
     );
-    expect_ran_with(&out, "web identity", &[WEB_IDENTITY_TOKEN, "it-web-identity-token-SECRET-5f1c9e", secret, token]);
+    let secrets = with_sts_secrets(&[WEB_IDENTITY_TOKEN, "it-web-identity-token-SECRET-5f1c9e"], &calls);
+    expect_ran_with(&out, "web identity", &secrets);
 }
 
 #[test]
 fn irsa_from_the_environment() {
     let case = Case::new("cred_irsa");
     let token_file = case.write("eks/token", WEB_IDENTITY_TOKEN);
-    let proxy = sts_proxy();
     let mut env = case.env_without_credentials();
-    env.insert("AWS_ENDPOINT_URL_STS", proxy.url());
     env.insert("AWS_WEB_IDENTITY_TOKEN_FILE", token_file);
     env.insert("AWS_ROLE_ARN", ROLE_ARN.into());
     env.insert("AWS_ROLE_SESSION_NAME", "it-irsa-session".into());
-    let out = run_echo(&case, &[], env);
-    let exchanges = proxy.stop();
-    let calls = sts_calls(&out, &exchanges, "AssumeRoleWithWebIdentity");
+    let (out, calls) = run_echo_through_sts(&case, &[], env, "AssumeRoleWithWebIdentity");
     out.check("AssumeRoleWithWebIdentity calls", 1, calls.len());
-    let (request, _, secret, token) = &calls[0];
+    let request = &calls[0].request;
     out.check(
         "(RoleArn, RoleSessionName, WebIdentityToken)",
         (Some(ROLE_ARN.to_owned()), Some("it-irsa-session".to_owned()), Some(WEB_IDENTITY_TOKEN.to_owned())),
         (request.form("RoleArn"), request.form("RoleSessionName"), request.form("WebIdentityToken")),
     );
-    expect_ran_with(&out, "web identity", &["it-web-identity-token-SECRET-5f1c9e", secret, token]);
-}
-
-/// Writes an executable `sh` script to `name` in the case folder; returns its path.
-fn script(case: &Case, name: &str, body: &str) -> String {
-    let path = case.write(name, &format!("#!/bin/sh\n{body}"));
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod 755");
-    path
+    expect_ran_with(&out, "web identity", &with_sts_secrets(&["it-web-identity-token-SECRET-5f1c9e"], &calls));
 }
 
 #[test]
@@ -336,8 +319,7 @@ fn credential_process_prints_the_credentials() {
         "Expiration": rfc3339_from_now(Duration::from_secs(3600)),
     });
     let calls = case.file("process-calls");
-    let program = script(
-        &case,
+    let program = case.write_script(
         "bin/credentials.sh",
         &format!("echo \"$1 $2\" >> '{calls}'\necho 'a note on stderr' >&2\ncat <<'JSON'\n{document}\nJSON\n"),
     );
@@ -355,7 +337,7 @@ fn credential_process_prints_the_credentials() {
 #[test]
 fn failing_credential_process_exits_78_naming_the_profile() {
     let case = Case::new("cred_process_fails");
-    let program = script(&case, "bin/credentials.sh", "echo 'cannot log in' >&2\nexit 3\n");
+    let program = case.write_script("bin/credentials.sh", "echo 'cannot log in' >&2\nexit 3\n");
     case.write_aws_file("config", &format!("[profile broken]\ncredential_process = {program}\n"));
     let out = run_marker(&case, &["--profile", "broken"], case.env_without_credentials());
     out.expect_code(78);

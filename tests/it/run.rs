@@ -7,22 +7,36 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Case, Outcome, eventually, host_name, is_dead, now_ns, signal, sleep_until};
+use crate::support::{Case, Outcome, Running, eventually, host_name, is_dead, now_ns, signal, sleep_until};
 
 const LOCKED: &str = "did not run command. key is locked";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// `status KEY` exits 0 and says `free`.
-#[track_caller]
-fn expect_free(case: &Case, key: &str) {
-    let status = case.run(&["status", key]);
-    status.expect_code(0);
-    status.check("status state", json!("free"), status.stdout_json()["state"].clone());
+/// Starts `run k [flags...] -- sh -c SCRIPT` and waits until the script has written a line to `started` in the
+/// case folder; returns the run and that line.
+fn start(case: &Case, flags: &[&str], script: &str) -> (Running, String) {
+    let mut args = vec!["run", "k"];
+    args.extend_from_slice(flags);
+    args.extend(["--", "sh", "-c", script]);
+    let mut run = case.spawn(&args);
+    let line = run.wait_for_line(&case.path("started"), WAIT);
+    (run, line)
 }
 
-/// A script that creates `marker` in the case folder: a command that must not run.
-fn touch(case: &Case, marker: &str) -> String {
-    format!("touch '{}'", case.file(marker))
+/// The run released `k`: it logged `lock released`, and `status k` says `free`.
+#[track_caller]
+fn expect_released(case: &Case, out: &Outcome) {
+    out.check("released", true, out.has_log("lock released"));
+    case.run(&["status", "k"]).expect_state("free");
+}
+
+/// `run k --locked-exit-code 9 -- sh -c 'touch marker'` while another run holds `k`: exits 9 and the command
+/// does not start.
+#[track_caller]
+fn run_while_locked(case: &Case) -> Outcome {
+    let out = case.run_not_started(&["-t", case.table(), "run", "k", "--locked-exit-code", "9"], case.env());
+    out.expect_code(9);
+    out
 }
 
 #[test]
@@ -53,10 +67,8 @@ fn run_acquires_runs_and_releases() {
     out.check("child's stdout", format!("hello from the child\njob {fence}\n"), out.stdout.clone());
 
     let status = case.run(&["status", "job"]);
-    status.expect_code(0);
-    let json = status.stdout_json();
-    status.check("state", json!("free"), json["state"].clone());
-    status.check("fence", json!(fence), json["fence"].clone());
+    status.expect_state("free");
+    status.check("fence", json!(fence), status.stdout_json()["fence"].clone());
     let item = case.item("job").expect("the item stays after a release");
     out.check(
         "item after release (owner, expire, fence)",
@@ -86,12 +98,9 @@ fn command_string_is_split_like_go_fields_without_a_shell() {
 #[test]
 fn second_concurrent_run_is_skipped_with_the_locked_exit_code() {
     let case = Case::new("second_concurrent_run");
-    let mut first = case.spawn(&["run", "k", "--", "sh", "-c", &case.holding_script("started", "release")]);
-    first.wait_for_line(&case.path("started"), WAIT);
+    let (first, _) = start(&case, &[], &case.holding_script("started", "release"));
 
-    let second = case.run(&["run", "k", "--locked-exit-code", "9", "--", "sh", "-c", &touch(&case, "marker")]);
-    second.expect_code(9);
-    second.check("marker made by the second command", false, case.exists("marker"));
+    let second = run_while_locked(&case);
     second.check("messages", vec![LOCKED.to_owned()], second.messages());
     let line = second.log(LOCKED);
     second.check("holder", json!(host_name()), line["holder"].clone());
@@ -135,8 +144,7 @@ fn child_exit_codes_pass_through() {
 
     let out = case.run(&["run", "k", "--", "sh", "-c", "kill -9 $$"]);
     out.expect_code(137);
-    out.check("released", true, out.has_log("lock released"));
-    expect_free(&case, "k");
+    expect_released(&case, &out);
 }
 
 #[test]
@@ -145,8 +153,7 @@ fn missing_program_exits_127_and_releases() {
     let out = case.run(&["run", "k", "--", "/nonexistent/prog", "arg"]);
     out.expect_code(127);
     out.expect_stderr_contains("/nonexistent/prog: command not found");
-    out.check("released", true, out.has_log("lock released"));
-    expect_free(&case, "k");
+    expect_released(&case, &out);
 }
 
 #[test]
@@ -158,9 +165,8 @@ fn non_executable_program_exits_126_and_releases() {
     let out = case.run(&["run", "k", "--", &case.file("not-executable.sh")]);
     out.expect_code(126);
     out.expect_stderr_contains("permission denied");
-    out.check("released", true, out.has_log("lock released"));
     out.check("marker", false, case.exists("marker"));
-    expect_free(&case, "k");
+    expect_released(&case, &out);
 }
 
 #[test]
@@ -171,8 +177,7 @@ fn sigterm_reaches_the_child_and_the_lock_is_released() {
         case.file("trapped"),
         case.file("started")
     );
-    let mut run = case.spawn(&["run", "k", "--", "sh", "-c", &script]);
-    run.wait_for_line(&case.path("started"), WAIT);
+    let (run, _) = start(&case, &[], &script);
     let sent = Instant::now();
     signal(run.pid(), libc::SIGTERM);
     let out = run.wait(WAIT);
@@ -184,10 +189,9 @@ fn sigterm_reaches_the_child_and_the_lock_is_released() {
         std::fs::read_to_string(case.path("trapped")).unwrap_or_default().as_str(),
     );
     out.check("forwarded signal", json!(libc::SIGTERM), out.log("forwarding signal to the command")["signal"].clone());
-    out.check("released", true, out.has_log("lock released"));
     // The default --kill-after is 10 s: an exit well before shows the child's own trap ended it.
     out.check("exited within 5 s of the signal", true, exited_after < Duration::from_secs(5));
-    expect_free(&case, "k");
+    expect_released(&case, &out);
 }
 
 #[test]
@@ -195,8 +199,7 @@ fn kill_after_sigkills_a_child_that_ignores_sigterm() {
     let case = Case::new("kill_after_sigkills");
     // The ignored disposition is inherited by the short sleeps, so nothing in the group dies of SIGTERM.
     let script = format!("trap '' TERM; echo $$ > {}; while :; do sleep 0.1; done", case.file("started"));
-    let mut run = case.spawn(&["run", "k", "--kill-after", "1s", "--", "sh", "-c", &script]);
-    run.wait_for_line(&case.path("started"), WAIT);
+    let (run, _) = start(&case, &["--kill-after", "1s"], &script);
     let sent = Instant::now();
     signal(run.pid(), libc::SIGTERM);
     let out = run.wait(WAIT);
@@ -208,23 +211,19 @@ fn kill_after_sigkills_a_child_that_ignores_sigterm() {
         true,
         (Duration::from_millis(900)..Duration::from_secs(6)).contains(&exited_after),
     );
-    out.check("released", true, out.has_log("lock released"));
-    expect_free(&case, "k");
+    expect_released(&case, &out);
 }
 
 #[test]
 fn lease_renewal_keeps_a_short_lease_alive_through_a_long_command() {
     let case = Case::new("lease_renewal");
     let script = format!("echo $$ > {}; sleep 10", case.file("started"));
-    let mut first = case.spawn(&["run", "k", "-e", "3s", "--", "sh", "-c", &script]);
-    first.wait_for_line(&case.path("started"), WAIT);
+    let (first, _) = start(&case, &["-e", "3s"], &script);
     let started = Instant::now();
     for at in [5, 8] {
         sleep_until(started + Duration::from_secs(at));
-        let other = case.run(&["run", "k", "--locked-exit-code", "9", "--", "sh", "-c", &touch(&case, "marker")]);
-        other.expect_code(9);
+        let other = run_while_locked(&case);
         other.check(&format!("locked at {at} s"), true, other.has_log(LOCKED));
-        other.check("marker", false, case.exists("marker"));
     }
     let out = first.wait(WAIT);
     out.expect_code(0);
@@ -236,17 +235,15 @@ fn lease_renewal_keeps_a_short_lease_alive_through_a_long_command() {
 #[test]
 fn sigkilled_lock_exec_leaves_a_lock_that_expires_and_no_orphan() {
     let case = Case::new("sigkilled_lock_exec");
-    let script = format!("echo $$ > {}; exec sleep 30", case.file("child.pid"));
-    let mut first = case.spawn(&["run", "k", "-e", "2s", "--", "sh", "-c", &script]);
-    let child: u32 = first.wait_for_line(&case.path("child.pid"), WAIT).trim().parse().expect("a pid");
+    let script = format!("echo $$ > {}; exec sleep 30", case.file("started"));
+    let (first, line) = start(&case, &["-e", "2s"], &script);
+    let child: u32 = line.trim().parse().expect("a pid");
     signal(first.pid(), libc::SIGKILL);
     let killed = Instant::now();
     let out = first.wait(WAIT);
     out.check("killed by signal", Some(libc::SIGKILL), out.status.signal());
 
-    let refused = case.run(&["run", "k", "--locked-exit-code", "9", "--", "sh", "-c", &touch(&case, "marker")]);
-    refused.expect_code(9);
-    refused.check("marker", false, case.exists("marker"));
+    run_while_locked(&case);
 
     // PR_SET_PDEATHSIG: the child dies with lock-exec.
     if !eventually(Duration::from_secs(3), || is_dead(child)) {
@@ -257,7 +254,7 @@ fn sigkilled_lock_exec_leaves_a_lock_that_expires_and_no_orphan() {
     }
 
     sleep_until(killed + Duration::from_millis(2500));
-    let taken = case.run(&["run", "k", "--", "sh", "-c", &touch(&case, "marker")]);
+    let taken = case.run(&["run", "k", "--", "sh", "-c", &case.marker_script()]);
     taken.expect_code(0);
     taken.check("marker made once the lease passed", true, case.exists("marker"));
 }
@@ -266,8 +263,7 @@ fn sigkilled_lock_exec_leaves_a_lock_that_expires_and_no_orphan() {
 fn force_unlock_during_a_run_stops_the_command_with_75() {
     let case = Case::new("force_unlock_during_a_run");
     let script = format!("echo $$ > {}; sleep 30", case.file("started"));
-    let mut first = case.spawn(&["run", "k", "-e", "3s", "--", "sh", "-c", &script]);
-    first.wait_for_line(&case.path("started"), WAIT);
+    let (first, _) = start(&case, &["-e", "3s"], &script);
     case.run(&["unlock", "k"]).expect_code(0);
     let unlocked = Instant::now();
     let out = first.wait(WAIT);
@@ -287,9 +283,8 @@ fn go_item_in_the_future_blocks_the_run() {
     let case = Case::new("go_item_in_the_future");
     let expire = now_ns() + 60_000_000_000;
     case.put_go_item("k", expire);
-    let out = case.run(&["run", "k", "--", "sh", "-c", &touch(&case, "marker")]);
+    let out = case.run_not_started(&["-t", case.table(), "run", "k"], case.env());
     out.expect_code(0);
-    out.check("marker", false, case.exists("marker"));
     let line = out.log(LOCKED);
     out.check("holder of a Go item", json!("unknown (no owner recorded)"), line["holder"].clone());
     let item = case.item("k").expect("the Go item stays");
@@ -300,8 +295,7 @@ fn go_item_in_the_future_blocks_the_run() {
 fn go_item_in_the_past_is_taken_over() {
     let case = Case::new("go_item_in_the_past");
     case.put_go_item("k", now_ns() - 60_000_000_000);
-    let mut run = case.spawn(&["run", "k", "--", "sh", "-c", &case.holding_script("started", "release")]);
-    let started = run.wait_for_line(&case.path("started"), WAIT);
+    let (run, started) = start(&case, &[], &case.holding_script("started", "release"));
     let fields: Vec<&str> = started.split_whitespace().collect();
     let (owner, fence) = match fields[..] {
         [_, owner, fence] => (owner.to_owned(), fence.parse::<u64>().expect("LOCK_EXEC_FENCE is a number")),

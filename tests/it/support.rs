@@ -114,6 +114,16 @@ pub fn owner(host: &str, pid: u32) -> Owner {
     Owner { token: lock_exec::random::token128(), host: host.into(), pid, command: "integration test".into() }
 }
 
+/// The `CreateTable` request for a lock table named `name`: partition key `key` (S), as the README describes.
+pub fn create_table_request(name: &str) -> Value {
+    json!({
+        "TableName": name,
+        "KeySchema": [{ "AttributeName": "key", "KeyType": "HASH" }],
+        "AttributeDefinitions": [{ "AttributeName": "key", "AttributeType": "S" }],
+        "BillingMode": "PAY_PER_REQUEST",
+    })
+}
+
 /// A lock table made for one test, deleted when dropped.
 pub struct Table {
     /// The table name.
@@ -126,13 +136,7 @@ impl Table {
     /// Creates a table with partition key `key` (S), as the README describes.
     pub fn create(test: &str) -> Table {
         let name = unique(&format!("it-{test}"));
-        let request = json!({
-            "TableName": name,
-            "KeySchema": [{ "AttributeName": "key", "KeyType": "HASH" }],
-            "AttributeDefinitions": [{ "AttributeName": "key", "AttributeType": "S" }],
-            "BillingMode": "PAY_PER_REQUEST",
-        });
-        if let Err(e) = client().call("CreateTable", &request) {
+        if let Err(e) = client().call("CreateTable", &create_table_request(&name)) {
             panic!("CreateTable {name}: {}", lock_exec::error_chain(&e));
         }
         Table { name, delete_on_drop: true }
@@ -294,6 +298,23 @@ impl Case {
     pub fn exists(&self, name: &str) -> bool {
         self.path(name).exists()
     }
+
+    /// A `sh -c` script that creates `marker` in the temp folder: [`Case::exists`] then tells whether it ran.
+    pub fn marker_script(&self) -> String {
+        format!("touch '{}'", self.file("marker"))
+    }
+
+    /// Runs `lock-exec ARGS... -- sh -c 'touch marker'` (no table added) with exactly `env`, to its end, and fails
+    /// if the command started (the marker file exists); returns the outcome for the caller's other checks.
+    #[track_caller]
+    pub fn run_not_started(&self, args: &[&str], env: BTreeMap<&'static str, String>) -> Outcome {
+        let script = self.marker_script();
+        let mut full = args.to_vec();
+        full.extend(["--", "sh", "-c", &script]);
+        let out = self.spawn_raw(&full, env).wait(Duration::from_secs(30));
+        out.check("the command started (marker file made)", false, self.exists("marker"));
+        out
+    }
 }
 
 /// A lock-exec process still running. Dropping it SIGKILLs the process if it was not waited for.
@@ -340,6 +361,13 @@ impl Running {
             stdout: std::fs::read_to_string(&self.stdout).unwrap_or_default(),
             stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
         }
+    }
+
+    /// Waits until a script wrote its pid (`echo $$ > path`) as the first line of `path`; returns it. Fails the test
+    /// as [`Running::wait_for_line`] does, or when the line is not a number.
+    pub fn wait_for_pid(&mut self, path: &Path, limit: Duration) -> u32 {
+        let line = self.wait_for_line(path, limit);
+        line.trim().parse().unwrap_or_else(|_| panic!("{} holds {line:?}, not a pid", path.display()))
     }
 
     /// Waits until `path` holds a complete line (a script wrote it); returns its first line. Fails the test
@@ -464,6 +492,15 @@ impl Outcome {
     pub fn stdout_json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| self.fail("stdout is not JSON", &"one JSON object", &(&self.stdout, e.to_string())))
+    }
+
+    /// Checks the outcome of `status KEY` for a key that is not held: exit 0 and `state` is `expected` (`free`,
+    /// `never used`).
+    #[track_caller]
+    pub fn expect_state(&self, expected: &str) -> &Outcome {
+        self.expect_code(0);
+        self.check("status state", json!(expected), self.stdout_json()["state"].clone());
+        self
     }
 
     /// Fails unless some stderr line contains `text`.
@@ -789,6 +826,13 @@ impl Case {
         }
         std::fs::write(&path, text).expect("write a test file");
         self.file(name)
+    }
+
+    /// Writes an executable `sh` script (`#!/bin/sh` and `body`) to `name` in the temp folder; returns its path.
+    pub fn write_script(&self, name: &str, body: &str) -> String {
+        let path = self.write(name, &format!("#!/bin/sh\n{body}"));
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod 755");
+        path
     }
 
     /// Writes `$HOME/.aws/NAME` (`config` or `credentials`).
