@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test against local moto servers that this script starts and stops:
-#   LOCK_EXEC_TEST_ENDPOINT       moto with authentication off (most tests)
-#   LOCK_EXEC_TEST_AUTH_ENDPOINT  a second moto whose tests switch signature and IAM checks on
+# Runs every test against local DynamoDB implementations that this script starts and stops:
+#   moto (LOCK_EXEC_TEST_ENDPOINT)            every test; moto also speaks STS and IAM
+#   moto (LOCK_EXEC_TEST_AUTH_ENDPOINT)       a second moto whose test switches signature and IAM checks on
+#   dynalite (as LOCK_EXEC_TEST_ENDPOINT)     the DynamoDB-only integration tests again, on a second, stricter
+#                                             implementation (the credential and auth tests need moto's STS/IAM)
+# Extra arguments go to the first `cargo test` (e.g. `scripts/test.sh --test it lease`); with arguments, the
+# dynalite pass is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-trap 'scripts/emulator.sh stop moto-test; scripts/emulator.sh stop moto-auth-test' EXIT
+trap 'scripts/emulator.sh stop moto-test; scripts/emulator.sh stop moto-auth-test; scripts/emulator.sh stop dynalite-test' EXIT
 endpoint=$(scripts/emulator.sh start moto-test)
 auth_endpoint=$(scripts/emulator.sh start moto-auth-test)
 echo "moto at $endpoint, moto for auth tests at $auth_endpoint"
@@ -14,7 +18,17 @@ LOCK_EXEC_TEST_ENDPOINT=$endpoint LOCK_EXEC_TEST_AUTH_ENDPOINT=$auth_endpoint \
   cargo test --locked --lib --bins --tests "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-# One closing line over every test binary (cargo prints one "test result" line per binary).
+if [ $# -eq 0 ]; then
+  dynalite_endpoint=$(scripts/emulator.sh start dynalite-test dynalite)
+  echo "dynalite at $dynalite_endpoint: the DynamoDB-only integration tests again"
+  set +e
+  LOCK_EXEC_TEST_ENDPOINT=$dynalite_endpoint LOCK_EXEC_TEST_AUTH_ENDPOINT=unused-on-dynalite \
+    cargo test --locked --test it -- run:: admin:: errors:: lock_protocol:: lease:: terminal:: 2>&1 | tee -a "$log"
+  dynalite_status=${PIPESTATUS[0]}
+  set -e
+  [ "$status" -ne 0 ] || status=$dynalite_status
+fi
+# One closing line over every test binary and both passes (cargo prints one "test result" line per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

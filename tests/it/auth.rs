@@ -94,6 +94,7 @@ fn iam_user_with_the_documented_policy_runs_and_bad_keys_are_refused() {
     if let Err(e) = client.call("CreateTable", &create_table_request(&table)) {
         panic!("CreateTable {table} on {endpoint}: {}", lock_exec::error_chain(&e));
     }
+    crate::support::wait_until_active(&client, &table);
     iam(&http, &endpoint, &admin, &[("Action", "CreateUser"), ("UserName", USER)]);
     let policy = json!({
         "Version": "2012-10-17",

@@ -114,6 +114,22 @@ pub fn owner(host: &str, pid: u32) -> Owner {
     Owner { token: lock_exec::random::token128(), host: host.into(), pid, command: "integration test".into() }
 }
 
+/// Waits until a new table is ACTIVE: DynamoDB (and dynalite) create tables asynchronously, and item
+/// operations on a CREATING table fail with ResourceNotFoundException.
+pub fn wait_until_active(client: &Client<'_>, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = client
+            .call("DescribeTable", &json!({ "TableName": name }))
+            .map(|answer| answer["Table"]["TableStatus"].as_str().unwrap_or_default().to_owned());
+        match status {
+            Ok(status) if status == "ACTIVE" => return,
+            _ if Instant::now() > deadline => panic!("table {name} not ACTIVE after 20 s: {status:?}"),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 /// The `CreateTable` request for a lock table named `name`: partition key `key` (S), as the README describes.
 pub fn create_table_request(name: &str) -> Value {
     json!({
@@ -139,6 +155,7 @@ impl Table {
         if let Err(e) = client().call("CreateTable", &create_table_request(&name)) {
             panic!("CreateTable {name}: {}", lock_exec::error_chain(&e));
         }
+        wait_until_active(&client(), &name);
         Table { name, delete_on_drop: true }
     }
 }
