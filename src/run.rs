@@ -43,11 +43,10 @@ impl Aws {
     pub fn resolve(common: &Common, env: &Env, http: &Http) -> Result<Aws, Error> {
         let profiles = ProfileSet::load(env, common.profile.as_deref())?;
         if common.profile.is_some() && profiles.selected().is_none() {
+            let (config, credentials) = profiles.paths_for_messages();
             return Err(Error::Config(format!(
-                "profile {:?} (--profile) is not in {} or {}",
+                "profile {:?} (--profile) is not in {config} or {credentials}",
                 profiles.selected_name(),
-                path_text(profiles.config_path()),
-                path_text(profiles.credentials_path()),
             )));
         }
         let region = resolve_region(common, env, http, &profiles)?;
@@ -72,18 +71,13 @@ impl Aws {
     }
 }
 
-fn path_text(path: Option<&std::path::Path>) -> String {
-    path.map_or_else(|| "(no home folder)".to_owned(), |p| p.display().to_string())
-}
-
 /// The endpoint settings of the selected profile (all ignored under `ignore_configured_endpoint_urls`).
 fn profile_endpoints(profiles: &ProfileSet) -> ProfileEndpoints {
-    let value = |key: &str| profiles.selected().and_then(|p| p.get(key)).map(str::to_owned);
-    let flag = |key: &str| value(key).map(|v| v.eq_ignore_ascii_case("true"));
+    let flag = |key: &str| profiles.value(key).map(|v| v.eq_ignore_ascii_case("true"));
     let ignore = flag("ignore_configured_endpoint_urls").unwrap_or(false);
     ProfileEndpoints {
         service: if ignore { None } else { credentials::service_endpoint(profiles, "dynamodb") },
-        global: if ignore { None } else { value("endpoint_url") },
+        global: if ignore { None } else { profiles.value("endpoint_url") },
         fips: flag("use_fips_endpoint"),
         dualstack: flag("use_dualstack_endpoint"),
     }
@@ -91,13 +85,12 @@ fn profile_endpoints(profiles: &ProfileSet) -> ProfileEndpoints {
 
 /// `--region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`, then IMDS.
 fn resolve_region(common: &Common, env: &Env, http: &Http, profiles: &ProfileSet) -> Result<String, Error> {
-    let profile_region = || profiles.selected().and_then(|p| p.get("region")).map(str::to_owned);
     let configured = common
         .region
         .clone()
         .or_else(|| env.var("AWS_REGION"))
         .or_else(|| env.var("AWS_DEFAULT_REGION"))
-        .or_else(profile_region);
+        .or_else(|| profiles.value("region"));
     let region = match configured {
         Some(region) => region,
         None => {
@@ -108,8 +101,7 @@ fn resolve_region(common: &Common, env: &Env, http: &Http, profiles: &ProfileSet
             if !imds::enabled(env) {
                 return Err(Error::Config(format!("{looked} (instance metadata disabled)")));
             }
-            let lookup = |key: &str| profiles.selected().and_then(|p| p.get(key)).map(str::to_owned);
-            match imds::region(env, http, &lookup) {
+            match imds::region(env, http, &|key| profiles.value(key)) {
                 Ok(Some(region)) => region,
                 Ok(None) => return Err(Error::Config(format!("{looked} and instance metadata (no region there)"))),
                 Err(e) => {

@@ -132,6 +132,18 @@ impl ProfileSet {
         Ok(set)
     }
 
+    /// The selected profile's value for `key`, when that profile exists and sets it.
+    pub fn value(&self, key: &str) -> Option<String> {
+        self.selected().and_then(|p| p.get(key)).map(str::to_owned)
+    }
+
+    /// The config and credentials file paths as text for messages (`(no home folder)` when unknown).
+    pub fn paths_for_messages(&self) -> (String, String) {
+        let text =
+            |path: Option<&Path>| path.map_or_else(|| "(no home folder)".to_owned(), |p| p.display().to_string());
+        (text(self.config_path()), text(self.credentials_path()))
+    }
+
     /// True when the selected profile was named with `--profile`: it then takes precedence over credentials in
     /// the environment, as in the AWS CLI ("an explicitly provided profile negates the environment").
     pub fn named_by_flag(&self) -> bool {

@@ -93,10 +93,7 @@ fn replay(case: &Path, extra: &[(&str, &str)]) -> Result<(), String> {
     let http = Http::new().redirect_to(server.base());
     let profiles = ProfileSet::load(&env, None).map_err(|e| format!("profiles: {}", crate::error_chain(&e)))?;
     // As run.rs resolves it (the recordings hold no IMDS region lookup).
-    let region = env
-        .var("AWS_REGION")
-        .or_else(|| env.var("AWS_DEFAULT_REGION"))
-        .or_else(|| profiles.selected().and_then(|p| p.get("region")).map(str::to_owned));
+    let region = env.var("AWS_REGION").or_else(|| env.var("AWS_DEFAULT_REGION")).or_else(|| profiles.value("region"));
     let ctx = Context { env: &env, http: &http, profiles: &profiles, region: region.as_deref().unwrap_or_default() };
     let got = select(&ctx).and_then(|source| source.fetch(&ctx));
     let traffic = server.finish();

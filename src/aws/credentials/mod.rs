@@ -162,25 +162,20 @@ impl Source {
     }
 }
 
-/// The selected profile's `key`, when set.
-fn profile_value(profiles: &ProfileSet, key: &str) -> Option<String> {
-    profiles.selected().and_then(|p| p.get(key)).map(str::to_owned)
-}
-
 /// The STS endpoint: env overrides, the profile's `services` / `endpoint_url`, then the regional endpoint.
 pub fn sts_endpoint(env: &Env, profiles: &ProfileSet, region: &str) -> String {
     let profile_url =
-        if profile_value(profiles, "ignore_configured_endpoint_urls").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        if profiles.value("ignore_configured_endpoint_urls").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             None
         } else {
-            service_endpoint(profiles, "sts").or_else(|| profile_value(profiles, "endpoint_url"))
+            service_endpoint(profiles, "sts").or_else(|| profiles.value("endpoint_url"))
         };
     sts::endpoint(env, region, profile_url.as_deref())
 }
 
 /// `endpoint_url` for `service` in the `[services NAME]` section the selected profile names.
 pub fn service_endpoint(profiles: &ProfileSet, service: &str) -> Option<String> {
-    let section = profile_value(profiles, "services")?;
+    let section = profiles.value("services")?;
     profiles.section("services", &section)?.sub(service, "endpoint_url").map(str::to_owned)
 }
 
@@ -224,22 +219,17 @@ pub fn select(ctx: &Context<'_>) -> Result<Source, Error> {
         return Ok(Source::Container { uri });
     }
     if imds::enabled(env) {
-        let endpoint = imds::endpoint(env, &|key| profile_value(ctx.profiles, key))?;
+        let endpoint = imds::endpoint(env, &|key| ctx.profiles.value(key))?;
         return Ok(Source::Imds { endpoint, fallback: true });
     }
+    let (config, credentials) = ctx.profiles.paths_for_messages();
     Err(Error::Config(format!(
-        "no credentials found: tried the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), profile {:?} in {} \
-         and {}, web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN), the container endpoint \
+        "no credentials found: tried the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), profile {:?} in {config} \
+         and {credentials}, web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN), the container endpoint \
          (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI / _FULL_URI); the instance metadata service is disabled \
          (AWS_EC2_METADATA_DISABLED=true)",
         ctx.profiles.selected_name(),
-        path_text(ctx.profiles.config_path()),
-        path_text(ctx.profiles.credentials_path()),
     )))
-}
-
-fn path_text(path: Option<&std::path::Path>) -> String {
-    path.map_or_else(|| "(no home folder)".to_owned(), |p| p.display().to_string())
 }
 
 /// The source a profile's `credential_source` names.
@@ -260,7 +250,7 @@ fn named_source(ctx: &Context<'_>, named: CredentialSource, profile_name: &str) 
             if !imds::enabled(ctx.env) {
                 return Err(missing("AWS_EC2_METADATA_DISABLED=true"));
             }
-            let endpoint = imds::endpoint(ctx.env, &|key| profile_value(ctx.profiles, key))?;
+            let endpoint = imds::endpoint(ctx.env, &|key| ctx.profiles.value(key))?;
             Ok(Source::Imds { endpoint, fallback: false })
         }
     }
