@@ -617,3 +617,48 @@ fn no_credentials_anywhere_exits_78_listing_the_sources_tried() {
     );
     out.check("stdout", "", out.stdout.as_str());
 }
+
+/// `credential_source = EcsContainer`: the container endpoint's credentials sign the AssumeRole.
+#[test]
+fn role_arn_with_credential_source_ecs_container() {
+    let case = Case::new("cred_role_container");
+    case.write_aws_file(
+        "config",
+        &format!("[profile ecsrole]\nrole_arn = {ROLE_ARN}\ncredential_source = EcsContainer\n"),
+    );
+    let server = container_server(Duration::from_secs(3600));
+    let env = container_env(&case, &server);
+    let (out, calls) = run_echo_through_sts(&case, &["--profile", "ecsrole"], env, "AssumeRole");
+    let fetches = server.stop().len();
+    out.check("container fetches", 1, fetches);
+    out.check(
+        "AssumeRole calls (RoleArn, signed with the container's key)",
+        vec![(Some(ROLE_ARN.to_owned()), Some("ASIACONTAINER1".to_owned()))],
+        calls.iter().map(|c| (c.request.form("RoleArn"), c.request.signing_key_id())).collect(),
+    );
+    let fixed = ["it-container-SECRET-88", "it-container-session-SECRET-89", CONTAINER_TOKEN];
+    expect_ran_with(&out, "profile assume role", &with_sts_secrets(&fixed, &calls));
+}
+
+/// `credential_source = Ec2InstanceMetadata`: the instance role's credentials sign the AssumeRole.
+#[test]
+fn role_arn_with_credential_source_ec2_instance_metadata() {
+    let case = Case::new("cred_role_imds");
+    case.write_aws_file(
+        "config",
+        &format!("[profile ec2role]\nrole_arn = {ROLE_ARN}\ncredential_source = Ec2InstanceMetadata\n"),
+    );
+    let server = imds_server(Imds::V2, Duration::from_secs(3600));
+    let env = imds_env(&case, &server);
+    let (out, calls) = run_echo_through_sts(&case, &["--profile", "ec2role"], env, "AssumeRole");
+    let imds_paths: Vec<String> = imds_requests(&server.stop()).into_iter().map(|(_, path, ..)| path).collect();
+    out.check(
+        "IMDS was asked for the role's credentials",
+        true,
+        imds_paths.iter().any(|p| p.ends_with(&format!("/iam/security-credentials/{IMDS_ROLE}"))),
+    );
+    out.check("AssumeRole calls", 1, calls.len());
+    out.check("the role asked for", Some(ROLE_ARN.to_owned()), calls[0].request.form("RoleArn"));
+    let fixed = ["it-imds-SECRET-99", "it-imds-session-token-SECRET-1", "it-imds-session-SECRET-98"];
+    expect_ran_with(&out, "profile assume role", &with_sts_secrets(&fixed, &calls));
+}
