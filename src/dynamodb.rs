@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::aws::credentials::{Cache, Context};
 use crate::aws::http::{Request, Response};
+use crate::aws::redact::redact;
 use crate::aws::sign::{Scope, sign_request};
 use crate::error::{Error, ServiceError, ServiceErrorKind};
 use crate::log::Logger;
@@ -128,7 +129,16 @@ impl Client<'_> {
             timeout: self.timeout,
             target: "dynamodb",
         })?;
-        interpret(&response)
+        // An answer can quote our request: AWS's signature errors include the canonical request, with the
+        // x-amz-security-token header in it. Keep the secret and the session token out of the message.
+        let secrets = [fresh.credentials.secret_access_key(), fresh.credentials.session_token().unwrap_or_default()];
+        interpret(&response).map_err(|e| match e {
+            Error::Service(mut e) => {
+                e.message = redact(&e.message, &secrets);
+                Error::Service(e)
+            }
+            other => other,
+        })
     }
 }
 

@@ -116,6 +116,8 @@ impl Logger {
                 let stamp = time::OffsetDateTime::from(now)
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default();
+                // One physical line per log line, whatever the message holds (server messages can span lines).
+                let msg = msg.replace('\n', "\\n").replace('\r', "\\r");
                 let mut line = format!("{stamp} {:<5} {msg}", level.name().to_uppercase());
                 for (k, v) in all {
                     match v {
@@ -159,6 +161,14 @@ mod tests {
         let logger = Logger::new(LogFormat::Text, Verbosity::Normal).with("key", "k").with("command", "echo hi");
         let line = logger.format_line(UNIX_EPOCH + NOW, Level::Warn, "lock lost", &[("exit_code", 75.into())]);
         assert_eq!(line, "2023-11-14T22:13:20.25Z WARN  lock lost key=k command=\"echo hi\" exit_code=75\n");
+    }
+
+    #[test]
+    fn text_lines_stay_on_one_line() {
+        let logger = Logger::new(LogFormat::Text, Verbosity::Normal);
+        let line = logger.format_line(UNIX_EPOCH + NOW, Level::Error, "a\nb\r\nc", &[("error", "x\ny".into())]);
+        assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+        assert!(line.contains("a\\nb\\r\\nc") && line.contains(r#"error="x\ny""#), "{line:?}");
     }
 
     #[test]

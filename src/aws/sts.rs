@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::aws::http::{Http, Request, Response};
+use crate::aws::redact::{percent_encode, redact};
 use crate::aws::sign::{Scope, sign_request};
 use crate::env::Env;
 use crate::error::{Error, ServiceError, ServiceErrorKind};
@@ -195,19 +196,6 @@ fn retryable(result: &Result<Credentials, Error>) -> bool {
     }
 }
 
-/// Replaces every secret (raw or percent-encoded, as an echoing server would send it back) in `text`.
-fn redact(text: &str, secrets: &[&str]) -> String {
-    let mut text = text.to_owned();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        for form in [secret.to_string(), encode(secret)] {
-            if text.contains(&form) {
-                text = text.replace(&form, "<redacted>");
-            }
-        }
-    }
-    text
-}
-
 /// Reads an STS answer: credentials from a success document, a [`ServiceError`] from anything else. The
 /// `secrets` we sent are kept out of the error (redacted before any excerpt is cut, so no part shows).
 fn parse_response(
@@ -357,20 +345,11 @@ fn unescape(text: &str) -> String {
 
 /// `name=value&...` with names and values percent-encoded.
 fn form_body(fields: &[(&str, &str)]) -> String {
-    fields.iter().map(|(name, value)| format!("{}={}", encode(name), encode(value))).collect::<Vec<_>>().join("&")
-}
-
-/// Percent-encodes everything but the unreserved characters `A-Z a-z 0-9 - _ . ~` (UTF-8 bytes, uppercase hex).
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    fields
+        .iter()
+        .map(|(name, value)| format!("{}={}", percent_encode(name), percent_encode(value)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// A one-shot HTTP server on 127.0.0.1 for tests: answers each connection with the next canned response.
@@ -482,7 +461,7 @@ mod tests {
     #[test]
     fn form_values_are_percent_encoded() {
         fn check(input: &str, expected: &str) {
-            assert_eq!(encode(input), expected, "{input:?}");
+            assert_eq!(percent_encode(input), expected, "{input:?}");
         }
         check("AZaz09-_.~", "AZaz09-_.~");
         check("arn:aws:iam::123:role/r", "arn%3Aaws%3Aiam%3A%3A123%3Arole%2Fr");

@@ -662,3 +662,36 @@ fn role_arn_with_credential_source_ec2_instance_metadata() {
     let fixed = ["it-imds-SECRET-99", "it-imds-session-token-SECRET-1", "it-imds-session-SECRET-98"];
     expect_ran_with(&out, "profile assume role", &with_sts_secrets(&fixed, &calls));
 }
+
+/// AWS's signature errors quote the canonical request, `x-amz-security-token` header included: a DynamoDB that
+/// answers like that must not get the session token (or the secret) into lock-exec's output.
+#[test]
+fn signature_errors_that_quote_the_request_do_not_leak_the_session_token() {
+    let case = Case::new("cred_signature_echo");
+    let server = Server::start(|request| {
+        let token = request.header("x-amz-security-token").unwrap_or_default().to_owned();
+        let message = format!(
+            "The request signature we calculated does not match the signature you provided.\n\n\
+             The Canonical String for this request should have been\n'POST\n/\n\nhost:127.0.0.1\n\
+             x-amz-security-token:{token}\n'\n"
+        );
+        Reply::new(
+            400,
+            json!({ "__type": "com.amazon.coral.service#InvalidSignatureException", "message": message }).to_string(),
+        )
+    });
+    let session_token = "it-session-token-SECRET-echoed-back";
+    let mut env = case.env();
+    env.insert("AWS_SESSION_TOKEN", session_token.into());
+    env.insert("AWS_ENDPOINT_URL", server.url());
+    for format in ["json", "text"] {
+        let out = run_marker(&case, &["--log-format", format], env.clone());
+        out.expect_code(77);
+        out.expect_stderr_contains("InvalidSignatureException");
+        out.expect_stderr_contains("x-amz-security-token:<redacted>");
+        out.expect_no_secrets(&[session_token, SECRET_ACCESS_KEY]);
+    }
+    let echoed =
+        server.stop().iter().filter(|e| e.request.header("x-amz-security-token") == Some(session_token)).count();
+    assert!(echoed >= 2, "the server saw the session token it echoed ({echoed} requests)");
+}

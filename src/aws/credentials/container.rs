@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::aws::http::{Http, Request, Response};
+use crate::aws::redact::redact;
 use crate::env::Env;
 use crate::error::Error;
 
@@ -313,15 +314,12 @@ pub(crate) fn error_detail(response: &Response, secrets: &[&str]) -> String {
             None => code,
         },
         Ok(ErrorDocument { code: None, message: Some(message) }) => message,
+        // JSON without either: never quoted, it may be a credentials document.
+        Ok(ErrorDocument { code: None, message: None }) => "a JSON answer with no Code or Message".to_owned(),
         _ if response.body.trim().is_empty() => "empty body".to_owned(),
         _ => response.excerpt(),
     };
     redact(&detail, secrets)
-}
-
-/// `text` with every non-empty secret replaced.
-pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
-    secrets.iter().filter(|s| !s.is_empty()).fold(text.to_owned(), |text, secret| text.replace(secret, "<redacted>"))
 }
 
 /// A small HTTP server on 127.0.0.1 for the metadata endpoint tests: a handler picks each reply.
