@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::aws::credentials::{Cache, Context};
+use crate::aws::credentials::{Cache, Context, Credentials};
 use crate::aws::http::{Request, Response};
 use crate::aws::redact::redact;
 use crate::aws::sign::{Scope, sign_request};
@@ -36,7 +36,13 @@ pub struct Client<'a> {
     pub timeout: Duration,
     /// Request-level debug lines go here.
     pub log: Logger,
+    /// Sign with cached credentials while they stay valid, without refreshing (the lease thread's renewals,
+    /// whose refreshes run beside them).
+    pub sign_with_cached: bool,
 }
+
+/// How long cached credentials must stay valid to sign a renewal without refreshing first.
+pub const CACHED_MARGIN: Duration = Duration::from_secs(30);
 
 /// The answer to a conditional write.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +53,21 @@ pub enum Conditional {
     Failed(Option<Value>),
 }
 
-impl Client<'_> {
+impl<'a> Client<'a> {
+    /// A client with the defaults: [`DEFAULT_MAX_ATTEMPTS`], [`REQUEST_TIMEOUT`], refreshing credentials on use.
+    pub fn new(ctx: Context<'a>, credentials: &'a Cache, endpoint: String, region: String, log: Logger) -> Client<'a> {
+        Client {
+            ctx,
+            credentials,
+            endpoint,
+            region,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            timeout: REQUEST_TIMEOUT,
+            log,
+            sign_with_cached: false,
+        }
+    }
+
     /// Calls an operation, retrying throttling, 5xx and transport failures.
     pub fn call(&self, operation: &str, body: &Value) -> Result<Value, Error> {
         match self.call_conditional(operation, body)? {
@@ -98,7 +118,9 @@ impl Client<'_> {
         }
     }
 
-    fn attempt(&self, operation: &str, payload: &[u8]) -> Result<Conditional, Error> {
+    /// Fetches credentials from the source when they are missing or near expiry (logging what happened), and
+    /// returns credentials to sign with.
+    pub fn refresh_credentials(&self) -> Result<Credentials, Error> {
         let fresh = self.credentials.get(&self.ctx)?;
         if fresh.fetched {
             let expiry = fresh.credentials.expiry().map(|e| crate::lock::rfc3339_ns(crate::lock::unix_ns(e)));
@@ -110,16 +132,32 @@ impl Client<'_> {
         if let Some(e) = &fresh.refresh_error {
             self.log.warn(
                 "credential refresh failed; using the cached credentials until they expire",
-                &[("source", self.credentials.source_name().into()), ("error", e.to_string().into())],
+                &[("source", self.credentials.source_name().into()), ("error", crate::error_chain(e).into())],
             );
         }
+        Ok(fresh.credentials)
+    }
+
+    /// Credentials for one attempt: with `sign_with_cached`, cached ones that stay valid a while are used as
+    /// they are (the lease thread refreshes them separately); otherwise [`Client::refresh_credentials`].
+    fn signing_credentials(&self) -> Result<Credentials, Error> {
+        if self.sign_with_cached
+            && let Some(cached) = self.credentials.valid_cached(self.ctx.env.now(), CACHED_MARGIN)
+        {
+            return Ok(cached);
+        }
+        self.refresh_credentials()
+    }
+
+    fn attempt(&self, operation: &str, payload: &[u8]) -> Result<Conditional, Error> {
+        let credentials = self.signing_credentials()?;
         let url = format!("{}/", self.endpoint.trim_end_matches('/'));
         let mut headers = vec![
             ("content-type".to_owned(), "application/x-amz-json-1.0".to_owned()),
             ("x-amz-target".to_owned(), format!("DynamoDB_20120810.{operation}")),
         ];
         let scope = Scope { region: &self.region, service: "dynamodb", time: self.ctx.env.now() };
-        let signed = sign_request(&fresh.credentials, scope, "POST", &url, &headers, payload)?;
+        let signed = sign_request(&credentials, scope, "POST", &url, &headers, payload)?;
         headers.extend(signed);
         let response = self.ctx.http.send(&Request {
             method: "POST",
@@ -131,7 +169,7 @@ impl Client<'_> {
         })?;
         // An answer can quote our request: AWS's signature errors include the canonical request, with the
         // x-amz-security-token header in it. Keep the secret and the session token out of the message.
-        let secrets = [fresh.credentials.secret_access_key(), fresh.credentials.session_token().unwrap_or_default()];
+        let secrets = [credentials.secret_access_key(), credentials.session_token().unwrap_or_default()];
         interpret(&response).map_err(|e| match e {
             Error::Service(mut e) => {
                 e.message = redact(&e.message, &secrets);

@@ -59,15 +59,10 @@ impl Aws {
 
     /// A DynamoDB client over this configuration.
     pub fn client<'a>(&'a self, env: &'a Env, http: &'a Http, log: &Logger) -> Client<'a> {
-        Client {
-            ctx: Context { env, http, profiles: &self.profiles, region: &self.region },
-            credentials: &self.credentials,
-            endpoint: self.endpoint.clone(),
-            region: self.region.clone(),
-            max_attempts: self.max_attempts,
-            timeout: dynamodb::REQUEST_TIMEOUT,
-            log: log.clone(),
-        }
+        let ctx = Context { env, http, profiles: &self.profiles, region: &self.region };
+        let mut client = Client::new(ctx, &self.credentials, self.endpoint.clone(), self.region.clone(), log.clone());
+        client.max_attempts = self.max_attempts;
+        client
     }
 }
 
@@ -326,6 +321,8 @@ enum LeaseEvent {
     Stop,
     /// A renewal worker finished: when its request was sent, the lease end it wrote, and the answer.
     Renewed(Instant, i128, Result<Owned, Error>),
+    /// A credential refresh worker finished (it logged its own outcome).
+    Refreshed,
 }
 
 /// The lease thread's view of the lock.
@@ -371,6 +368,7 @@ impl Lease<'_> {
         let mut lease_end = sent + self.length;
         let mut next_renewal = sent + interval;
         let mut in_flight = false;
+        let mut refreshing = false;
         let lose = |reason: String, fields: Vec<(&'static str, Value)>| {
             let mut fields = fields;
             fields.push(("error", reason.clone().into()));
@@ -385,6 +383,10 @@ impl Lease<'_> {
                 let wake = if in_flight { stop_at } else { next_renewal.min(stop_at) };
                 match events.recv_timeout(wake.saturating_duration_since(Instant::now())) {
                     Ok(LeaseEvent::Stop) | Err(RecvTimeoutError::Disconnected) => return None,
+                    Ok(LeaseEvent::Refreshed) => {
+                        refreshing = false;
+                        continue;
+                    }
                     Ok(LeaseEvent::Renewed(renewal_sent, expire_ns, result)) => {
                         in_flight = false;
                         match result {
@@ -417,7 +419,20 @@ impl Lease<'_> {
                 if in_flight || now < next_renewal {
                     continue;
                 }
+                // Credentials near expiry are refreshed beside the renewal, which signs with the cached ones
+                // while they stay valid: a slow STS call or credential_process then costs no lease.
+                if !refreshing && self.client.credentials.wants_refresh(self.client.ctx.env.now()) {
+                    refreshing = true;
+                    let report = events_tx.clone();
+                    scope.spawn(move || {
+                        if let Err(e) = self.client.refresh_credentials() {
+                            log.warn("credential refresh failed", &[("error", crate::error_chain(&e).into())]);
+                        }
+                        let _ = report.send(LeaseEvent::Refreshed);
+                    });
+                }
                 let mut client = self.client.clone();
+                client.sign_with_cached = true;
                 client.max_attempts = 1;
                 client.timeout =
                     stop_at.saturating_duration_since(now).clamp(Duration::from_millis(100), dynamodb::REQUEST_TIMEOUT);

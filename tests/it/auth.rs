@@ -83,13 +83,14 @@ fn iam_user_with_the_documented_policy_runs_and_bad_keys_are_refused() {
     let table = Case::unique_table_name("auth");
     let cache = Cache::new(Source::Static { name: "auth test setup", credentials: admin.clone() });
     let client = Client {
-        ctx: Context { env: &env, http: &http, profiles: &profiles, region: REGION },
-        credentials: &cache,
-        endpoint: endpoint.clone(),
-        region: REGION.into(),
-        max_attempts: 3,
         timeout: Duration::from_secs(10),
-        log: Logger::new(LogFormat::Json, Verbosity::Quiet),
+        ..Client::new(
+            Context { env: &env, http: &http, profiles: &profiles, region: REGION },
+            &cache,
+            endpoint.clone(),
+            REGION.into(),
+            Logger::new(LogFormat::Json, Verbosity::Quiet),
+        )
     };
     if let Err(e) = client.call("CreateTable", &create_table_request(&table)) {
         panic!("CreateTable {table} on {endpoint}: {}", lock_exec::error_chain(&e));

@@ -219,50 +219,72 @@ fn an_acquire_that_returns_after_the_lease_is_nearly_over_does_not_start_the_com
     out.check("reason", true, lost["error"].as_str().unwrap_or_default().contains("not running the command"));
 }
 
-#[test]
-fn a_hanging_credential_refresh_cannot_keep_the_command_running_past_the_lease() {
-    let case = Case::new("hanging_refresh");
-    // The first call answers at once with credentials that are inside the refresh window (expiring in 2
-    // minutes), so every later use calls the process again: and the later calls hang.
+/// A `credential_process` profile whose first call answers at once with credentials expiring `lifetime` from
+/// now (inside the 5-minute refresh window, so every later use wants a refresh), and whose later calls take
+/// `slow` seconds. Returns the environment that selects it.
+fn slow_refresh_profile(
+    case: &Case,
+    lifetime: Duration,
+    slow: u32,
+) -> std::collections::BTreeMap<&'static str, String> {
     let calls = case.file("calls");
-    let expiration = crate::support::rfc3339_from_now(Duration::from_secs(120));
+    let expiration = crate::support::rfc3339_from_now(lifetime);
     let script = case.write_script(
         "creds.sh",
         &format!(
-            "echo x >> {calls}\nif [ \"$(wc -l < {calls})\" -gt 1 ]; then sleep 6; fi\n\
+            "echo x >> {calls}\nif [ \"$(wc -l < {calls})\" -gt 1 ]; then sleep {slow}; fi\n\
              printf '{{\"Version\":1,\"AccessKeyId\":\"AKPROC\",\"SecretAccessKey\":\"procsecret\",\"Expiration\":\"{expiration}\"}}'\n"
         ),
     );
     case.write_aws_file("config", &format!("[profile slow]\ncredential_process = {script}\n"));
     let mut env = case.env_without_credentials();
     env.insert("AWS_PROFILE", "slow".into());
-    let args = [
-        "-t",
-        case.table(),
-        "run",
-        "k",
-        "-e",
-        "3s",
-        "--",
-        "sh",
-        "-c",
-        &format!("echo $$ > {}; sleep 30", case.file("child.pid")),
-    ];
+    env
+}
+
+/// Credentials still valid for minutes: a refresh that takes longer than the lease does not cost the lock
+/// ("a refresh failure while credentials are still valid is a warning, not a lost lock").
+#[test]
+fn a_slow_refresh_while_credentials_are_valid_keeps_the_lock() {
+    let case = Case::new("slow_refresh_valid");
+    let env = slow_refresh_profile(&case, Duration::from_secs(240), 8);
+    let out = case.run_env(&["-v", "run", "k", "-e", "3s", "--", "sh", "-c", "sleep 5; echo done"], env);
+    out.expect_code(0);
+    out.check("stdout", "done\n", out.stdout.as_str());
+    out.check("no lock lost", false, out.has_log("lock lost"));
+    let renewed = out.messages().iter().filter(|m| *m == "lock renewed").count();
+    out.check("renewals went on during the slow refresh (at least 3)", true, renewed >= 3);
+}
+
+/// Credentials about to expire and a refresh that hangs: the renewals cannot be signed, and the command must
+/// still be stopped before the lease ends.
+#[test]
+fn a_hanging_refresh_of_expiring_credentials_cannot_keep_the_command_running_past_the_lease() {
+    let case = Case::new("hanging_refresh");
+    // Valid for 35 s: renewals sign with them for the first ~5 s (30 s margin), then must wait for a refresh.
+    let env = slow_refresh_profile(&case, Duration::from_secs(35), 12);
+    let script = format!("echo $$ > {}; sleep 60", case.file("child.pid"));
+    let args = ["-t", case.table(), "-v", "run", "k", "-e", "3s", "--", "sh", "-c", &script];
     let mut running = case.spawn_raw(&args, env);
     let pid = running.wait_for_pid(&case.path("child.pid"), WAIT);
-    let started = Instant::now();
-    // The acquire was sent before the child started: the lease ends before started + 3 s.
-    if !eventually(Duration::from_secs(10), || is_dead(pid)) {
-        panic!("the command still runs 10 s into a 3 s lease\n{}", running.stderr_so_far());
+    if !eventually(Duration::from_secs(20), || is_dead(pid)) {
+        panic!(
+            "the command still runs 20 s into a 3 s lease whose renewals cannot be signed\n{}",
+            running.stderr_so_far()
+        );
     }
-    let dead = started.elapsed();
     let out = running.wait(Duration::from_secs(60));
     out.expect_code(75);
-    out.check("dead before the lease ended (3 s)", true, dead < Duration::from_secs(3));
     let lost = out.log("lock lost");
     out.check(
         "reason",
         "a renewal did not complete before the lease was about to end",
         lost["error"].as_str().unwrap_or_default(),
     );
+    // The renewal before the loss succeeded at most 3 s earlier; the kill came before that lease ended.
+    let renewed_at: Vec<f64> =
+        out.logs().iter().filter(|l| l["msg"] == "lock renewed").filter_map(|l| l["ts"].as_f64()).collect();
+    let lost_at = lost["ts"].as_f64().unwrap_or_default();
+    let last_lease_end = renewed_at.last().copied().unwrap_or_default() + 3.0;
+    out.check("SIGTERM sent before the last confirmed lease ended", true, lost_at < last_lease_end);
 }

@@ -79,13 +79,14 @@ fn library() -> &'static Library {
 
 fn client_of(library: &Library) -> Client<'_> {
     Client {
-        ctx: Context { env: &library.env, http: &library.http, profiles: &library.profiles, region: REGION },
-        credentials: &library.credentials,
-        endpoint: library.endpoint.clone(),
-        region: REGION.into(),
-        max_attempts: 3,
         timeout: Duration::from_secs(10),
-        log: Logger::new(LogFormat::Json, Verbosity::Quiet),
+        ..Client::new(
+            Context { env: &library.env, http: &library.http, profiles: &library.profiles, region: REGION },
+            &library.credentials,
+            library.endpoint.clone(),
+            REGION.into(),
+            Logger::new(LogFormat::Json, Verbosity::Quiet),
+        )
     }
 }
 

@@ -285,27 +285,42 @@ impl Cache {
         self.source.name()
     }
 
-    /// Credentials valid now, fetched from the source when the cached ones are missing or near expiry.
+    /// Credentials valid now, fetched from the source when the cached ones are missing or near expiry. The lock
+    /// is not held while fetching, so [`Cache::valid_cached`] answers at once during a slow refresh.
     pub fn get(&self, ctx: &Context<'_>) -> Result<Fresh, Error> {
         let now = ctx.env.now();
-        let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(cached) = current.as_ref()
+        let cached = self.cached();
+        if let Some(cached) = &cached
             && !needs_refresh(cached, now)
         {
             return Ok(Fresh { credentials: cached.clone(), refresh_error: None, fetched: false });
         }
         match self.source.fetch(ctx) {
             Ok(fetched) => {
-                *current = Some(fetched.clone());
+                *self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fetched.clone());
                 Ok(Fresh { credentials: fetched, refresh_error: None, fetched: true })
             }
-            Err(e) => match current.as_ref() {
+            Err(e) => match cached {
                 Some(cached) if cached.expiry().is_none_or(|expiry| expiry > now) => {
-                    Ok(Fresh { credentials: cached.clone(), refresh_error: Some(e), fetched: false })
+                    Ok(Fresh { credentials: cached, refresh_error: Some(e), fetched: false })
                 }
                 _ => Err(e),
             },
         }
+    }
+
+    /// The cached credentials if they stay valid for at least `margin` after `now`; never fetches.
+    pub fn valid_cached(&self, now: SystemTime, margin: Duration) -> Option<Credentials> {
+        self.cached().filter(|c| c.expiry().is_none_or(|expiry| expiry > now + margin))
+    }
+
+    /// True when the next [`Cache::get`] would fetch: nothing cached, or the cached credentials are near expiry.
+    pub fn wants_refresh(&self, now: SystemTime) -> bool {
+        self.cached().is_none_or(|c| needs_refresh(&c, now))
+    }
+
+    fn cached(&self) -> Option<Credentials> {
+        self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 }
 
@@ -353,6 +368,9 @@ mod tests {
         assert!(!second.fetched, "nothing new was fetched");
         assert!(second.refresh_error.is_some(), "the failed refresh is reported as a warning");
         assert_eq!(second.credentials.access_key_id(), "AKFIRST");
+        assert!(cache.wants_refresh(issued), "inside the refresh window");
+        assert!(cache.valid_cached(issued, Duration::from_secs(60)).is_some(), "valid for two more minutes");
+        assert!(cache.valid_cached(issued, Duration::from_secs(180)).is_none(), "not valid for three");
         let later = Env::from_pairs::<&str, &str>(&[]).with_now(issued + Duration::from_secs(180));
         let ctx = Context { env: &later, ..ctx };
         assert!(cache.get(&ctx).is_err(), "expired credentials are not handed out");
