@@ -42,10 +42,16 @@ impl Aws {
     /// region may need the network (IMDS, when nothing else names a region).
     pub fn resolve(common: &Common, env: &Env, http: &Http) -> Result<Aws, Error> {
         let profiles = ProfileSet::load(env, common.profile.as_deref())?;
-        if common.profile.is_some() && profiles.selected().is_none() {
+        // A profile named on purpose (--profile or AWS_PROFILE) that does not exist is an error, as in the
+        // Go SDK: falling through to other sources would quietly pick up other credentials (the node's role).
+        let named_by =
+            if common.profile.is_some() { Some("--profile") } else { env.var("AWS_PROFILE").map(|_| "AWS_PROFILE") };
+        if let Some(named_by) = named_by
+            && profiles.selected().is_none()
+        {
             let (config, credentials) = profiles.paths_for_messages();
             return Err(Error::Config(format!(
-                "profile {:?} (--profile) is not in {config} or {credentials}",
+                "profile {:?} ({named_by}) is not in {config} or {credentials}",
                 profiles.selected_name(),
             )));
         }
@@ -66,13 +72,13 @@ impl Aws {
     }
 }
 
-/// The endpoint settings of the selected profile (all ignored under `ignore_configured_endpoint_urls`).
+/// The endpoint settings of the selected profile.
 fn profile_endpoints(profiles: &ProfileSet) -> ProfileEndpoints {
     let flag = |key: &str| profiles.value(key).map(|v| v.eq_ignore_ascii_case("true"));
-    let ignore = flag("ignore_configured_endpoint_urls").unwrap_or(false);
     ProfileEndpoints {
-        service: if ignore { None } else { credentials::service_endpoint(profiles, "dynamodb") },
-        global: if ignore { None } else { profiles.value("endpoint_url") },
+        service: credentials::service_endpoint(profiles, "dynamodb"),
+        global: profiles.value("endpoint_url"),
+        ignore_configured: flag("ignore_configured_endpoint_urls"),
         fips: flag("use_fips_endpoint"),
         dualstack: flag("use_dualstack_endpoint"),
     }

@@ -15,6 +15,8 @@ pub struct ProfileEndpoints {
     pub service: Option<String>,
     /// The profile's own `endpoint_url`.
     pub global: Option<String>,
+    /// The profile's `ignore_configured_endpoint_urls`.
+    pub ignore_configured: Option<bool>,
     /// The profile's `use_fips_endpoint`.
     pub fips: Option<bool>,
     /// The profile's `use_dualstack_endpoint`.
@@ -25,7 +27,7 @@ pub struct ProfileEndpoints {
 pub fn dynamodb(flag: Option<&str>, env: &Env, profile: &ProfileEndpoints, region: &str) -> Result<String, Error> {
     let configured = if let Some(url) = flag {
         Some(url.to_owned())
-    } else if env.flag("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") {
+    } else if ignore_configured(env, profile.ignore_configured) {
         None
     } else {
         env.var("AWS_ENDPOINT_URL_DYNAMODB")
@@ -46,6 +48,15 @@ pub fn dynamodb(flag: Option<&str>, env: &Env, profile: &ProfileEndpoints, regio
         (false, true) => "amazonaws.com.cn",
     };
     Ok(format!("https://{service}.{region}.{suffix}"))
+}
+
+/// Whether configured endpoint URLs (environment and profile) are ignored:
+/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` when set, else the profile's `ignore_configured_endpoint_urls`.
+pub fn ignore_configured(env: &Env, profile: Option<bool>) -> bool {
+    match env.var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") {
+        Some(value) => value.eq_ignore_ascii_case("true"),
+        None => profile.unwrap_or(false),
+    }
 }
 
 fn bool_setting(env: &Env, var: &str, profile: Option<bool>) -> Result<bool, Error> {
@@ -144,6 +155,30 @@ mod tests {
             "r",
             "error: invalid endpoint URL \"localhost:8000\": expected http://host[:port] or https://host",
         );
+    }
+
+    #[test]
+    fn the_ignore_setting_covers_environment_and_profile() {
+        let profile_ignores = ProfileEndpoints {
+            global: Some("http://glob".into()),
+            ignore_configured: Some(true),
+            ..Default::default()
+        };
+        check(
+            None,
+            &[("AWS_ENDPOINT_URL", "http://b")],
+            profile_ignores.clone(),
+            "us-east-1",
+            "https://dynamodb.us-east-1.amazonaws.com",
+        );
+        check(
+            None,
+            &[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "false"), ("AWS_ENDPOINT_URL", "http://b")],
+            profile_ignores.clone(),
+            "r",
+            "http://b",
+        );
+        check(Some("http://flag"), &[], profile_ignores, "r", "http://flag");
     }
 
     #[test]

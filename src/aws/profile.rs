@@ -76,7 +76,8 @@ impl Profile {
 
 /// Keys whose values are never shown in `Debug` output.
 fn is_secret_key(key: &str) -> bool {
-    key.contains("secret") || key.contains("token")
+    // credential_process lines sometimes carry keys inline (`--secret ...`).
+    key.contains("secret") || key.contains("token") || key == "credential_process"
 }
 
 impl fmt::Debug for Profile {

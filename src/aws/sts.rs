@@ -1,7 +1,7 @@
 //! The two STS calls lock-exec makes, `AssumeRoleWithWebIdentity` (unsigned) and `AssumeRole` (signed), in the
 //! Query protocol: a form-encoded POST body in, XML out.
 //!
-//! The endpoint reads, in order: `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`, `AWS_ENDPOINT_URL_STS`,
+//! The endpoint reads, in order (unless configured endpoints are ignored): `AWS_ENDPOINT_URL_STS`,
 //! `AWS_ENDPOINT_URL`.
 //!
 //! The XML is read with a small tag extractor rather than a parser: STS answers are flat, known documents.
@@ -49,12 +49,11 @@ pub struct AssumeRoleParams {
 
 /// The STS endpoint URL for a region.
 ///
-/// Order: `AWS_ENDPOINT_URL_STS`, then `AWS_ENDPOINT_URL`, then `profile` (the profile's
-/// `services` / `endpoint_url` setting, already resolved by the caller), then
-/// `https://sts.<region>.<partition domain>`. `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` skips all three
-/// overrides; a profile's own `ignore_configured_endpoint_urls` is the caller's to apply (pass `None`).
-pub fn endpoint(env: &Env, region: &str, profile: Option<&str>) -> String {
-    if !env.flag("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") {
+/// Order: `AWS_ENDPOINT_URL_STS`, then `AWS_ENDPOINT_URL`, then `profile` (the profile's `services` /
+/// `endpoint_url` setting, already resolved by the caller), then `https://sts.<region>.<partition domain>`.
+/// With `ignore_configured` (see [`crate::aws::endpoint::ignore_configured`]) only the last applies.
+pub fn endpoint(env: &Env, region: &str, profile: Option<&str>, ignore_configured: bool) -> String {
+    if !ignore_configured {
         let configured = env
             .var("AWS_ENDPOINT_URL_STS")
             .or_else(|| env.var("AWS_ENDPOINT_URL"))
@@ -603,7 +602,9 @@ mod tests {
     #[test]
     fn endpoints() {
         fn check(vars: &[(&str, &str)], region: &str, profile: Option<&str>, expected: &str) {
-            assert_eq!(endpoint(&Env::from_pairs(vars), region, profile), expected, "{vars:?} {region} {profile:?}");
+            let env = Env::from_pairs(vars);
+            let ignore = crate::aws::endpoint::ignore_configured(&env, None);
+            assert_eq!(endpoint(&env, region, profile, ignore), expected, "{vars:?} {region} {profile:?}");
         }
         check(&[], "eu-west-1", None, "https://sts.eu-west-1.amazonaws.com");
         check(&[], "cn-north-1", None, "https://sts.cn-north-1.amazonaws.com.cn");

@@ -695,3 +695,16 @@ fn signature_errors_that_quote_the_request_do_not_leak_the_session_token() {
         server.stop().iter().filter(|e| e.request.header("x-amz-security-token") == Some(session_token)).count();
     assert!(echoed >= 2, "the server saw the session token it echoed ({echoed} requests)");
 }
+
+/// `AWS_PROFILE` naming a profile that exists in neither file is an error (as in the Go SDK), not a quiet
+/// fall-through to other credentials, here the environment's keys.
+#[test]
+fn aws_profile_naming_a_missing_profile_exits_78() {
+    let case = Case::new("cred_missing_profile");
+    case.write_aws_file("config", "[profile present]\nregion = us-east-1\n");
+    let mut env = case.env();
+    env.insert("AWS_PROFILE", "typo".into());
+    let out = run_marker(&case, &[], env);
+    out.expect_code(78);
+    expect_error_line(&out, &["profile \"typo\" (AWS_PROFILE) is not in", "config"]);
+}

@@ -215,7 +215,7 @@ fn check_sts_host(
 ) -> Result<(), String> {
     let Some(sts) = exchanges.iter().find(|x| x.uri.contains("://sts.")) else { return Ok(()) };
     let Some(region) = region else { return Err("the case calls STS but no region resolves".into()) };
-    let ours = sts_endpoint(env, profiles, region);
+    let ours = sts_endpoint(env, profiles, region).map_err(|e| format!("STS endpoint: {e}"))?;
     let recorded = sts.uri.trim_end_matches(path_and_query(&sts.uri));
     if ours.trim_end_matches('/') == recorded { Ok(()) } else { Err(format!("STS at {ours}, recorded {recorded}")) }
 }

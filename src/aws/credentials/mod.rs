@@ -162,15 +162,17 @@ impl Source {
     }
 }
 
-/// The STS endpoint: env overrides, the profile's `services` / `endpoint_url`, then the regional endpoint.
-pub fn sts_endpoint(env: &Env, profiles: &ProfileSet, region: &str) -> String {
-    let profile_url =
-        if profiles.value("ignore_configured_endpoint_urls").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-            None
-        } else {
-            service_endpoint(profiles, "sts").or_else(|| profiles.value("endpoint_url"))
-        };
-    sts::endpoint(env, region, profile_url.as_deref())
+/// The STS endpoint: env overrides, the profile's `services` / `endpoint_url`, then the regional endpoint;
+/// a configured URL must be `http://` or `https://` with a host (exit 78 otherwise, not a retried failure).
+pub fn sts_endpoint(env: &Env, profiles: &ProfileSet, region: &str) -> Result<String, Error> {
+    let ignore = crate::aws::endpoint::ignore_configured(
+        env,
+        profiles.value("ignore_configured_endpoint_urls").map(|v| v.eq_ignore_ascii_case("true")),
+    );
+    let profile_url = service_endpoint(profiles, "sts").or_else(|| profiles.value("endpoint_url"));
+    let url = sts::endpoint(env, region, profile_url.as_deref(), ignore);
+    crate::aws::endpoint::check_url(&url)?;
+    Ok(url)
 }
 
 /// `endpoint_url` for `service` in the `[services NAME]` section the selected profile names.
@@ -198,7 +200,7 @@ pub fn select(ctx: &Context<'_>) -> Result<Source, Error> {
                     role_arn,
                     session_name: session_name.unwrap_or_else(|| web_identity::default_session_name(env)),
                 },
-                sts_endpoint: sts_endpoint(env, ctx.profiles, ctx.region),
+                sts_endpoint: sts_endpoint(env, ctx.profiles, ctx.region)?,
             },
             Base::Process { command } => Source::Process { profile: chain.base_profile.clone(), command },
             Base::NamedSource(named) => named_source(ctx, named, &chain.base_profile)?,
@@ -209,11 +211,11 @@ pub fn select(ctx: &Context<'_>) -> Result<Source, Error> {
         return Ok(Source::AssumeRole {
             base: Box::new(base),
             steps: chain.steps,
-            sts_endpoint: sts_endpoint(env, ctx.profiles, ctx.region),
+            sts_endpoint: sts_endpoint(env, ctx.profiles, ctx.region)?,
         });
     }
     if let Some(identity) = web_identity::from_env(env) {
-        return Ok(Source::WebIdentity { identity, sts_endpoint: sts_endpoint(env, ctx.profiles, ctx.region) });
+        return Ok(Source::WebIdentity { identity, sts_endpoint: sts_endpoint(env, ctx.profiles, ctx.region)? });
     }
     if let Some(uri) = container::uri(env)? {
         return Ok(Source::Container { uri });
@@ -374,6 +376,25 @@ mod tests {
         let later = Env::from_pairs::<&str, &str>(&[]).with_now(issued + Duration::from_secs(180));
         let ctx = Context { env: &later, ..ctx };
         assert!(cache.get(&ctx).is_err(), "expired credentials are not handed out");
+    }
+
+    #[test]
+    fn sts_endpoint_follows_the_ignore_setting_and_checks_urls() {
+        let config = "[profile p]\nignore_configured_endpoint_urls = true\nendpoint_url = http://profile\n";
+        let profiles =
+            ProfileSet::parse(Some((std::path::Path::new("/config"), config)), None, "p").expect("a valid config");
+        let check = |vars: &[(&str, &str)], expected: &str| {
+            let got =
+                sts_endpoint(&Env::from_pairs(vars), &profiles, "eu-west-1").unwrap_or_else(|e| format!("error: {e}"));
+            assert_eq!(got, expected, "{vars:?}");
+        };
+        check(&[("AWS_ENDPOINT_URL", "http://env")], "https://sts.eu-west-1.amazonaws.com");
+        check(&[("AWS_ENDPOINT_URL", "http://env"), ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "false")], "http://env");
+        check(&[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "false")], "http://profile");
+        check(
+            &[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "false"), ("AWS_ENDPOINT_URL_STS", "ftp://x")],
+            "error: invalid endpoint URL \"ftp://x\": expected http://host[:port] or https://host",
+        );
     }
 
     #[test]
