@@ -322,6 +322,14 @@ pub(crate) fn error_detail(response: &Response, secrets: &[&str]) -> String {
     redact(&detail, secrets)
 }
 
+#[cfg(test)]
+impl Attempts {
+    /// Three attempts with no pause between them, for tests against local servers.
+    pub(crate) fn quick() -> Attempts {
+        Attempts { count: 3, timeout: Duration::from_secs(2), pause: Duration::ZERO }
+    }
+}
+
 /// A small HTTP server on 127.0.0.1 for the metadata endpoint tests: a handler picks each reply.
 #[cfg(test)]
 pub(crate) mod test_server {
@@ -400,10 +408,6 @@ mod tests {
             r#"{{"AccessKeyId":"AKIDEXAMPLE","SecretAccessKey":"{SECRET}","Token":"{SESSION}",
                "Expiration":"2030-01-02T03:04:05Z","AccountId":"123456789012","RoleArn":"arn:aws:iam::1:role/r"}}"#
         )
-    }
-
-    fn quick() -> Attempts {
-        Attempts { count: 3, timeout: Duration::from_secs(2), pause: Duration::ZERO }
     }
 
     #[derive(Deserialize)]
@@ -501,7 +505,7 @@ mod tests {
         let server = Server::start(move |_, _| Reply::With(200, body.clone()));
         let url = format!("{}/creds", server.base());
         let env = Env::from_pairs(&[("AWS_CONTAINER_AUTHORIZATION_TOKEN", "auth-from-env")]);
-        let c = load_with(&env, &Http::new(), &url, quick()).expect("credentials");
+        let c = load_with(&env, &Http::new(), &url, Attempts::quick()).expect("credentials");
         assert_eq!(
             (c.access_key_id(), c.secret_access_key(), c.session_token()),
             ("AKIDEXAMPLE", SECRET, Some(SESSION))
@@ -519,7 +523,7 @@ mod tests {
         let body = document();
         let server = Server::start(move |_, _| Reply::With(200, body.clone()));
         let url = format!("{}/creds", server.base());
-        load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, quick()).expect("credentials");
+        load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, Attempts::quick()).expect("credentials");
         assert_eq!(server.seen()[0].header("authorization"), None);
     }
 
@@ -538,13 +542,13 @@ mod tests {
             ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "ignored-when-the-file-is-set"),
         ]);
         let http = Http::new();
-        load_with(&env, &http, &url, quick()).expect("first fetch");
+        load_with(&env, &http, &url, Attempts::quick()).expect("first fetch");
         std::fs::write(&file, "second-token").expect("rewrite the token file");
-        load_with(&env, &http, &url, quick()).expect("second fetch");
+        load_with(&env, &http, &url, Attempts::quick()).expect("second fetch");
         let tokens: Vec<_> = server.seen().iter().map(|s| s.header("authorization").map(str::to_owned)).collect();
         assert_eq!(tokens, [Some("first-token".to_owned()), Some("second-token".to_owned())]);
         std::fs::remove_file(&file).expect("remove the token file");
-        let e = load_with(&env, &http, &url, quick()).expect_err("a missing token file is an error");
+        let e = load_with(&env, &http, &url, Attempts::quick()).expect_err("a missing token file is an error");
         assert!(matches!(e, Error::Io { .. }), "{e:?}");
         let _ = std::fs::remove_dir(&dir);
     }
@@ -566,7 +570,7 @@ mod tests {
             let server = Server::start(move |_, _| Reply::With(status, answer.clone()));
             let url = format!("{}/creds", server.base());
             let env = Env::from_pairs(&[("AWS_CONTAINER_AUTHORIZATION_TOKEN", token)]);
-            let e = load_with(&env, &Http::new(), &url, quick()).expect_err("an error answer");
+            let e = load_with(&env, &Http::new(), &url, Attempts::quick()).expect_err("an error answer");
             let shown = format!("{e} {e:?}");
             assert!(matches!(e, Error::Credentials { provider: NAME, .. }), "{shown}");
             for secret in [token, SECRET, SESSION] {
@@ -580,7 +584,8 @@ mod tests {
         let server =
             Server::start(|_, _| Reply::With(400, r#"{"Code":"InvalidToken","Message":"token expired"}"#.into()));
         let url = format!("{}/creds", server.base());
-        let e = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, quick()).expect_err("an error");
+        let e = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, Attempts::quick())
+            .expect_err("an error");
         let message = e.to_string();
         assert!(message.contains("HTTP 400") && message.contains("InvalidToken: token expired"), "{message}");
         assert_eq!(server.seen().len(), 1, "4xx is not retried");
@@ -594,7 +599,8 @@ mod tests {
             _ => Reply::With(200, body.clone()),
         });
         let url = format!("{}/creds", server.base());
-        let c = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, quick()).expect("second try");
+        let c =
+            load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, Attempts::quick()).expect("second try");
         assert_eq!(c.access_key_id(), "AKIDEXAMPLE");
         assert_eq!(server.seen().len(), 2);
     }
@@ -603,7 +609,8 @@ mod tests {
     fn server_errors_give_up_after_the_attempts() {
         let server = Server::start(|_, _| Reply::With(503, "busy".into()));
         let url = format!("{}/creds", server.base());
-        let e = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, quick()).expect_err("gives up");
+        let e = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, Attempts::quick())
+            .expect_err("gives up");
         assert!(e.to_string().contains("HTTP 503: busy"), "{e}");
         assert_eq!(server.seen().len(), 3);
     }

@@ -232,10 +232,6 @@ mod tests {
         None
     }
 
-    fn quick() -> Attempts {
-        Attempts { count: 3, timeout: Duration::from_secs(2), pause: Duration::ZERO }
-    }
-
     fn document() -> String {
         format!(
             r#"{{"Code":"Success","LastUpdated":"2024-01-01T00:00:00Z","Type":"AWS-HMAC","AccessKeyId":"ASIAEXAMPLE",
@@ -402,8 +398,8 @@ mod tests {
     #[test]
     fn imdsv2_happy_path() {
         let server = imds(200);
-        let c =
-            load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &server.base(), quick()).expect("credentials");
+        let c = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &server.base(), Attempts::quick())
+            .expect("credentials");
         assert_eq!(
             (c.access_key_id(), c.secret_access_key(), c.session_token()),
             ("ASIAEXAMPLE", SECRET, Some(SESSION))
@@ -443,7 +439,8 @@ mod tests {
                 _ => Reply::With(200, document()),
             }
         });
-        load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &server.base(), quick()).expect("credentials");
+        load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &server.base(), Attempts::quick())
+            .expect("credentials");
         let tokens: Vec<_> =
             server.seen().iter().map(|s| s.header("x-aws-ec2-metadata-token").map(str::to_owned)).collect();
         assert_eq!(tokens, [None, None, Some("token-1".to_owned()), Some("token-1".to_owned())]);
@@ -453,7 +450,7 @@ mod tests {
     fn falls_back_to_imdsv1() {
         for status in [403, 404, 405] {
             let server = imds(status);
-            let c = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &server.base(), quick())
+            let c = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &server.base(), Attempts::quick())
                 .unwrap_or_else(|e| panic!("HTTP {status}: {e}"));
             assert_eq!(c.access_key_id(), "ASIAEXAMPLE");
             let seen = server.seen();
@@ -466,7 +463,7 @@ mod tests {
     fn imdsv1_can_be_disabled() {
         let server = imds(403);
         let env = Env::from_pairs(&[("AWS_EC2_METADATA_V1_DISABLED", "true")]);
-        let e = load_with(&env, &Http::new(), &server.base(), quick()).expect_err("no fallback");
+        let e = load_with(&env, &Http::new(), &server.base(), Attempts::quick()).expect_err("no fallback");
         let message = e.to_string();
         assert!(message.contains("IMDSv1") && message.contains("AWS_EC2_METADATA_V1_DISABLED"), "{message}");
         assert_eq!(server.seen().len(), 1);
@@ -475,7 +472,7 @@ mod tests {
     #[test]
     fn other_token_errors_do_not_fall_back() {
         let server = imds(400);
-        let e = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &server.base(), quick())
+        let e = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &server.base(), Attempts::quick())
             .expect_err("400 is an error");
         assert!(e.to_string().contains("HTTP 400"), "{e}");
         assert_eq!(server.seen().len(), 1);
@@ -487,8 +484,8 @@ mod tests {
             "PUT" => Reply::With(200, "t".into()),
             _ => Reply::With(404, "<html>Not Found</html>".into()),
         });
-        let e =
-            load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &server.base(), quick()).expect_err("no role");
+        let e = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &server.base(), Attempts::quick())
+            .expect_err("no role");
         assert!(e.to_string().contains("no IAM role is attached"), "{e}");
     }
 
@@ -513,7 +510,7 @@ mod tests {
                 CREDENTIALS_PATH => Reply::With(200, "role".into()),
                 _ => Reply::With(status, answer.clone()),
             });
-            let e = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &server.base(), quick())
+            let e = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &server.base(), Attempts::quick())
                 .expect_err("an error answer");
             let shown = format!("{e} {e:?}");
             assert!(matches!(e, Error::Credentials { provider: NAME, .. }), "{shown}");
@@ -556,7 +553,7 @@ mod tests {
     fn region_from_imds() {
         let server = imds(200);
         let env = Env::from_pairs(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", server.base())]);
-        let got = region_with(&env, &Http::new(), &no_profile, quick()).expect("a region");
+        let got = region_with(&env, &Http::new(), &no_profile, Attempts::quick()).expect("a region");
         assert_eq!(got.as_deref(), Some("eu-west-3"));
         assert_eq!(server.seen().len(), 2);
 
@@ -564,7 +561,7 @@ mod tests {
             ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
             ("AWS_EC2_METADATA_SERVICE_ENDPOINT", server.base()),
         ]);
-        assert_eq!(region_with(&env, &Http::new(), &no_profile, quick()).expect("disabled"), None);
+        assert_eq!(region_with(&env, &Http::new(), &no_profile, Attempts::quick()).expect("disabled"), None);
         assert_eq!(server.seen().len(), 2, "a disabled IMDS is not asked");
     }
 
@@ -573,7 +570,8 @@ mod tests {
         let server = imds(405);
         let base = server.base();
         let profile = move |key: &str| (key == "ec2_metadata_service_endpoint").then(|| base.clone());
-        let got = region_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &profile, quick()).expect("a region");
+        let got = region_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &profile, Attempts::quick())
+            .expect("a region");
         assert_eq!(got.as_deref(), Some("eu-west-3"));
     }
 }
