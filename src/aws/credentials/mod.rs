@@ -85,7 +85,7 @@ pub enum Source {
         /// The profile that configures it.
         profile: String,
         /// The command line.
-        command: String,
+        command: process::CommandLine,
     },
     /// `AssumeRole` steps made with the credentials of a base source.
     AssumeRole {
@@ -130,7 +130,7 @@ impl Source {
                 },
                 other => other,
             }),
-            Source::Process { profile, command } => process::load(profile, command, ctx.env.now()),
+            Source::Process { profile, command } => process::load(profile, &command.0, ctx.env.now()),
             Source::AssumeRole { base, steps, sts_endpoint } => {
                 let mut credentials = base.fetch(ctx)?;
                 for step in steps {

@@ -20,6 +20,16 @@ use crate::error::Error;
 /// The source's name in logs.
 pub const NAME: &str = "credential_process";
 
+/// A `credential_process` command line. Its `Debug` hides it: such lines sometimes carry keys inline.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CommandLine(pub String);
+
+impl std::fmt::Debug for CommandLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommandLine(<hidden>)")
+    }
+}
+
 /// How long a credential process may run before it is killed and the fetch fails.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -311,6 +321,12 @@ mod tests {
 
     fn error(json: &str) -> String {
         parse_output(json, now()).expect_err("bad output")
+    }
+
+    #[test]
+    fn command_lines_are_hidden_in_debug() {
+        let line = CommandLine("creds --secret INLINESECRET".into());
+        assert_eq!(format!("{line:?}"), "CommandLine(<hidden>)");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //!
 //! Empty values count as unset. IAM Identity Center (`sso_*`) profiles are refused: lock-exec has no SSO.
 
+use super::process::CommandLine;
 use std::path::PathBuf;
 
 use aws_credential_types::Credentials;
@@ -78,8 +79,8 @@ pub enum Base {
     },
     /// `credential_process`: a command printing credentials as JSON.
     Process {
-        /// The command line, as written (run through the shell).
-        command: String,
+        /// The command line, as written (split into words, no shell).
+        command: CommandLine,
     },
     /// `credential_source`: one of the standard sources.
     NamedSource(CredentialSource),
@@ -267,7 +268,7 @@ fn base(profile: &Profile) -> Result<Option<Base>, Error> {
         ));
     }
     if let Some(command) = value(profile, "credential_process") {
-        return Ok(Some(Base::Process { command: command.to_owned() }));
+        return Ok(Some(Base::Process { command: CommandLine(command.to_owned()) }));
     }
     Ok(static_keys(profile)?.map(Base::AccessKey))
 }
@@ -337,7 +338,7 @@ mod tests {
                 optional(&mut map, "role_session_name", session_name.as_deref());
                 serde_json::json!({ "WebIdentityToken": map })
             }
-            Base::Process { command } => serde_json::json!({ "Process": command }),
+            Base::Process { command } => serde_json::json!({ "Process": command.0 }),
             Base::NamedSource(source) => serde_json::json!({ "NamedSource": source.as_str() }),
         });
         for step in &chain.steps {
@@ -413,7 +414,7 @@ mod tests {
                 let base = match &chain.base {
                     Base::AccessKey(c) => format!("keys {}", c.access_key_id()),
                     Base::WebIdentity { role_arn, .. } => format!("web identity {role_arn}"),
-                    Base::Process { command } => format!("process {command}"),
+                    Base::Process { command } => format!("process {}", command.0),
                     Base::NamedSource(source) => format!("source {}", source.as_str()),
                 };
                 let steps = chain.steps.iter().map(|s| {
