@@ -28,8 +28,6 @@ pub struct Client<'a> {
     pub credentials: &'a Cache,
     /// The endpoint URL, e.g. `https://dynamodb.eu-west-1.amazonaws.com`.
     pub endpoint: String,
-    /// The signing region.
-    pub region: String,
     /// Attempts per call.
     pub max_attempts: u32,
     /// Timeout of one attempt.
@@ -55,12 +53,11 @@ pub enum Conditional {
 
 impl<'a> Client<'a> {
     /// A client with the defaults: [`DEFAULT_MAX_ATTEMPTS`], [`REQUEST_TIMEOUT`], refreshing credentials on use.
-    pub fn new(ctx: Context<'a>, credentials: &'a Cache, endpoint: String, region: String, log: Logger) -> Client<'a> {
+    pub fn new(ctx: Context<'a>, credentials: &'a Cache, endpoint: String, log: Logger) -> Client<'a> {
         Client {
             ctx,
             credentials,
             endpoint,
-            region,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             timeout: REQUEST_TIMEOUT,
             log,
@@ -156,7 +153,7 @@ impl<'a> Client<'a> {
             ("content-type".to_owned(), "application/x-amz-json-1.0".to_owned()),
             ("x-amz-target".to_owned(), format!("DynamoDB_20120810.{operation}")),
         ];
-        let scope = Scope { region: &self.region, service: "dynamodb", time: self.ctx.env.now() };
+        let scope = Scope { region: self.ctx.region, service: "dynamodb", time: self.ctx.env.now() };
         let signed = sign_request(&credentials, scope, "POST", &url, &headers, payload)?;
         headers.extend(signed);
         let response = self.ctx.http.send(&Request {

@@ -1,13 +1,12 @@
 //! Random numbers without a dependency: SipHash keyed by the standard library's per-process random keys.
 //!
 //! `RandomState::new()` draws its keys from the operating system's random source once per thread and then
-//! varies them per call, so each hasher below is keyed differently; hashing a counter and the time through
+//! varies them per call, so each hasher below is keyed differently; hashing a counter and the pid through
 //! it gives values that are unpredictable to other processes. Good for owner tokens and jitter, not for keys.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -15,7 +14,6 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 pub fn u64() -> u64 {
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u128(Instant::now().elapsed().as_nanos());
     hasher.write_u32(std::process::id());
     hasher.finish()
 }

@@ -66,7 +66,7 @@ impl Aws {
     /// A DynamoDB client over this configuration.
     pub fn client<'a>(&'a self, env: &'a Env, http: &'a Http, log: &Logger) -> Client<'a> {
         let ctx = Context { env, http, profiles: &self.profiles, region: &self.region };
-        let mut client = Client::new(ctx, &self.credentials, self.endpoint.clone(), self.region.clone(), log.clone());
+        let mut client = Client::new(ctx, &self.credentials, self.endpoint.clone(), log.clone());
         client.max_attempts = self.max_attempts;
         client
     }

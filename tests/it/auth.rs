@@ -88,7 +88,6 @@ fn iam_user_with_the_documented_policy_runs_and_bad_keys_are_refused() {
             Context { env: &env, http: &http, profiles: &profiles, region: REGION },
             &cache,
             endpoint.clone(),
-            REGION.into(),
             Logger::new(LogFormat::Json, Verbosity::Quiet),
         )
     };
