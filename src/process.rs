@@ -75,6 +75,23 @@ pub fn signal_group(pgid: u32, signal: i32) {
     sys::kill_group(pgid, signal);
 }
 
+/// Our process group when stdin is a terminal whose foreground process group is ours (an interactive run).
+pub fn foreground_terminal_group() -> Option<u32> {
+    sys::foreground_terminal_group()
+}
+
+/// Makes process group `pgid` the foreground group of the terminal on stdin (SIGTTOU blocked around the call,
+/// so a caller in a background group is not stopped). Errors are ignored.
+pub fn give_terminal(pgid: u32) {
+    sys::give_terminal(pgid);
+}
+
+/// Makes a command being built take the terminal on stdin for its own new process group before it execs
+/// (use with `process_group(0)`), so it can read the terminal (a prompt) without being stopped by SIGTTIN.
+pub fn take_terminal_in_child(command: &mut Command) {
+    sys::take_terminal_in_child(command);
+}
+
 /// The exit code lock-exec passes on: the child's code, or 128+N when it died of signal N.
 pub fn exit_code(status: ExitStatus) -> u8 {
     match (status.code(), status.signal()) {
