@@ -99,6 +99,11 @@ pub struct Run {
     pub locked_exit_code: u8,
     /// Grace between a forwarded signal and SIGKILL.
     pub kill_after: Duration,
+    /// Keep the lock until every process the command started has exited by itself, instead of stopping them
+    /// when the command exits.
+    pub wait_descendants: bool,
+    /// Remove the AWS credential variables from the command's environment.
+    pub clean_env_aws: bool,
 }
 
 /// `unlock`'s arguments.
@@ -124,6 +129,8 @@ struct Flags {
     shell: bool,
     locked_exit_code: Option<String>,
     kill_after: Option<String>,
+    wait_descendants: bool,
+    clean_env_aws: bool,
     delete: bool,
     help: bool,
 }
@@ -159,6 +166,8 @@ where
             Long("shell") => flags.shell = true,
             Long("locked-exit-code") => flags.locked_exit_code = Some(string_value(&mut parser, "--locked-exit-code")?),
             Long("kill-after") => flags.kill_after = Some(string_value(&mut parser, "--kill-after")?),
+            Long("wait-descendants") => flags.wait_descendants = true,
+            Long("clean-env-aws") => flags.clean_env_aws = true,
             Long("delete") => flags.delete = true,
             Short('h') | Long("help") => flags.help = true,
             Short('V') | Long("version") => return Ok(Command::Version),
@@ -199,6 +208,8 @@ where
     only_run(flags.shell, "--shell")?;
     only_run(flags.locked_exit_code.is_some(), "--locked-exit-code")?;
     only_run(flags.kill_after.is_some(), "--kill-after")?;
+    only_run(flags.wait_descendants, "--wait-descendants")?;
+    only_run(flags.clean_env_aws, "--clean-env-aws")?;
     // `-e` is a persistent flag in the Go tool: every subcommand accepts it, only `run` uses it. It is still
     // checked everywhere, so a typo is caught where it is written.
     let expire =
@@ -346,7 +357,16 @@ fn run(
             .parse::<u8>()
             .map_err(|_| Error::Usage(format!("--locked-exit-code {text:?}: expected a number from 0 to 255")))?,
     };
-    Ok(Run { key, argv, display, expire, locked_exit_code, kill_after })
+    Ok(Run {
+        key,
+        argv,
+        display,
+        expire,
+        locked_exit_code,
+        kill_after,
+        wait_descendants: flags.wait_descendants,
+        clean_env_aws: flags.clean_env_aws,
+    })
 }
 
 #[cfg(test)]

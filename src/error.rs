@@ -58,6 +58,13 @@ pub enum Error {
     },
     /// The lease could not be kept; the child was stopped.
     LockLost(String),
+    /// A thread lock-exec needs could not be created (a process or thread limit); nothing was run.
+    Thread {
+        /// The thread's job, e.g. `lease renewals`.
+        what: &'static str,
+        /// The cause.
+        source: io::Error,
+    },
 }
 
 /// An error answer from an AWS service, typed from `x-amzn-ErrorType` / `__type` or the XML `<Code>`.
@@ -165,6 +172,17 @@ impl Error {
                 _ => Exit::NotExecutable,
             },
             Error::LockLost(_) => Exit::LockLost,
+            Error::Thread { .. } => Exit::OsError,
+        }
+    }
+
+    /// Whether a failed write may still have been applied: the answer was lost (transport error, timeout)
+    /// or the server failed (5xx). A definite rejection (validation, access, missing table, throttling) was not.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Error::Transport { .. } => true,
+            Error::Service(e) => e.status >= 500 || e.kind() == ServiceErrorKind::Server,
+            _ => false,
         }
     }
 }
@@ -197,6 +215,7 @@ impl fmt::Display for Error {
                 _ => write!(f, "{program}: cannot start"),
             },
             Error::LockLost(message) => write!(f, "lock lost: {message}"),
+            Error::Thread { what, .. } => write!(f, "cannot create the thread for {what}; nothing was run"),
         }
     }
 }
@@ -205,7 +224,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Transport { source, .. } => Some(source.as_ref()),
-            Error::Io { source, .. } => Some(source),
+            Error::Io { source, .. } | Error::Thread { source, .. } => Some(source),
             Error::Spawn { source, .. } => match source.kind() {
                 io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => None,
                 _ => Some(source),
@@ -254,5 +273,19 @@ mod tests {
         assert_eq!(missing.exit(), Exit::NotFound);
         let denied = Error::Spawn { program: "x".into(), source: io::ErrorKind::PermissionDenied.into() };
         assert_eq!(denied.exit(), Exit::NotExecutable);
+    }
+
+    #[test]
+    fn only_lost_answers_and_server_failures_leave_the_outcome_unknown() {
+        let service = |status: u16, code: &str| {
+            Error::Service(ServiceError { service: "dynamodb", status, code: code.into(), message: "m".into() })
+        };
+        assert!(service(500, "InternalServerError").outcome_unknown());
+        assert!(service(503, "").outcome_unknown());
+        let transport = Error::Transport { target: "dynamodb".into(), source: Box::new(io::Error::other("reset")) };
+        assert!(transport.outcome_unknown());
+        for code in ["ValidationException", "AccessDeniedException", "ResourceNotFoundException", "ThrottlingException"] {
+            assert!(!service(400, code).outcome_unknown(), "{code}");
+        }
     }
 }

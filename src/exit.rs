@@ -2,12 +2,13 @@
 //!
 //! | code | meaning |
 //! |------|---------|
-//! | child's | the command ran; its exit code, or 128+N when it died of signal N |
+//! | child's | the command ran; its exit code, or 128+N when it died of signal N (lock-exec then dies of N too) |
 //! | `--locked-exit-code` (0) | the key is held by someone else; the command did not run |
 //! | 3 | `status`: the key is held |
 //! | 64 | usage error |
 //! | 69 | DynamoDB unreachable, or throttled / failing after retries |
 //! | 70 | an unexpected answer from DynamoDB (a bug on one side) |
+//! | 71 | a thread lock-exec needs could not be created (process or thread limit); nothing was run |
 //! | 75 | the lock was lost while the command ran; the command was stopped |
 //! | 77 | access denied, or credentials rejected |
 //! | 78 | configuration: no credentials, no region, a bad profile file, the table missing |
@@ -21,8 +22,11 @@ pub enum Exit {
     Success,
     /// `status`: the key is held.
     Held,
-    /// The command's own exit code, or 128+N when it died of signal N.
+    /// The command's own exit code.
     Child(u8),
+    /// The command died of this signal (or lock-exec was stopped by it before the command started):
+    /// lock-exec dies of it too where it can, else exits 128+N.
+    Signaled(i32),
     /// The key is held by someone else: the `--locked-exit-code`.
     Locked(u8),
     /// 64: the command line is wrong.
@@ -31,6 +35,8 @@ pub enum Exit {
     Unavailable,
     /// 70: an answer lock-exec did not expect.
     Software,
+    /// 71: an operating-system resource (a thread) could not be had.
+    OsError,
     /// 75: the lock was lost during the run.
     LockLost,
     /// 77: access denied or credentials rejected.
@@ -53,6 +59,8 @@ impl Exit {
             Exit::Usage => 64,
             Exit::Unavailable => 69,
             Exit::Software => 70,
+            Exit::OsError => 71,
+            Exit::Signaled(signal) => (128 + signal).clamp(0, 255) as u8,
             Exit::LockLost => 75,
             Exit::Denied => 77,
             Exit::Config => 78,

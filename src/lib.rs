@@ -13,11 +13,14 @@ pub mod dynamodb;
 pub mod env;
 pub mod error;
 pub mod exit;
+pub mod lease;
 pub mod lock;
 pub mod log;
 pub mod process;
 pub mod random;
 pub mod run;
+pub mod supervise;
+pub mod worker;
 
 pub use env::Env;
 pub use error::Error;

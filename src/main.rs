@@ -94,7 +94,7 @@ fn main() -> ExitCode {
         }
         Command::Run(common, args) => {
             // Signals are registered before any thread starts.
-            let mut signals = match Signals::new(run::FORWARDED_SIGNALS) {
+            let signals = match Signals::new(lock_exec::supervise::caught_signals()) {
                 Ok(signals) => signals,
                 Err(e) => {
                     eprintln!("lock-exec: cannot register signal handlers: {e}");
@@ -102,7 +102,7 @@ fn main() -> ExitCode {
                 }
             };
             let log = logger(&common).with("key", args.key.clone()).with("command", args.display.clone());
-            let result = run::run(&common, &args, &env, &mut signals, &log);
+            let result = run::run(&common, &args, &env, signals, &log);
             (log, result)
         }
         Command::Unlock(common, args) => {
@@ -117,6 +117,15 @@ fn main() -> ExitCode {
         }
     };
     match result {
+        Ok(Exit::Signaled(signal)) => {
+            // Die of the command's signal, as sudo does, so a calling shell sees it (bash stops a script on a
+            // child's SIGINT death); PID 1 cannot die of a signal it sends itself, and a core-dumping signal
+            // would leave a core of lock-exec's own: those exit 128+N.
+            if !lock_exec::process::is_pid1() && lock_exec::process::terminates_quietly(signal) {
+                let _ = signal_hook::low_level::emulate_default_handler(signal);
+            }
+            ExitCode::from(Exit::Signaled(signal).code())
+        }
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
             let exit = e.exit();

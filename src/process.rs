@@ -1,78 +1,307 @@
-//! The child process: spawned in its own process group, killed with us if we die (Linux), signalled as a
-//! group, waited for without being reaped so its process group id cannot be reused while we may signal it.
+//! The command's processes: spawned in a new process group under a child subreaper, every state change of the
+//! command and of the orphans re-parented to us collected by the main thread, and the whole tree (the group
+//! plus every descendant, found through `/proc`) signalled on demand.
 //!
 //! Knows nothing of locks or AWS.
+//!
+//! Invariants:
+//! - Only the main thread spawns the command and waits (`__WNOTHREAD`): it sees the command and every orphan
+//!   re-parented to lock-exec (the kernel gives orphans to the subreaper's first live thread, the main thread),
+//!   and never a `credential_process` helper that another thread started and waits for itself.
+//! - The command is reaped under the same lock that signals its process group, so `kill(-pgid)` can never
+//!   reach a group whose id was recycled.
 
 use std::ffi::OsString;
 use std::io;
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-/// A running child.
+/// How to start the command.
+#[derive(Debug, Clone, Default)]
+pub struct Spawn<'a> {
+    /// Variables added to the environment.
+    pub vars: &'a [(&'a str, String)],
+    /// Variables removed from the environment.
+    pub remove: &'a [&'a str],
+    /// Make the command's new process group the terminal's foreground group (an interactive run).
+    pub give_terminal: bool,
+}
+
+/// The command's process tree: its main process (also its process group id) and everything it started.
 #[derive(Debug)]
-pub struct Child {
-    inner: std::process::Child,
-    /// Our own process group, when the child was given the controlling terminal and it must come back to us.
+pub struct Tree {
+    leader: u32,
+    /// True once the main process has been reaped: its group id may then be recycled, so the group is only
+    /// signalled process by process.
+    reaped: Mutex<bool>,
+    /// Our own process group, when the terminal was handed to the command and must come back to us.
     terminal_owner: Option<u32>,
 }
 
-/// Starts `argv[0]` with `argv[1..]`, stdio inherited, in a new process group, with `vars` added to the
-/// environment. On Linux the child gets SIGKILL when the spawning thread dies (call this from the main
-/// thread, which lives until the child is reaped).
-pub fn spawn(argv: &[OsString], vars: &[(&str, String)]) -> io::Result<Child> {
+/// A state change seen by [`Tree::wait`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The command's main process exited (it has been reaped).
+    Exited(ExitStatus),
+    /// The command's main process was stopped by this signal (job control).
+    Stopped(i32),
+    /// The command's main process was continued.
+    Continued,
+    /// Another process (an orphan re-parented to lock-exec) exited and was reaped.
+    Reaped(u32),
+}
+
+/// Makes lock-exec a child subreaper (Linux), so the command's orphaned descendants are re-parented to it
+/// instead of to init: they stay visible, signallable and reapable until they are gone.
+pub fn become_subreaper() -> io::Result<()> {
+    sys::become_subreaper()
+}
+
+/// True when lock-exec is process 1 of its PID namespace (a container's entrypoint).
+pub fn is_pid1() -> bool {
+    std::process::id() == 1
+}
+
+/// Starts `argv[0]` with `argv[1..]`, stdio inherited, in a new process group. On Linux the command gets
+/// SIGKILL when the spawning thread dies: call this from the main thread, which lives until the tree is gone.
+pub fn spawn(argv: &[OsString], options: &Spawn<'_>) -> io::Result<Tree> {
     let (program, args) =
         argv.split_first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
     let mut command = Command::new(program);
     command.args(args).process_group(0);
-    for (name, value) in vars {
+    for name in options.remove {
+        command.env_remove(name);
+    }
+    for (name, value) in options.vars {
         command.env(name, value);
     }
     sys::kill_with_parent(&mut command);
-    // Run from an interactive terminal, the child's new process group must become the terminal's foreground
-    // group, or reading stdin stops it with SIGTTIN (a shell does the same for each job).
-    let terminal_owner = sys::foreground_terminal_group();
+    // From an interactive terminal, the command's new process group becomes the terminal's foreground group,
+    // or reading stdin stops it with SIGTTIN (a shell does the same for each job).
+    let terminal_owner = if options.give_terminal { sys::foreground_terminal_group() } else { None };
     if terminal_owner.is_some() {
         sys::take_terminal_in_child(&mut command);
     }
-    let inner = command.spawn()?;
+    let child = command.spawn()?;
+    let leader = child.id();
+    // The std handle is dropped without waiting: the main thread reaps the command with waitid (Tree::wait).
+    drop(child);
     if terminal_owner.is_some() {
-        sys::give_terminal(inner.id());
-        // In case the child read the terminal before it was its own: wake it.
-        sys::kill_group(inner.id(), libc::SIGCONT);
+        sys::give_terminal(leader);
+        // In case the command read the terminal before it was its own: wake it.
+        sys::kill(-(leader as i64), libc::SIGCONT);
     }
-    Ok(Child { inner, terminal_owner })
+    Ok(Tree { leader, reaped: Mutex::new(false), terminal_owner })
 }
 
-impl Child {
-    /// The child's pid, which is also its process group id.
+impl Tree {
+    /// The command's pid, which is also its process group id.
     pub fn id(&self) -> u32 {
-        self.inner.id()
+        self.leader
     }
 
-    /// Sends `signal` to the child's whole process group. Errors (the group is gone) are ignored.
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        self.reaped.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends `signal` to the command's process group (process by process once the main process is reaped).
     pub fn signal_group(&self, signal: i32) {
-        sys::kill_group(self.id(), signal);
+        let reaped = self.lock();
+        if !*reaped {
+            sys::kill(-(self.leader as i64), signal);
+        } else {
+            for process in descendants() {
+                if process.pgrp == self.leader {
+                    sys::kill(i64::from(process.pid), signal);
+                }
+            }
+        }
     }
 
-    /// Blocks until the child has exited, leaving it unreaped (a zombie) so its pid and process group id
-    /// stay reserved; then [`Child::reap`] collects the status.
-    pub fn wait_exited(&self) -> io::Result<()> {
-        let waited = sys::wait_exited_no_reap(self.id());
+    /// Sends `signal` to the whole tree: the command's process group and every descendant of lock-exec
+    /// (setsid escapees, daemons, orphans), found through `/proc`. Returns how many processes outside the
+    /// group, or left after the main process, were signalled.
+    pub fn signal_tree(&self, signal: i32) -> usize {
+        let reaped = self.lock();
+        if !*reaped {
+            sys::kill(-(self.leader as i64), signal);
+        }
+        let mut count = 0;
+        for process in descendants() {
+            if !*reaped && process.pgrp == self.leader {
+                continue;
+            }
+            sys::kill(i64::from(process.pid), signal);
+            count += 1;
+        }
+        count
+    }
+
+    /// The processes of the tree other than the command's main process.
+    pub fn remaining(&self) -> usize {
+        descendants().iter().filter(|p| p.pid != self.leader).count()
+    }
+
+    /// Blocks until the command or an orphan changes state; `None` once lock-exec has no child left (the tree
+    /// is gone). The main process is reaped here, under the lock that guards its group id. Main thread only.
+    pub fn wait(&self) -> io::Result<Option<Event>> {
+        loop {
+            let Some(pid) = sys::wait_any_peek()? else { return Ok(None) };
+            let mut reaped = self.lock();
+            let Some(change) = sys::wait_consume(pid)? else { continue };
+            if pid != self.leader {
+                drop(reaped);
+                match change {
+                    sys::Change::Exited(_) => return Ok(Some(Event::Reaped(pid))),
+                    // An orphan's stop or continue is no business of ours; a termination sends SIGCONT anyway.
+                    sys::Change::Stopped(_) | sys::Change::Continued => continue,
+                }
+            }
+            return Ok(Some(match change {
+                sys::Change::Exited(status) => {
+                    *reaped = true;
+                    Event::Exited(status)
+                }
+                sys::Change::Stopped(signal) => Event::Stopped(signal),
+                sys::Change::Continued => Event::Continued,
+            }));
+        }
+    }
+
+    /// Whether the terminal was handed to the command at the start.
+    pub fn has_terminal(&self) -> bool {
+        self.terminal_owner.is_some()
+    }
+
+    /// Takes the terminal back from the command (when it was handed over).
+    pub fn take_terminal_back(&self) {
         if let Some(group) = self.terminal_owner {
             sys::give_terminal(group);
         }
-        waited
     }
 
-    /// Collects the exit status.
-    pub fn reap(mut self) -> io::Result<ExitStatus> {
-        self.inner.wait()
+    /// Hands the terminal to the command again, if it had it and lock-exec is in the foreground now (`fg`
+    /// rather than `bg`). Returns whether it did.
+    pub fn give_terminal_again(&self) -> bool {
+        match self.terminal_owner {
+            Some(group) if sys::terminal_foreground() == Some(group) => {
+                sys::give_terminal(self.leader);
+                true
+            }
+            _ => false,
+        }
     }
 }
 
-/// Sends `signal` to process group `pgid`. Errors (the group is gone) are ignored.
-pub fn signal_group(pgid: u32, signal: i32) {
-    sys::kill_group(pgid, signal);
+/// A process seen in `/proc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Process {
+    pid: u32,
+    pgrp: u32,
+}
+
+/// Every descendant of lock-exec's main thread (the command and the orphans re-parented to us, then their
+/// children, recursively), from `/proc/PID/task/TID/children`, or from every `/proc/PID/stat` on kernels
+/// without that file. Empty when `/proc` is missing or belongs to another PID namespace.
+fn descendants() -> Vec<Process> {
+    let own = std::process::id();
+    match std::fs::read_link("/proc/self") {
+        Ok(link) if link.to_str() == Some(own.to_string().as_str()) => {}
+        _ => return Vec::new(),
+    }
+    let mut found = Vec::new();
+    let mut queue: Vec<u32> = match std::fs::read_to_string(format!("/proc/{own}/task/{own}/children")) {
+        Ok(text) => pids(&text),
+        Err(_) => return descendants_by_scan(own),
+    };
+    while let Some(pid) = queue.pop() {
+        if found.iter().any(|p: &Process| p.pid == pid) {
+            continue;
+        }
+        let Some(process) = stat(pid) else { continue };
+        found.push(process);
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let path = task.path().join("children");
+                if let Ok(text) = std::fs::read_to_string(path) {
+                    queue.extend(pids(&text));
+                }
+            }
+        }
+    }
+    found
+}
+
+fn pids(text: &str) -> Vec<u32> {
+    text.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
+/// `pid`'s process group from `/proc/PID/stat` (`pid (comm) state ppid pgrp ...`; comm may hold anything).
+fn stat(pid: u32) -> Option<Process> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|(_, pgrp)| Process { pid, pgrp })
+}
+
+/// `(ppid, pgrp)` from the text of `/proc/PID/stat`.
+fn parse_stat(text: &str) -> Option<(u32, u32)> {
+    let after = &text[text.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace().skip(1);
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((ppid, pgrp))
+}
+
+/// The fallback walk: every process's parent from `/proc/*/stat`.
+fn descendants_by_scan(own: u32) -> Vec<Process> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let all: Vec<(u32, u32, u32)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let (ppid, pgrp) = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+            Some((pid, ppid, pgrp))
+        })
+        .collect();
+    let mut found: Vec<Process> = Vec::new();
+    let mut parents = vec![own];
+    while let Some(parent) = parents.pop() {
+        for &(pid, ppid, pgrp) in &all {
+            if ppid == parent && !found.iter().any(|p| p.pid == pid) {
+                found.push(Process { pid, pgrp });
+                parents.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// Whether another process shares lock-exec's process group (the other members of a shell pipeline).
+fn group_has_others() -> bool {
+    let own = std::process::id();
+    let group = sys::own_group();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).any(|pid| {
+        pid != own && std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|t| parse_stat(&t)).map(|s| s.1)
+            == Some(group)
+    })
+}
+
+/// Whether lock-exec runs under job control: stdin is a terminal whose foreground group is ours, and we are
+/// not process 1. Then a stopped command stops lock-exec too, so the shell sees the job stopped.
+pub fn job_control() -> bool {
+    !is_pid1() && sys::foreground_terminal_group().is_some()
+}
+
+/// Whether the command should get the terminal: under job control, unless lock-exec's stdout is a pipe to
+/// another member of its process group (`lock-exec run ... | less`), which needs the terminal itself.
+pub fn should_give_terminal() -> bool {
+    if !job_control() {
+        return false;
+    }
+    let stdout_is_pipe =
+        std::fs::metadata("/proc/self/fd/1").map(|m| m.file_type().is_fifo()).unwrap_or(false);
+    !(stdout_is_pipe && group_has_others())
 }
 
 /// Our process group when stdin is a terminal whose foreground process group is ours (an interactive run).
@@ -92,6 +321,37 @@ pub fn take_terminal_in_child(command: &mut Command) {
     sys::take_terminal_in_child(command);
 }
 
+/// Sends `signal` to process group `pgid`. Errors (the group is gone) are ignored.
+pub fn signal_group(pgid: u32, signal: i32) {
+    sys::kill(-i64::from(pgid), signal);
+}
+
+/// Stops lock-exec itself with SIGSTOP (job control: the shell then sees the job stopped). Returns once
+/// lock-exec is continued.
+pub fn stop_self() {
+    sys::kill(i64::from(std::process::id()), libc::SIGSTOP);
+}
+
+/// Signals whose default action terminates without a core dump: lock-exec can die of these itself.
+pub fn terminates_quietly(signal: i32) -> bool {
+    matches!(
+        signal,
+        libc::SIGHUP
+            | libc::SIGINT
+            | libc::SIGKILL
+            | libc::SIGPIPE
+            | libc::SIGALRM
+            | libc::SIGTERM
+            | libc::SIGUSR1
+            | libc::SIGUSR2
+            | libc::SIGPROF
+            | libc::SIGVTALRM
+            | libc::SIGIO
+            | libc::SIGPWR
+            | libc::SIGSTKFLT
+    ) || (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&signal)
+}
+
 /// The exit code lock-exec passes on: the child's code, or 128+N when it died of signal N.
 pub fn exit_code(status: ExitStatus) -> u8 {
     match (status.code(), status.signal()) {
@@ -101,14 +361,37 @@ pub fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
-/// The few libc calls std lacks (prctl, getppid, kill, waitid, and the terminal's foreground group: isatty,
-/// tcgetpgrp, tcsetpgrp, getpgrp, with SIGTTOU blocked around tcsetpgrp). Each `unsafe` block is a plain FFI
-/// call with no pointers we do not own.
+/// The few libc calls std lacks: prctl (subreaper, parent-death signal), getppid, kill, waitid, getpgrp, and
+/// the terminal's foreground group (isatty, tcgetpgrp, tcsetpgrp, with SIGTTOU blocked around tcsetpgrp).
+/// Each `unsafe` block is a plain FFI call with no pointers we do not own.
 #[allow(unsafe_code)]
 mod sys {
     use std::io;
-    use std::os::unix::process::CommandExt;
-    use std::process::Command;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::process::{Command, ExitStatus};
+
+    /// What `waitid` reported for one child.
+    pub enum Change {
+        Exited(ExitStatus),
+        Stopped(i32),
+        Continued,
+    }
+
+    /// `prctl(PR_SET_CHILD_SUBREAPER, 1)`.
+    #[cfg(target_os = "linux")]
+    pub fn become_subreaper() -> io::Result<()> {
+        // SAFETY: prctl takes plain integers here.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Other systems have no subreaper.
+    #[cfg(not(target_os = "linux"))]
+    pub fn become_subreaper() -> io::Result<()> {
+        Ok(())
+    }
 
     /// Linux: `PR_SET_PDEATHSIG(SIGKILL)` in the child, so it cannot outlive a SIGKILLed lock-exec.
     #[cfg(target_os = "linux")]
@@ -134,11 +417,23 @@ mod sys {
     #[cfg(not(target_os = "linux"))]
     pub fn kill_with_parent(_command: &mut Command) {}
 
+    /// Our process group.
+    pub fn own_group() -> u32 {
+        // SAFETY: getpgrp takes nothing and only reads process state.
+        unsafe { libc::getpgrp() as u32 }
+    }
+
+    /// The foreground process group of the terminal on stdin, if stdin is a terminal.
+    pub fn terminal_foreground() -> Option<u32> {
+        // SAFETY: isatty and tcgetpgrp take plain integers and only read process state.
+        let (is_tty, foreground) = unsafe { (libc::isatty(0), libc::tcgetpgrp(0)) };
+        (is_tty == 1 && foreground > 0).then_some(foreground as u32)
+    }
+
     /// Our process group when stdin is a terminal whose foreground process group is ours.
     pub fn foreground_terminal_group() -> Option<u32> {
-        // SAFETY: isatty, tcgetpgrp and getpgrp take plain integers and only read process state.
-        let (is_tty, foreground, own) = unsafe { (libc::isatty(0), libc::tcgetpgrp(0), libc::getpgrp()) };
-        (is_tty == 1 && foreground == own).then(|| u32::try_from(own).ok()).flatten()
+        let own = own_group();
+        (terminal_foreground() == Some(own)).then_some(own)
     }
 
     /// Makes process group `pgid` the terminal's foreground group, with SIGTTOU blocked on this thread so
@@ -176,31 +471,70 @@ mod sys {
         }
     }
 
-    /// `kill(-pgid, signal)`.
-    pub fn kill_group(pgid: u32, signal: i32) {
-        let Ok(pgid) = libc::pid_t::try_from(pgid) else { return };
-        // SAFETY: kill takes plain integers; a negative pid addresses the process group.
+    /// `kill(pid, signal)`: a negative pid addresses a process group. Errors (gone) are ignored.
+    pub fn kill(pid: i64, signal: i32) {
+        let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+        if pid == 0 || pid == -1 {
+            return; // never our own group or every process
+        }
+        // SAFETY: kill takes plain integers.
         unsafe {
-            libc::kill(-pgid, signal);
+            libc::kill(pid, signal);
         }
     }
 
-    /// `waitid(P_PID, pid, WEXITED | WNOWAIT)`, retried on EINTR.
-    pub fn wait_exited_no_reap(pid: u32) -> io::Result<()> {
-        let id = libc::id_t::from(pid);
+    const CHANGES: libc::c_int = libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::__WNOTHREAD;
+
+    /// Blocks until a child of this thread has a state change and returns its pid without consuming the
+    /// change (`WNOWAIT`); `None` when this thread has no child left. Retried on EINTR.
+    pub fn wait_any_peek() -> io::Result<Option<u32>> {
         loop {
-            // SAFETY: `info` is a zeroed siginfo_t we own; waitid writes into it and nothing keeps the pointer.
-            let result = unsafe {
+            // SAFETY: `info` is a zeroed siginfo_t we own; waitid writes into it and keeps no pointer.
+            let (result, pid) = unsafe {
                 let mut info: libc::siginfo_t = std::mem::zeroed();
-                libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT)
+                let result = libc::waitid(libc::P_ALL, 0, &mut info, CHANGES | libc::WNOWAIT);
+                (result, info.si_pid())
             };
             if result == 0 {
-                return Ok(());
+                return Ok(u32::try_from(pid).ok().filter(|&p| p > 0));
             }
             let error = io::Error::last_os_error();
-            if error.kind() != io::ErrorKind::Interrupted {
-                return Err(error);
+            match error.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => return Ok(None),
+                _ => return Err(error),
             }
+        }
+    }
+
+    /// Consumes the pending state change of child `pid` (reaping it if it exited).
+    pub fn wait_consume(pid: u32) -> io::Result<Option<Change>> {
+        loop {
+            // SAFETY: as above; the siginfo_t accessors read the fields waitid filled in.
+            let (result, child, code, status) = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                let result = libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, CHANGES | libc::WNOHANG);
+                (result, info.si_pid(), info.si_code, info.si_status())
+            };
+            if result != 0 {
+                let error = io::Error::last_os_error();
+                match error.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::ECHILD) => return Ok(None),
+                    _ => return Err(error),
+                }
+            }
+            if child == 0 {
+                return Ok(None);
+            }
+            return Ok(match code {
+                libc::CLD_EXITED => Some(Change::Exited(ExitStatus::from_raw((status & 0xff) << 8))),
+                libc::CLD_KILLED => Some(Change::Exited(ExitStatus::from_raw(status & 0x7f))),
+                libc::CLD_DUMPED => Some(Change::Exited(ExitStatus::from_raw((status & 0x7f) | 0x80))),
+                libc::CLD_STOPPED | libc::CLD_TRAPPED => Some(Change::Stopped(status)),
+                libc::CLD_CONTINUED => Some(Change::Continued),
+                _ => None,
+            });
         }
     }
 }
@@ -214,31 +548,30 @@ mod tests {
     }
 
     #[test]
+    fn stat_lines_are_parsed_past_the_command_name() {
+        assert_eq!(parse_stat("42 (sh) S 7 42 42 0 -1"), Some((7, 42)));
+        assert_eq!(parse_stat("42 (a) b (c)) R 9 11 11 0"), Some((9, 11)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn quiet_terminations_exclude_core_dumps_and_stops() {
+        assert!(terminates_quietly(libc::SIGINT) && terminates_quietly(libc::SIGTERM));
+        assert!(terminates_quietly(libc::SIGRTMIN() + 1));
+        assert!(!terminates_quietly(libc::SIGQUIT) && !terminates_quietly(libc::SIGSEGV));
+        assert!(!terminates_quietly(libc::SIGTSTP) && !terminates_quietly(libc::SIGCHLD));
+    }
+
+    #[test]
     fn exit_codes_pass_through() {
-        let child = spawn(&argv(&["sh", "-c", "exit 7"]), &[]).expect("sh runs");
-        child.wait_exited().expect("waitid");
-        assert_eq!(exit_code(child.reap().expect("reap")), 7);
-    }
-
-    #[test]
-    fn signals_become_128_plus_n() {
-        let child = spawn(&argv(&["sleep", "30"]), &[]).expect("sleep runs");
-        child.signal_group(libc::SIGKILL);
-        child.wait_exited().expect("waitid");
-        assert_eq!(exit_code(child.reap().expect("reap")), 137);
-    }
-
-    #[test]
-    fn child_gets_the_variables_and_its_own_group() {
-        let script = "test \"$LOCK_EXEC_KEY\" = k && test \"$(cut -d' ' -f5 /proc/$$/stat)\" = \"$$\"";
-        let child = spawn(&argv(&["sh", "-c", script]), &[("LOCK_EXEC_KEY", "k".into())]).expect("sh runs");
-        child.wait_exited().expect("waitid");
-        assert_eq!(exit_code(child.reap().expect("reap")), 0);
+        assert_eq!(exit_code(ExitStatus::from_raw(7 << 8)), 7);
+        assert_eq!(exit_code(ExitStatus::from_raw(libc::SIGKILL)), 137);
+        assert_eq!(exit_code(ExitStatus::from_raw(libc::SIGSEGV | 0x80)), 139);
     }
 
     #[test]
     fn missing_programs_are_not_found() {
-        let error = spawn(&argv(&["/nonexistent/program"]), &[]).expect_err("no such program");
+        let error = spawn(&argv(&["/nonexistent/program"]), &Spawn::default()).expect_err("no such program");
         assert_eq!(error.kind(), io::ErrorKind::NotFound);
     }
 }

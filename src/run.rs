@@ -1,6 +1,9 @@
-//! Orchestration: configuration -> credentials -> acquire -> spawn -> lease thread -> wait -> release -> exit.
+//! Orchestration: threads -> configuration, credentials, acquire -> spawn -> supervise until the tree is gone
+//! -> release -> exit; and the `unlock` and `status` commands.
 
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::os::unix::process::ExitStatusExt;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -15,12 +18,12 @@ use crate::dynamodb::{self, Client};
 use crate::env::Env;
 use crate::error::Error;
 use crate::exit::Exit;
+use crate::lease::Lease;
 use crate::lock::{self, Acquire, Item, Owned, Owner};
 use crate::log::Logger;
-use crate::process::{self, Child};
-
-/// The signals forwarded to the child.
-pub const FORWARDED_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+use crate::process;
+use crate::supervise::{self, Event, Outcome, Start};
+use crate::worker::{self, Job, Setup, World};
 
 /// Region, endpoint and credentials of a run.
 #[derive(Debug)]
@@ -126,7 +129,7 @@ fn host_name(env: &Env) -> String {
 }
 
 /// Log fields describing a holder.
-fn holder_fields(item: Option<&Item>) -> Vec<(&'static str, Value)> {
+pub fn holder_fields(item: Option<&Item>) -> Vec<(&'static str, Value)> {
     let Some(item) = item else { return vec![("holder", "unknown".into())] };
     let mut fields: Vec<(&'static str, Value)> = vec![
         ("holder", item.host.clone().unwrap_or_else(|| "unknown (no owner recorded)".into()).into()),
@@ -144,327 +147,229 @@ fn holder_fields(item: Option<&Item>) -> Vec<(&'static str, Value)> {
     fields
 }
 
-/// `run`: acquire, run the command under a renewed lease, release.
-pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: &mut Signals, log: &Logger) -> Result<Exit, Error> {
-    let http = Http::new();
-    let aws = Aws::resolve(common, env, &http)?;
-    let client = aws.client(env, &http, log);
-    let table = common.table.as_str();
-    let key = args.key.as_str();
+/// `run`: acquire, run the command under a renewed lease until it and everything it started are gone, release.
+///
+/// ```text
+/// threads: signals, DynamoDB worker, credential refresher, supervisor   (before anything is sent)
+/// acquire (in the worker; the main thread acts on signals meanwhile)
+/// spawn (main thread), hand the events to the supervisor
+/// main thread: wait for the command and every orphan until none is left
+/// release, exit with the command's status (dying of its signal)
+/// ```
+pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &Logger) -> Result<Exit, Error> {
+    let job_control = process::job_control();
+    let give_terminal = process::should_give_terminal();
+    process::become_subreaper().map_err(|source| Error::Io { what: "the subreaper setting".into(), source })?;
+    let (events_tx, events) = mpsc::channel::<Event>();
+    let forward = events_tx.clone();
+    worker::spawn_thread("signals", "signal handling", move || signal_thread(signals, forward))?;
+    let (worker_tx, worker_jobs) = mpsc::channel::<Job>();
+    let report = events_tx.clone();
+    worker::spawn_thread("dynamodb", "DynamoDB requests", move || worker::dynamodb_worker(worker_jobs, report))?;
+    let (refresher_tx, refresher_jobs) = mpsc::channel::<Job>();
+    let report = events_tx.clone();
+    worker::spawn_thread("credentials", "credential refreshes", move || worker::refresher(refresher_jobs, report))?;
+    let (start_tx, start_rx) = mpsc::channel::<Start>();
+    let supervisor = std::thread::Builder::new()
+        .name("supervisor".into())
+        .spawn(move || supervise::supervisor_thread(start_rx))
+        .map_err(|source| Error::Thread { what: "supervision", source })?;
+
     let owner = Owner {
         token: crate::random::token128(),
         host: host_name(env),
         pid: std::process::id(),
         command: args.display.clone(),
     };
-    let sent = Instant::now();
-    let lease = match lock::acquire(&client, table, key, &owner, env.now(), args.expire) {
-        Ok(Acquire::Held(item)) => {
-            log.info("did not run command. key is locked", &holder_fields(item.as_ref()));
-            return Ok(Exit::Locked(args.locked_exit_code));
-        }
-        Ok(Acquire::Acquired(lease)) => lease,
-        Err(e) => {
-            // The write may have been applied before its answer was lost: clear it if it is ours, so the key
-            // does not stay blocked for a whole lease. Owner-conditioned, so it never touches another holder.
-            if matches!(e.exit(), Exit::Unavailable | Exit::Software) {
-                let outcome = match lock::release(&client, table, key, &owner.token) {
-                    Ok(Owned::Done) => "released a lock the failed acquire had taken".to_owned(),
-                    Ok(Owned::NotOwner(_)) => "the failed acquire had taken nothing".to_owned(),
-                    Err(release_error) => format!("cleanup release failed: {}", crate::error_chain(&release_error)),
-                };
-                log.debug("acquire failed; cleanup", &[("outcome", outcome.into())]);
-            }
-            return Err(e);
-        }
+    let setup = Setup {
+        common: common.clone(),
+        env: env.clone(),
+        key: args.key.clone(),
+        owner,
+        expire: args.expire,
+        log: log.clone(),
     };
-    log.info(
-        "lock acquired",
-        &[
-            ("fence", lease.fence.into()),
-            ("expire", lock::rfc3339_ns(lease.expire_ns).into()),
-            ("owner", owner.token.clone().into()),
-        ],
-    );
-    // From here on, every path releases the lock.
-    let outcome = supervise(&client, table, key, &owner, lease.fence, sent, args, signals, log);
-    release(&client, table, key, &owner.token, log);
-    outcome
-}
-
-fn release(client: &Client<'_>, table: &str, key: &str, token: &str, log: &Logger) {
-    match lock::release(client, table, key, token) {
-        Ok(Owned::Done) => log.info("lock released", &[]),
-        Ok(Owned::NotOwner(item)) => {
-            let now_ns = lock::unix_ns(client.ctx.env.now());
-            match item {
-                Some(item) if item.owner.is_some() || lock::is_held(&item, now_ns) => {
-                    log.warn("lock not released: another holder has it", &holder_fields(Some(&item)))
-                }
-                _ => log.info("lock already released", &[]),
-            }
-        }
-        Err(e) => log.error(
-            "lock release failed; the lock frees itself when its lease ends",
-            &[("error", crate::error_chain(&e).into())],
-        ),
+    if worker_tx.send(Job::Acquire(Box::new(setup))).is_err() {
+        return Err(Error::LockLost("the DynamoDB worker is gone".into()));
     }
-}
-
-/// Messages to the kill timer.
-enum Kill {
-    /// SIGKILL the group at this instant unless it has exited (an earlier deadline wins).
-    At(Instant),
-    /// The child has exited: stop.
-    Stop,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn supervise(
-    client: &Client<'_>,
-    table: &str,
-    key: &str,
-    owner: &Owner,
-    fence: u64,
-    sent: Instant,
-    args: &cli::Run,
-    signals: &mut Signals,
-    log: &Logger,
-) -> Result<Exit, Error> {
-    if let Some(signal) = signals.pending().next() {
-        log.warn("signal received before the command started; not running it", &[("signal", signal.into())]);
-        return Ok(Exit::Child((128 + signal) as u8));
-    }
-    let vars = [
-        ("LOCK_EXEC_KEY", key.to_owned()),
-        ("LOCK_EXEC_TABLE", table.to_owned()),
-        ("LOCK_EXEC_OWNER", owner.token.clone()),
-        ("LOCK_EXEC_FENCE", fence.to_string()),
-    ];
-    let lease = Lease {
-        client,
-        table,
-        key,
-        token: &owner.token,
-        fence,
-        length: args.expire,
-        grace: (args.kill_after).min(args.expire / 3),
+    let (world, sent, fence) = match acquire_phase(&events, job_control, args, log)? {
+        Acquiring::Acquired { world, sent, fence } => (world, sent, fence),
+        Acquiring::Done(exit) => return Ok(exit),
     };
+    let lease = Lease::new(sent, args.expire, args.kill_after);
     // A slow acquire (retries, timeouts) can return after the lease it wrote is nearly over: then another
     // holder may take the key at any moment, so the command is not started.
-    if Instant::now() >= lease.stop_at(sent + args.expire) {
+    if Instant::now() >= lease.stop_at() {
         log.error(
             "lock lost",
             &[("error", "the acquire took so long that the lease was about to end; not running the command".into())],
         );
+        worker::release(&world.client(), world);
         return Ok(Exit::LockLost);
     }
-    let program = args.argv.first().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-    let child = process::spawn(&args.argv, &vars).map_err(|source| Error::Spawn { program, source })?;
-    log.info("running command", &[("pid", child.id().into()), ("fence", fence.into())]);
-
-    let handle = signals.handle();
-    let (kill_tx, kill_rx) = mpsc::channel::<Kill>();
-    let (lease_tx, lease_rx) = mpsc::channel::<LeaseEvent>();
-    let (waited, lost) = std::thread::scope(|scope| {
-        let signal_kill = kill_tx.clone();
-        let child = &child;
-        scope.spawn(move || {
-            for signal in signals.forever() {
-                log.info("forwarding signal to the command", &[("signal", signal.into())]);
-                child.signal_group(signal);
-                let _ = signal_kill.send(Kill::At(Instant::now() + args.kill_after));
-            }
-        });
-        scope.spawn(move || kill_timer(child, kill_rx, log));
-        let lease_kill = kill_tx.clone();
-        let lease_events = lease_tx.clone();
-        let lease_thread = scope.spawn(move || lease.keep(sent, child, lease_events, lease_rx, lease_kill, log));
-        let waited = child.wait_exited();
-        let _ = lease_tx.send(LeaseEvent::Stop);
-        let _ = kill_tx.send(Kill::Stop);
-        handle.close();
-        let lost = lease_thread.join().unwrap_or_else(|_| Some("the lease thread panicked".into()));
-        (waited, lost)
-    });
-    waited.map_err(|source| Error::Io { what: "the command's exit status".into(), source })?;
-    let status = child.reap().map_err(|source| Error::Io { what: "the command's exit status".into(), source })?;
-    let code = process::exit_code(status);
-    if code == 0 {
-        log.info("command succeeded", &[("exit_code", code.into())]);
-    } else {
-        log.error("command failed", &[("exit_code", code.into()), ("error", status.to_string().into())]);
-    }
-    match lost {
-        Some(_) => Ok(Exit::LockLost),
-        None => Ok(Exit::Child(code)),
-    }
-}
-
-/// SIGKILLs the group at the earliest deadline it is sent, until told to stop.
-fn kill_timer(child: &Child, deadlines: mpsc::Receiver<Kill>, log: &Logger) {
-    let mut deadline: Option<Instant> = None;
+    let vars = [
+        ("LOCK_EXEC_KEY", world.key.clone()),
+        ("LOCK_EXEC_TABLE", world.table.clone()),
+        ("LOCK_EXEC_OWNER", world.owner.token.clone()),
+        ("LOCK_EXEC_FENCE", fence.to_string()),
+    ];
+    let remove: &[&str] = if args.clean_env_aws { &AWS_CREDENTIAL_VARIABLES } else { &[] };
+    let spawned = process::spawn(&args.argv, &process::Spawn { vars: &vars, remove, give_terminal });
+    let tree = match spawned {
+        Ok(tree) => Arc::new(tree),
+        Err(source) => {
+            let program = args.argv.first().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            let error = Error::Spawn { program, source };
+            let exit = error.exit();
+            log.error(&crate::error_chain(&error), &[("exit_code", exit.code().into())]);
+            worker::release(&world.client(), world);
+            return Ok(exit);
+        }
+    };
+    log.info("running command", &[("pid", tree.id().into()), ("fence", fence.into())]);
+    let start = Start {
+        world,
+        tree: Arc::clone(&tree),
+        events,
+        lease,
+        fence,
+        kill_after: args.kill_after,
+        wait_descendants: args.wait_descendants,
+        job_control,
+        worker: worker_tx,
+        refresher: refresher_tx,
+    };
+    let _ = start_tx.send(start);
+    // The main thread spawned the command and is the thread orphans are given to: it waits for them all.
     loop {
-        let message = match deadline {
-            None => deadlines.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(at) => deadlines.recv_timeout(at.saturating_duration_since(Instant::now())),
+        let event = match tree.wait() {
+            Ok(Some(event)) => Event::Process(event),
+            Ok(None) => Event::NoChildren,
+            Err(e) => Event::WaitFailed(e.to_string()),
         };
-        match message {
-            Ok(Kill::At(at)) => deadline = Some(deadline.map_or(at, |d| d.min(at))),
-            Ok(Kill::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) => {
-                log.warn("command still running after the grace period; sending SIGKILL", &[]);
-                child.signal_group(libc::SIGKILL);
-                deadline = None;
-            }
+        let last = matches!(event, Event::NoChildren | Event::WaitFailed(_));
+        let _ = events_tx.send(event);
+        if last {
+            break;
+        }
+    }
+    let outcome = supervisor.join().ok().flatten();
+    // Everything is gone: release at once (an in-flight renewal is abandoned; the release is owner-conditioned).
+    worker::release(&world.client(), world);
+    Ok(match outcome {
+        Some(Outcome { lost: Some(_), .. }) | None => Exit::LockLost,
+        Some(Outcome { status: None, .. }) => Exit::LockLost,
+        Some(Outcome { status: Some(status), .. }) => match status.signal() {
+            Some(signal) => Exit::Signaled(signal),
+            None => Exit::Child(process::exit_code(status)),
+        },
+    })
+}
+
+/// The credential variables `--clean-env-aws` removes from the command's environment.
+pub const AWS_CREDENTIAL_VARIABLES: [&str; 12] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_CREDENTIAL_EXPIRATION",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+];
+
+/// Forwards every caught signal into the run's event channel.
+fn signal_thread(mut signals: Signals, events: Sender<Event>) {
+    for signal in signals.forever() {
+        if events.send(Event::Signal(signal)).is_err() {
+            return;
         }
     }
 }
 
-/// Messages to the lease thread.
-enum LeaseEvent {
-    /// The child has exited: stop renewing.
-    Stop,
-    /// A renewal worker finished: when its request was sent, the lease end it wrote, and the answer.
-    Renewed(Instant, i128, Result<Owned, Error>),
-    /// A credential refresh worker finished (it logged its own outcome).
-    Refreshed,
+enum Acquiring {
+    Acquired { world: &'static World, sent: Instant, fence: u64 },
+    Done(Exit),
 }
 
-/// The lease thread's view of the lock.
-struct Lease<'a> {
-    client: &'a Client<'a>,
-    table: &'a str,
-    key: &'a str,
-    token: &'a str,
-    /// Our fencing token, to tell a later holder's release from an administrator's unlock.
-    fence: u64,
-    length: Duration,
-    /// Grace between SIGTERM and SIGKILL when the lock is lost.
-    grace: Duration,
-}
-
-impl Lease<'_> {
-    /// Safety margin before the lease end by which the command must be dead.
-    fn margin(&self) -> Duration {
-        (self.length / 10).min(Duration::from_secs(1))
-    }
-
-    /// When the command must be sent SIGTERM if the lease that ends at `lease_end` is not renewed.
-    fn stop_at(&self, lease_end: Instant) -> Instant {
-        lease_end.checked_sub(self.grace + self.margin()).unwrap_or(lease_end)
-    }
-
-    /// Renews every third of the lease until stopped. Returns why the lock was lost, if it was; the child has
-    /// then been sent SIGTERM, with SIGKILL scheduled so it is dead before the last confirmed lease end.
-    ///
-    /// Each renewal (credentials included, which may mean an STS call or a `credential_process`) runs in a
-    /// worker thread, so a slow or hanging renewal never keeps this loop from stopping the command in time.
-    fn keep(
-        &self,
-        sent: Instant,
-        child: &Child,
-        events_tx: mpsc::Sender<LeaseEvent>,
-        events: mpsc::Receiver<LeaseEvent>,
-        kill: mpsc::Sender<Kill>,
-        log: &Logger,
-    ) -> Option<String> {
-        let interval = self.length / 3;
-        let retry = interval.min(Duration::from_secs(1));
-        let mut lease_end = sent + self.length;
-        let mut next_renewal = sent + interval;
-        let mut in_flight = false;
-        let mut refreshing = false;
-        let lose = |reason: String, fields: Vec<(&'static str, Value)>| {
-            let mut fields = fields;
-            fields.push(("error", reason.clone().into()));
-            log.error("lock lost", &fields);
-            child.signal_group(libc::SIGTERM);
-            let _ = kill.send(Kill::At(Instant::now() + self.grace));
-            Some(reason)
-        };
-        std::thread::scope(|scope| {
-            loop {
-                let stop_at = self.stop_at(lease_end);
-                let wake = if in_flight { stop_at } else { next_renewal.min(stop_at) };
-                match events.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-                    Ok(LeaseEvent::Stop) | Err(RecvTimeoutError::Disconnected) => return None,
-                    Ok(LeaseEvent::Refreshed) => {
-                        refreshing = false;
-                        continue;
-                    }
-                    Ok(LeaseEvent::Renewed(renewal_sent, expire_ns, result)) => {
-                        in_flight = false;
-                        match result {
-                            Ok(Owned::Done) => {
-                                lease_end = renewal_sent + self.length;
-                                next_renewal = renewal_sent + interval;
-                                log.debug("lock renewed", &[("expire", lock::rfc3339_ns(expire_ns).into())]);
-                            }
-                            Ok(Owned::NotOwner(item)) => {
-                                return lose(self.loss_reason(item.as_ref()).into(), holder_fields(item.as_ref()));
-                            }
-                            Err(e) => {
-                                log.warn("lock renewal failed; retrying", &[("error", crate::error_chain(&e).into())]);
-                                next_renewal = Instant::now() + retry;
-                            }
-                        }
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Timeout) => {}
+/// Waits for the acquire while acting on signals at once: a stop signal abandons the acquire, clears a write
+/// that may have landed (owner-conditioned, 1 s budget), and ends lock-exec by that signal.
+fn acquire_phase(events: &Receiver<Event>, job_control: bool, args: &cli::Run, log: &Logger) -> Result<Acquiring, Error> {
+    let mut world: Option<&'static World> = None;
+    loop {
+        let event = events.recv().map_err(|_| Error::LockLost("the DynamoDB worker is gone".into()))?;
+        match event {
+            Event::Signal(signal) if supervise::STOP_SIGNALS.contains(&signal) => {
+                log.warn("signal received before the command started; not running it", &[("signal", signal.into())]);
+                if let Some(world) = world {
+                    cleanup_release(world);
                 }
-                let now = Instant::now();
-                if now >= stop_at {
-                    let reason = if in_flight {
-                        "a renewal did not complete before the lease was about to end"
-                    } else {
-                        "renewals failed until the lease was about to end"
-                    };
-                    return lose(reason.into(), vec![]);
-                }
-                if in_flight || now < next_renewal {
-                    continue;
-                }
-                // Credentials near expiry are refreshed beside the renewal, which signs with the cached ones
-                // while they stay valid: a slow STS call or credential_process then costs no lease.
-                if !refreshing && self.client.credentials.wants_refresh(self.client.ctx.env.now()) {
-                    refreshing = true;
-                    let report = events_tx.clone();
-                    scope.spawn(move || {
-                        if let Err(e) = self.client.refresh_credentials() {
-                            log.warn("credential refresh failed", &[("error", crate::error_chain(&e).into())]);
-                        }
-                        let _ = report.send(LeaseEvent::Refreshed);
-                    });
-                }
-                let mut client = self.client.clone();
-                client.sign_with_cached = true;
-                client.max_attempts = 1;
-                client.timeout =
-                    stop_at.saturating_duration_since(now).clamp(Duration::from_millis(100), dynamodb::REQUEST_TIMEOUT);
-                let expire_ns = lock::unix_ns(client.ctx.env.now()) + self.length.as_nanos() as i128;
-                let report = events_tx.clone();
-                in_flight = true;
-                scope.spawn(move || {
-                    let result = lock::renew(&client, self.table, self.key, self.token, expire_ns);
-                    let _ = report.send(LeaseEvent::Renewed(now, expire_ns, result));
-                });
+                return Ok(Acquiring::Done(Exit::Signaled(signal)));
             }
-        })
-    }
-
-    /// Why a renewal found the item no longer ours.
-    fn loss_reason(&self, item: Option<&Item>) -> &'static str {
-        match item {
-            None => "the lock item was deleted",
-            Some(item) if item.owner.is_some() => "another holder took the lock",
-            Some(item) if item.fence.is_some_and(|fence| fence > self.fence) => {
-                "another holder took the lock and has released it"
+            Event::Signal(signal) if supervise::JOB_SIGNALS.contains(&signal) && job_control => process::stop_self(),
+            Event::Signal(signal) => log.debug("signal ignored before the command started", &[("signal", signal.into())]),
+            Event::Resolved(resolved) => world = Some(resolved),
+            Event::Acquired(Ok((_, Acquire::Held(item)))) => {
+                log.info("did not run command. key is locked", &holder_fields(item.as_ref()));
+                return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
             }
-            Some(item) if item.expire_ns > 0 => "another holder took the lock",
-            Some(_) => "the lock was force-unlocked",
+            Event::Acquired(Ok((sent, Acquire::Acquired(lease)))) => {
+                let Some(world) = world else { return Err(Error::LockLost("acquired without a configuration".into())) };
+                log.info(
+                    "lock acquired",
+                    &[
+                        ("fence", lease.fence.into()),
+                        ("expire", lock::rfc3339_ns(lease.expire_ns).into()),
+                        ("owner", world.owner.token.clone().into()),
+                    ],
+                );
+                // A signal that came with the answer: release and end by it, without running anything.
+                while let Ok(event) = events.try_recv() {
+                    if let Event::Signal(signal) = event
+                        && supervise::STOP_SIGNALS.contains(&signal)
+                    {
+                        log.warn(
+                            "signal received before the command started; not running it",
+                            &[("signal", signal.into())],
+                        );
+                        worker::release(&world.client(), world);
+                        return Ok(Acquiring::Done(Exit::Signaled(signal)));
+                    }
+                }
+                return Ok(Acquiring::Acquired { world, sent, fence: lease.fence });
+            }
+            Event::Acquired(Err(e)) => {
+                // A write whose answer was lost may have been applied: clear it if it is ours, so the key does
+                // not stay blocked for a whole lease. A definite rejection changed nothing: no second request.
+                if e.outcome_unknown()
+                    && let Some(world) = world
+                {
+                    cleanup_release(world);
+                }
+                return Err(e);
+            }
+            Event::Panicked(what) => return Err(Error::LockLost(format!("the {what} thread panicked"))),
+            _ => {}
         }
     }
+}
+
+/// The owner-conditioned release after an acquire whose outcome is unknown, within 1 s.
+fn cleanup_release(world: &World) {
+    let Some(client) = world.quick_client(Duration::from_secs(1)) else {
+        world.log.debug("acquire abandoned before any request was signed; nothing to clean up", &[]);
+        return;
+    };
+    let outcome = match lock::release(&client, &world.table, &world.key, &world.owner.token) {
+        Ok(Owned::Done) => "released a lock the acquire had taken".to_owned(),
+        Ok(Owned::NotOwner(_)) => "the acquire had taken nothing".to_owned(),
+        Err(e) => format!("cleanup release failed: {}", crate::error_chain(&e)),
+    };
+    world.log.debug("acquire abandoned; cleanup", &[("outcome", outcome.into())]);
 }
 
 /// `unlock`: clear the lease whoever holds it, or delete the item.
