@@ -276,15 +276,29 @@ fn descendants_by_scan(own: u32) -> Vec<Process> {
     found
 }
 
-/// Whether another process shares lock-exec's process group (the other members of a shell pipeline).
-fn group_has_others() -> bool {
+/// The other processes of lock-exec's process group (a calling script's shell, the rest of a pipeline).
+fn group_others() -> Vec<u32> {
     let own = std::process::id();
     let group = sys::own_group();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
-    entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).any(|pid| {
-        pid != own && std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|t| parse_stat(&t)).map(|s| s.1)
-            == Some(group)
-    })
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            pid != own
+                && std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|t| parse_stat(&t)).map(|s| s.1)
+                    == Some(group)
+        })
+        .collect()
+}
+
+/// Sends `signal` to the other processes of lock-exec's process group. Used when the terminal was handed to
+/// the command: a Ctrl-C or Ctrl-Z then reached only the command's group, and lock-exec relays it to the job
+/// the terminal would have signalled (a calling script's shell), so that shell stops or stops its script.
+pub fn signal_own_group_others(signal: i32) {
+    for pid in group_others() {
+        sys::kill(i64::from(pid), signal);
+    }
 }
 
 /// Whether lock-exec runs under job control: stdin is a terminal whose foreground group is ours, and we are
@@ -299,9 +313,8 @@ pub fn should_give_terminal() -> bool {
     if !job_control() {
         return false;
     }
-    let stdout_is_pipe =
-        std::fs::metadata("/proc/self/fd/1").map(|m| m.file_type().is_fifo()).unwrap_or(false);
-    !(stdout_is_pipe && group_has_others())
+    let stdout_is_pipe = std::fs::metadata("/proc/self/fd/1").map(|m| m.file_type().is_fifo()).unwrap_or(false);
+    !(stdout_is_pipe && !group_others().is_empty())
 }
 
 /// Our process group when stdin is a terminal whose foreground process group is ours (an interactive run).

@@ -256,6 +256,14 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
     let outcome = supervisor.join().ok().flatten();
     // Everything is gone: release at once (an in-flight renewal is abandoned; the release is owner-conditioned).
     worker::release(&world.client(), world);
+    if let Some(Outcome { status: Some(status), lost: None }) = &outcome
+        && status.signal() == Some(libc::SIGINT)
+        && tree.has_terminal()
+    {
+        // The terminal's Ctrl-C reached only the command's group: relay it to the rest of our job (a calling
+        // script's shell), which then stops its script as it would have without lock-exec in between.
+        process::signal_own_group_others(libc::SIGINT);
+    }
     Ok(match outcome {
         Some(Outcome { lost: Some(_), .. }) | None => Exit::LockLost,
         Some(Outcome { status: None, .. }) => Exit::LockLost,
@@ -298,7 +306,12 @@ enum Acquiring {
 
 /// Waits for the acquire while acting on signals at once: a stop signal abandons the acquire, clears a write
 /// that may have landed (owner-conditioned, 1 s budget), and ends lock-exec by that signal.
-fn acquire_phase(events: &Receiver<Event>, job_control: bool, args: &cli::Run, log: &Logger) -> Result<Acquiring, Error> {
+fn acquire_phase(
+    events: &Receiver<Event>,
+    job_control: bool,
+    args: &cli::Run,
+    log: &Logger,
+) -> Result<Acquiring, Error> {
     let mut world: Option<&'static World> = None;
     loop {
         let event = events.recv().map_err(|_| Error::LockLost("the DynamoDB worker is gone".into()))?;
@@ -311,7 +324,9 @@ fn acquire_phase(events: &Receiver<Event>, job_control: bool, args: &cli::Run, l
                 return Ok(Acquiring::Done(Exit::Signaled(signal)));
             }
             Event::Signal(signal) if supervise::JOB_SIGNALS.contains(&signal) && job_control => process::stop_self(),
-            Event::Signal(signal) => log.debug("signal ignored before the command started", &[("signal", signal.into())]),
+            Event::Signal(signal) => {
+                log.debug("signal ignored before the command started", &[("signal", signal.into())])
+            }
             Event::Resolved(resolved) => world = Some(resolved),
             Event::Acquired(Ok((_, Acquire::Held(item)))) => {
                 log.info("did not run command. key is locked", &holder_fields(item.as_ref()));
@@ -358,9 +373,9 @@ fn acquire_phase(events: &Receiver<Event>, job_control: bool, args: &cli::Run, l
     }
 }
 
-/// The owner-conditioned release after an acquire whose outcome is unknown, within 1 s.
+/// The owner-conditioned release after an acquire whose outcome is unknown, within 1 s (900 ms for the request).
 fn cleanup_release(world: &World) {
-    let Some(client) = world.quick_client(Duration::from_secs(1)) else {
+    let Some(client) = world.quick_client(Duration::from_millis(900)) else {
         world.log.debug("acquire abandoned before any request was signed; nothing to clean up", &[]);
         return;
     };

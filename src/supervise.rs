@@ -323,6 +323,11 @@ impl Supervisor {
         }
         self.log.info("command stopped; stopping lock-exec with it (job control)", &[("signal", signal.into())]);
         self.tree.take_terminal_back();
+        if self.tree.has_terminal() {
+            // The terminal's SIGTSTP reached only the command's group: stop the rest of our job too (a calling
+            // script's shell), so the interactive shell sees the whole job stopped.
+            process::signal_own_group_others(libc::SIGTSTP);
+        }
         self.stopped = true;
         process::stop_self();
         // Continued: the SIGCONT event that follows renews the lease before the command is continued.
@@ -335,8 +340,11 @@ impl Supervisor {
         }
         crate::worker::fault(env, "panic-in-supervisor");
         let expire_ns = lock::unix_ns(env.now()) + self.lease.length().as_nanos() as i128;
-        let timeout =
-            self.lease.stop_at().saturating_duration_since(now).clamp(Duration::from_millis(100), dynamodb::REQUEST_TIMEOUT);
+        let timeout = self
+            .lease
+            .stop_at()
+            .saturating_duration_since(now)
+            .clamp(Duration::from_millis(100), dynamodb::REQUEST_TIMEOUT);
         self.lease.sent();
         if self.worker.send(Job::Renew { sent: now, expire_ns, timeout }).is_err() {
             self.lose("the renewal worker is gone".into(), Vec::new(), now + self.lease.grace());
