@@ -314,7 +314,7 @@ pub fn should_give_terminal() -> bool {
         return false;
     }
     let stdout_is_pipe = std::fs::metadata("/proc/self/fd/1").map(|m| m.file_type().is_fifo()).unwrap_or(false);
-    !(stdout_is_pipe && !group_others().is_empty())
+    !stdout_is_pipe || group_others().is_empty()
 }
 
 /// Our process group when stdin is a terminal whose foreground process group is ours (an interactive run).

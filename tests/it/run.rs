@@ -143,7 +143,8 @@ fn child_exit_codes_pass_through() {
     out.check("released", true, out.has_log("lock released"));
 
     let out = case.run(&["run", "k", "--", "sh", "-c", "kill -9 $$"]);
-    out.expect_code(137);
+    out.expect_death_by(libc::SIGKILL);
+    out.check("exit_code field", json!(137), out.log("command failed")["exit_code"].clone());
     expect_released(&case, &out);
 }
 
@@ -204,7 +205,7 @@ fn kill_after_sigkills_a_child_that_ignores_sigterm() {
     signal(run.pid(), libc::SIGTERM);
     let out = run.wait(WAIT);
     let exited_after = sent.elapsed();
-    out.expect_code(137);
+    out.expect_death_by(libc::SIGKILL);
     out.check("SIGKILL logged", true, out.has_log("command still running after the grace period; sending SIGKILL"));
     out.check(
         "exit between 0.9 s and 6 s after SIGTERM",
@@ -322,4 +323,17 @@ fn verbose_logs_never_show_the_secret_key() {
     for text in [&out.stdout, &out.stderr] {
         out.check("the secret key in the output", false, text.contains(crate::support::SECRET_ACCESS_KEY));
     }
+}
+
+#[test]
+fn clean_env_aws_keeps_credentials_out_of_the_command() {
+    let case = Case::new("clean_env_aws");
+    let script =
+        "env | grep -E '^AWS_(ACCESS|SECRET|SESSION)' | cut -d= -f1; echo region=$AWS_REGION; echo key=$LOCK_EXEC_KEY";
+    let dirty = case.run(&["run", "k", "--", "sh", "-c", script]);
+    dirty.expect_code(0);
+    dirty.check("credentials in the default environment", true, dirty.stdout.contains("AWS_SECRET_ACCESS_KEY"));
+    let clean = case.run(&["run", "k", "--clean-env-aws", "--", "sh", "-c", script]);
+    clean.expect_code(0);
+    clean.check("credential variables with --clean-env-aws", "region=us-east-1\nkey=k\n", clean.stdout.as_str());
 }

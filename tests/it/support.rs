@@ -461,6 +461,15 @@ impl Outcome {
         self.status.code()
     }
 
+    /// Checks that lock-exec died of `signal` (it dies of the signal its command died of); a shell's `$?` is
+    /// then 128+signal.
+    #[track_caller]
+    pub fn expect_death_by(&self, signal: i32) -> &Outcome {
+        use std::os::unix::process::ExitStatusExt;
+        self.check("killed by signal", Some(signal), self.status.signal());
+        self
+    }
+
     /// Checks the exit code.
     #[track_caller]
     pub fn expect_code(&self, expected: i32) -> &Outcome {
