@@ -307,10 +307,11 @@ pub fn job_control() -> bool {
     !is_pid1() && sys::foreground_terminal_group().is_some()
 }
 
-/// Whether the command should get the terminal: under job control, unless lock-exec's stdout is a pipe to
-/// another member of its process group (`lock-exec run ... | less`), which needs the terminal itself.
+/// Whether the command should get the terminal: stdin is a terminal whose foreground group is ours (also as
+/// PID 1 of a container started with a terminal), unless lock-exec's stdout is a pipe to another member of its
+/// process group (`lock-exec run ... | less`), which needs the terminal itself.
 pub fn should_give_terminal() -> bool {
-    if !job_control() {
+    if sys::foreground_terminal_group().is_none() {
         return false;
     }
     let stdout_is_pipe = std::fs::metadata("/proc/self/fd/1").map(|m| m.file_type().is_fifo()).unwrap_or(false);
