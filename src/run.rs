@@ -204,7 +204,7 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
             "lock lost",
             &[("error", "the acquire took so long that the lease was about to end; not running the command".into())],
         );
-        worker::release(&world.client(), world);
+        worker::release(&world.release_client(), world);
         return Ok(Exit::LockLost);
     }
     let vars = [
@@ -222,7 +222,7 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
             let error = Error::Spawn { program, source };
             let exit = error.exit();
             log.error(&crate::error_chain(&error), &[("exit_code", exit.code().into())]);
-            worker::release(&world.client(), world);
+            worker::release(&world.release_client(), world);
             return Ok(exit);
         }
     };
@@ -255,7 +255,7 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
     }
     let outcome = supervisor.join().ok().flatten();
     // Everything is gone: release at once (an in-flight renewal is abandoned; the release is owner-conditioned).
-    worker::release(&world.client(), world);
+    worker::release(&world.release_client(), world);
     if let Some(Outcome { status: Some(status), lost: None }) = &outcome
         && status.signal() == Some(libc::SIGINT)
         && tree.has_terminal()
@@ -351,7 +351,7 @@ fn acquire_phase(
                             "signal received before the command started; not running it",
                             &[("signal", signal.into())],
                         );
-                        worker::release(&world.client(), world);
+                        worker::release(&world.release_client(), world);
                         return Ok(Acquiring::Done(Exit::Signaled(signal)));
                     }
                 }

@@ -44,6 +44,14 @@ impl World {
         self.aws.client(&self.env, &self.http, &self.log)
     }
 
+    /// The release's client: signs with the cached credentials while they stay valid, so a credential refresh
+    /// still running in the refresher (a slow `credential_process`) never delays the release.
+    pub fn release_client(&self) -> Client<'_> {
+        let mut client = self.client();
+        client.sign_with_cached = true;
+        client
+    }
+
     /// A client for one quick owner-conditioned write: one attempt within `budget`, signed with cached
     /// credentials. `None` when no valid credentials are cached (then no request can have been sent yet).
     pub fn quick_client(&self, budget: Duration) -> Option<Client<'_>> {
