@@ -377,12 +377,19 @@ impl Supervisor {
         }
     }
 
-    /// The lock is lost: SIGTERM the whole tree now (continuing what is stopped), SIGKILL it at `kill_at`.
+    /// The lock is lost: SIGTERM the whole tree now (continuing what is stopped), SIGKILL it at `kill_at`. A
+    /// command held stopped while lock-exec waited to confirm the lock after a job-control stop is SIGKILLed at
+    /// once: it must not run another instruction without the lock.
     fn lose(&mut self, reason: String, mut fields: Vec<(&'static str, Value)>, kill_at: Instant) {
         fields.push(("error", reason.clone().into()));
         self.log.error("lock lost", &fields);
         self.lost = Some(reason);
-        self.resuming = None;
+        if self.resuming.take().is_some() || self.stopped {
+            self.stopped = false;
+            self.tree.signal_tree(libc::SIGKILL);
+            self.kill_by(Instant::now());
+            return;
+        }
         self.tree.signal_tree(libc::SIGTERM);
         self.tree.signal_tree(libc::SIGCONT);
         self.kill_by(kill_at);
