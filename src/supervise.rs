@@ -159,7 +159,7 @@ struct Supervisor {
     /// SIGKILL the tree at this instant (repeated every 100 ms until it is gone).
     kill_at: Option<Instant>,
     killed: bool,
-    /// lock-exec stopped itself with its command and waits for SIGCONT.
+    /// lock-exec is stopping itself with its command (job control).
     stopped: bool,
     /// Continued after a stop: the command stays stopped until a renewal sent after this instant confirms
     /// the lock.
@@ -273,12 +273,8 @@ impl Supervisor {
             // The command cannot ignore SIGSTOP: it never runs while lock-exec is stopped.
             self.log.info("stopping the command (job control)", &[("signal", signal.into())]);
             self.tree.signal_group(libc::SIGSTOP);
-        } else if signal == libc::SIGCONT && self.stopped {
-            self.stopped = false;
-            let now = Instant::now();
-            self.resuming = Some(now);
-            self.lease.resume(now);
-            self.log.info("continued; renewing the lock before continuing the command", &[]);
+        } else if signal == libc::SIGCONT && self.resuming.is_some() {
+            // lock-exec's own continuation: the command stays stopped until the lock is confirmed.
         } else {
             self.log.debug("forwarding signal to the command", &[("signal", signal.into())]);
             self.tree.signal_group(signal);
@@ -330,7 +326,13 @@ impl Supervisor {
         }
         self.stopped = true;
         process::stop_self();
-        // Continued: the SIGCONT event that follows renews the lease before the command is continued.
+        // Continued (only SIGCONT wakes a stopped process): renew the lease before the command is continued.
+        // The SIGCONT event that follows is absorbed: forwarding it would continue the command unconfirmed.
+        self.stopped = false;
+        let now = Instant::now();
+        self.resuming = Some(now);
+        self.lease.resume(now);
+        self.log.info("continued; renewing the lock before continuing the command", &[]);
     }
 
     fn renew(&mut self, now: Instant) {
