@@ -3,7 +3,8 @@
 //! Reads, in order: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (a path on `http://169.254.170.2`), else
 //! `AWS_CONTAINER_CREDENTIALS_FULL_URI` (https anywhere; plain http only to a loopback host or the ECS and EKS
 //! endpoints); then the `Authorization` header from `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (read again on
-//! every fetch, as EKS rotates it), else `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
+//! every fetch, as EKS rotates it; over [`super::TOKEN_FILE_LIMIT`] it is an error), else
+//! `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
 //!
 //! The answer is a JSON document with `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration` (RFC 3339) and
 //! optionally `AccountId`. The EC2 instance metadata service ([`super::imds`]) answers the same document, so the
@@ -105,10 +106,11 @@ pub fn load_with(env: &Env, http: &Http, uri: &str, attempts: Attempts) -> Resul
 fn authorization(env: &Env) -> Result<Option<String>, Error> {
     let (token, origin) = match env.var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
         Some(path) => {
-            let text = env.read_to_string(Path::new(&path)).map_err(|source| Error::Io {
-                what: format!("container authorization token file {path} (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)"),
-                source,
-            })?;
+            let text =
+                env.read_to_string_capped(Path::new(&path), super::TOKEN_FILE_LIMIT).map_err(|source| Error::Io {
+                    what: format!("container authorization token file {path} (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)"),
+                    source,
+                })?;
             (text.trim().to_owned(), format!("the file {path}"))
         }
         None => match env.var("AWS_CONTAINER_AUTHORIZATION_TOKEN") {
@@ -551,6 +553,14 @@ mod tests {
         let e = load_with(&env, &http, &url, Attempts::quick()).expect_err("a missing token file is an error");
         assert!(matches!(e, Error::Io { .. }), "{e:?}");
         let _ = std::fs::remove_dir(&dir);
+        let env = Env::from_pairs(&[("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "/dev/zero")]);
+        let e = load_with(&env, &http, &url, Attempts::quick()).expect_err("an endless token file is an error");
+        assert_eq!(
+            crate::error_chain(&e),
+            "cannot read container authorization token file /dev/zero (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE): \
+             larger than 64 KiB"
+        );
+        assert_eq!(server.seen().len(), 2, "no request is sent without the token");
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct Context<'a> {
     pub region: &'a str,
 }
 
+/// The most a token file (web identity, container authorization) may hold: 64 KiB. Real tokens are a few KiB;
+/// a larger file (or `/dev/zero`) is an error, read with bounded memory.
+pub const TOKEN_FILE_LIMIT: u64 = 64 * 1024;
+
 /// Credentials within this long of their expiry are refreshed before use.
 pub const REFRESH_WINDOW: Duration = Duration::from_secs(5 * 60);
 
