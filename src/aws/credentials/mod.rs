@@ -134,7 +134,7 @@ impl Source {
                 },
                 other => other,
             }),
-            Source::Process { profile, command } => process::load(profile, &command.0, ctx.env.now()),
+            Source::Process { profile, command } => process::load(ctx.env, profile, &command.0),
             Source::AssumeRole { base, steps, sts_endpoint } => {
                 let mut credentials = base.fetch(ctx)?;
                 for step in steps {
