@@ -23,7 +23,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::aws::http::{Http, Request, Response};
 use crate::aws::redact::redact;
 use crate::env::Env;
-use crate::error::Error;
+use crate::error::{Error, ServiceError};
 
 /// The source's name in logs and errors.
 pub const NAME: &str = "container";
@@ -42,9 +42,10 @@ pub struct Attempts {
     pub pause: Duration,
 }
 
-/// Tries for the container endpoint: three, two seconds each.
-pub const ATTEMPTS: Attempts =
-    Attempts { count: 3, timeout: Duration::from_secs(2), pause: Duration::from_millis(100) };
+/// Tries for the container endpoint: one of at most two seconds per fetch. A failure worth another try (no
+/// connection, a timeout, a 5xx answer) is retried by the caller, the credential [`super::Cache`], so that
+/// retries are decided in one place and do not multiply.
+pub const ATTEMPTS: Attempts = Attempts { count: 1, timeout: Duration::from_secs(2), pause: Duration::ZERO };
 
 /// Hosts plain http may be used with, for error messages.
 const ALLOWED_HTTP_HOSTS: &str = "a loopback host (127.0.0.0/8, localhost, [::1]) or the ECS and EKS endpoints 169.254.170.2, 169.254.170.23 \
@@ -78,7 +79,9 @@ pub fn load(env: &Env, http: &Http, uri: &str) -> Result<Credentials, Error> {
     load_with(env, http, uri, ATTEMPTS)
 }
 
-/// Fetches credentials from the endpoint at `uri`, trying as `attempts` says on connection errors and 5xx.
+/// Fetches credentials from the endpoint at `uri`, trying as `attempts` says on connection errors and 5xx. A
+/// connection failure is an [`Error::Transport`] and a 5xx answer an [`Error::Service`] (both worth another try
+/// to the caller); any other failure is an [`Error::Credentials`].
 pub fn load_with(env: &Env, http: &Http, uri: &str, attempts: Attempts) -> Result<Credentials, Error> {
     let authorization = authorization(env)?;
     let mut headers = vec![("accept".to_owned(), "application/json".to_owned())];
@@ -95,6 +98,15 @@ pub fn load_with(env: &Env, http: &Http, uri: &str, attempts: Attempts) -> Resul
     };
     let response = send_with_retries(http, &request, attempts)?;
     let secrets: Vec<&str> = authorization.as_deref().into_iter().collect();
+    if response.status >= 500 {
+        let detail = error_detail(&response, &secrets);
+        return Err(Error::Service(ServiceError {
+            service: "container credentials endpoint",
+            status: response.status,
+            code: String::new(),
+            message: format!("{uri}: {detail}"),
+        }));
+    }
     if response.status != 200 {
         let detail = error_detail(&response, &secrets);
         return Err(failure(format!("{uri} answered HTTP {}: {detail}", response.status)));
@@ -621,8 +633,22 @@ mod tests {
         let url = format!("{}/creds", server.base());
         let e = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, Attempts::quick())
             .expect_err("gives up");
-        assert!(e.to_string().contains("HTTP 503: busy"), "{e}");
+        assert!(e.to_string().contains("HTTP 503 error: "), "{e}");
+        assert!(e.to_string().ends_with("/creds: busy"), "{e}");
         assert_eq!(server.seen().len(), 3);
+    }
+
+    #[test]
+    fn a_fetch_is_one_request_and_server_errors_are_left_to_the_caller() {
+        let server = Server::start(|_, _| Reply::With(500, "oops".into()));
+        let url = format!("{}/creds", server.base());
+        let e = load(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url).expect_err("a server error");
+        assert!(
+            matches!(&e, Error::Service(ServiceError { status: 500, service: "container credentials endpoint", .. })),
+            "{e:?}"
+        );
+        assert_eq!(e.exit(), crate::exit::Exit::Unavailable);
+        assert_eq!(server.seen().len(), 1, "one request per fetch");
     }
 
     #[test]
