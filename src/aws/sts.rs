@@ -762,6 +762,10 @@ mod tests {
         let e = web_identity(&base).expect_err("throttled");
         assert!(matches!(&e, Error::Service(e) if e.kind() == ServiceErrorKind::Throttling), "{e:?}");
         assert_eq!(server.join().expect("server thread").len(), 1);
+        let (base, server) = serve(vec![Reply::Hang]);
+        let e = web_identity(&base).expect_err("no answer");
+        assert!(matches!(&e, Error::Transport { .. }), "{e:?}");
+        assert_eq!(server.join().expect("server thread").len(), 1);
     }
 
     #[test]
