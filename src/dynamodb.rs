@@ -79,12 +79,16 @@ impl<'a> Client<'a> {
     }
 
     /// Calls an operation whose condition may fail; a failed condition is an answer, not an error.
+    ///
+    /// Failing to get credentials ends the call at once: the credential cache has already made its own tries
+    /// (see [`crate::aws::credentials::FETCH_ATTEMPTS`]), and retrying here too would multiply them.
     pub fn call_conditional(&self, operation: &str, body: &Value) -> Result<Conditional, Error> {
         let payload = body.to_string();
         let mut attempt = 1;
         loop {
+            let credentials = self.signing_credentials()?;
             let started = Instant::now();
-            let result = self.attempt(operation, payload.as_bytes());
+            let result = self.attempt(operation, payload.as_bytes(), &credentials);
             let retryable = match &result {
                 Ok(_) => false,
                 Err(Error::Transport { .. }) => true,
@@ -146,15 +150,14 @@ impl<'a> Client<'a> {
         self.refresh_credentials()
     }
 
-    fn attempt(&self, operation: &str, payload: &[u8]) -> Result<Conditional, Error> {
-        let credentials = self.signing_credentials()?;
+    fn attempt(&self, operation: &str, payload: &[u8], credentials: &Credentials) -> Result<Conditional, Error> {
         let url = format!("{}/", self.endpoint.trim_end_matches('/'));
         let mut headers = vec![
             ("content-type".to_owned(), "application/x-amz-json-1.0".to_owned()),
             ("x-amz-target".to_owned(), format!("DynamoDB_20120810.{operation}")),
         ];
         let scope = Scope { region: self.ctx.region, service: "dynamodb", time: self.ctx.env.now() };
-        let signed = sign_request(&credentials, scope, "POST", &url, &headers, payload)?;
+        let signed = sign_request(credentials, scope, "POST", &url, &headers, payload)?;
         headers.extend(signed);
         let response = self.ctx.http.send(&Request {
             method: "POST",

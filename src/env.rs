@@ -93,6 +93,20 @@ impl Env {
         std::fs::read_to_string(self.resolve_path(path))
     }
 
+    /// Reads a whole file as UTF-8, refusing one larger than `limit` bytes: at most `limit + 1` bytes are read
+    /// (so `/dev/zero` or a runaway file fails at once with bounded memory), and the error says the file is too
+    /// large (`io::ErrorKind::FileTooLarge`, message `larger than N KiB` / `N MiB`).
+    pub fn read_to_string_capped(&self, path: &Path, limit: u64) -> io::Result<String> {
+        use std::io::Read;
+        let file = std::fs::File::open(self.resolve_path(path))?;
+        let mut bytes = Vec::new();
+        file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > limit {
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, format!("larger than {}", size(limit))));
+        }
+        String::from_utf8(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+    }
+
     /// The current time.
     pub fn now(&self) -> SystemTime {
         #[allow(clippy::disallowed_methods)] // the one place the real clock is read
@@ -103,6 +117,17 @@ impl Env {
     /// run as arbitrary uids in containers), so `None`.
     pub fn home(&self) -> Option<PathBuf> {
         self.var("HOME").map(PathBuf::from)
+    }
+}
+
+/// A byte count for messages: `64 KiB`, `1 MiB`, or plain bytes.
+pub fn size(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * KIB;
+    match bytes {
+        b if b >= MIB && b % MIB == 0 => format!("{} MiB", b / MIB),
+        b if b >= KIB && b % KIB == 0 => format!("{} KiB", b / KIB),
+        b => format!("{b} bytes"),
     }
 }
 
@@ -141,5 +166,31 @@ mod tests {
         let env = Env::from_pairs::<&str, &str>(&[]).with_fs_root("/fixture");
         assert_eq!(env.resolve_path(Path::new("/home/.aws/config")), Path::new("/fixture/home/.aws/config"));
         assert_eq!(env.resolve_path(Path::new("rel")), Path::new("rel"));
+    }
+
+    #[test]
+    fn capped_reads_refuse_large_files_quickly() {
+        let env = Env::from_pairs::<&str, &str>(&[]);
+        let started = std::time::Instant::now();
+        let e = env.read_to_string_capped(Path::new("/dev/zero"), 64 * 1024).expect_err("endless");
+        assert_eq!(e.kind(), io::ErrorKind::FileTooLarge);
+        assert_eq!(e.to_string(), "larger than 64 KiB");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        let dir = std::env::temp_dir().join(format!("lock-exec-env-capped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a temporary folder");
+        let file = dir.join("f");
+        std::fs::write(&file, "12345").expect("write");
+        assert_eq!(env.read_to_string_capped(&file, 5).ok().as_deref(), Some("12345"));
+        assert_eq!(env.read_to_string_capped(&file, 4).map_err(|e| e.to_string()), Err("larger than 4 bytes".into()));
+        std::fs::write(&file, [0xff, 0xfe]).expect("write");
+        assert_eq!(env.read_to_string_capped(&file, 5).map_err(|e| e.kind()), Err(io::ErrorKind::InvalidData));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(size(64 * 1024), "64 KiB");
+        assert_eq!(size(1024 * 1024), "1 MiB");
+        assert_eq!(size(1000), "1000 bytes");
     }
 }

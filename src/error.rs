@@ -70,7 +70,7 @@ pub enum Error {
 /// An error answer from an AWS service, typed from `x-amzn-ErrorType` / `__type` or the XML `<Code>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceError {
-    /// The service, `dynamodb` or `sts`.
+    /// The service: `dynamodb`, `sts`, or `container credentials endpoint` (its 5xx answers).
     pub service: &'static str,
     /// The HTTP status.
     pub status: u16,

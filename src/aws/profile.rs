@@ -1,7 +1,8 @@
 //! Parser for the AWS shared configuration and credentials files, following the AWS SDKs' rules.
 //!
 //! Reads, in order: `AWS_PROFILE` (unless `--profile` was given), `AWS_CONFIG_FILE`, `AWS_SHARED_CREDENTIALS_FILE`,
-//! `HOME` (for `~/.aws/config`, `~/.aws/credentials` and a leading `~` in the two file variables).
+//! `HOME` (for `~/.aws/config`, `~/.aws/credentials` and a leading `~` in the two file variables). A file
+//! larger than [`FILE_LIMIT`] (1 MiB) is an error.
 //!
 //! The format is the SDKs' INI dialect (pinned by the conformance vectors in `profile-parser-tests.json`):
 //! - `#` or `;` at the start of a line comments it out; after a section header any `#`/`;` starts a comment,
@@ -412,10 +413,13 @@ fn expand_home(env: &Env, path: &str) -> Option<PathBuf> {
     }
 }
 
-/// A file's text, `None` when there is no path or no file.
+/// The most a shared config or credentials file may hold: 1 MiB (real ones are a few KiB); larger is an error.
+pub const FILE_LIMIT: u64 = 1024 * 1024;
+
+/// A file's text, `None` when there is no path or no file; an error when it is larger than [`FILE_LIMIT`].
 fn read_if_present(env: &Env, path: Option<&Path>, what: &str) -> Result<Option<String>, Error> {
     let Some(path) = path else { return Ok(None) };
-    match env.read_to_string(path) {
+    match env.read_to_string_capped(path, FILE_LIMIT) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(Error::Io { what: format!("{what} {}", path.display()), source }),
@@ -611,6 +615,11 @@ mod tests {
         let error = ProfileSet::load(&env, None).expect_err("a file that is not UTF-8 is an error, not empty");
         assert_eq!(error.to_string(), "cannot read AWS shared credentials file /home/.aws/credentials");
         std::fs::remove_dir_all(&root).expect("clean up");
+
+        // An endless file is refused after 1 MiB, quickly.
+        let env = Env::from_pairs(&[("AWS_CONFIG_FILE", "/dev/zero")]);
+        let error = ProfileSet::load(&env, None).expect_err("endless config file");
+        assert_eq!(crate::error_chain(&error), "cannot read AWS config file /dev/zero: larger than 1 MiB");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::aws::http::{Http, Request, Response};
 use crate::aws::redact::{percent_encode, redact};
 use crate::aws::sign::{Scope, sign_request};
 use crate::env::Env;
-use crate::error::{Error, ServiceError, ServiceErrorKind};
+use crate::error::{Error, ServiceError};
 
 /// The STS API version every request names.
 const VERSION: &str = "2011-06-15";
@@ -25,14 +25,9 @@ const VERSION: &str = "2011-06-15";
 /// The content type of a Query protocol request body.
 const CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
 
-/// Whole-request timeout for one STS attempt.
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Attempts per call, the first one included.
-const MAX_ATTEMPTS: u32 = 3;
-
-/// The wait before the second attempt; doubled before each later one.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Whole-request timeout of an STS call. Each call is one request: failures worth another try (transport
+/// errors, 5xx, throttling) are retried by the caller, the credential cache, so that retries do not multiply.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What `AssumeRole` needs besides the source credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,7 +144,7 @@ fn request_url(endpoint: &str) -> String {
     if rest.contains('/') { endpoint.to_owned() } else { format!("{endpoint}/") }
 }
 
-/// One STS action against one URL, with retries.
+/// One STS action against one URL, one request.
 struct Call<'a> {
     http: &'a Http,
     url: &'a str,
@@ -165,33 +160,13 @@ impl Call<'_> {
         body: &[u8],
         now: SystemTime,
     ) -> Result<Credentials, Error> {
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            let request =
-                Request { method: "POST", url: self.url, headers: headers()?, body, timeout: TIMEOUT, target: "sts" };
-            let result = self.http.send(&request).and_then(|response| self.read(&response, now));
-            if attempt >= MAX_ATTEMPTS || !retryable(&result) {
-                return result;
-            }
-            std::thread::sleep(backoff);
-            backoff *= 2;
-            attempt += 1;
-        }
+        let request =
+            Request { method: "POST", url: self.url, headers: headers()?, body, timeout: TIMEOUT, target: "sts" };
+        self.http.send(&request).and_then(|response| self.read(&response, now))
     }
 
     fn read(&self, response: &Response, now: SystemTime) -> Result<Credentials, Error> {
         parse_response(self.action, response, now, self.secrets).map_err(Error::Service)
-    }
-}
-
-/// Transport failures, 5xx answers and throttling are worth another attempt; other answers are not.
-fn retryable(result: &Result<Credentials, Error>) -> bool {
-    match result {
-        Ok(_) => false,
-        Err(Error::Transport { .. }) => true,
-        Err(Error::Service(e)) => matches!(e.kind(), ServiceErrorKind::Server | ServiceErrorKind::Throttling),
-        Err(_) => false,
     }
 }
 
@@ -398,6 +373,7 @@ pub(crate) mod test_server {
 mod tests {
     use super::test_server::{Reply, serve};
     use super::*;
+    use crate::error::ServiceErrorKind;
     use std::time::UNIX_EPOCH;
 
     /// 2021-01-01T00:00:00Z, before every expiration in the test documents.
@@ -774,34 +750,22 @@ mod tests {
         assume_role_with_web_identity(&Http::new(), base, "arn:aws:iam::1:role/r", "s", "THE.TOKEN", now())
     }
 
+    /// Each call is one request; the credential cache decides about another (see `credentials::Cache`).
     #[test]
-    fn server_errors_and_throttling_are_retried() {
-        let (base, server) = serve(vec![
-            Reply::With(503, "<html>busy</html>".into()),
-            Reply::With(400, throttled()),
-            Reply::With(200, WEB_IDENTITY_OK.into()),
-        ]);
-        web_identity(&base).expect("the third attempt succeeds");
-        assert_eq!(server.join().expect("server thread").len(), 3);
-    }
-
-    #[test]
-    fn retries_stop_after_three_attempts() {
-        let (base, server) = serve(vec![
-            Reply::With(500, String::new()),
-            Reply::With(500, String::new()),
-            Reply::With(500, String::new()),
-        ]);
-        let e = web_identity(&base).expect_err("every attempt fails");
-        assert!(matches!(&e, Error::Service(ServiceError { status: 500, .. })), "{e:?}");
-        assert_eq!(server.join().expect("server thread").len(), 3);
-    }
-
-    #[test]
-    fn transport_errors_are_retried() {
-        let (base, server) = serve(vec![Reply::Hang, Reply::With(200, WEB_IDENTITY_OK.into())]);
-        web_identity(&base).expect("the second attempt succeeds");
-        assert_eq!(server.join().expect("server thread").len(), 2);
+    fn server_errors_and_throttling_are_one_request_left_to_the_caller() {
+        let (base, server) = serve(vec![Reply::With(503, "<html>busy</html>".into())]);
+        let e = web_identity(&base).expect_err("a server error");
+        assert!(matches!(&e, Error::Service(ServiceError { status: 503, .. })), "{e:?}");
+        assert_eq!(e.exit(), crate::exit::Exit::Unavailable);
+        assert_eq!(server.join().expect("server thread").len(), 1);
+        let (base, server) = serve(vec![Reply::With(400, throttled())]);
+        let e = web_identity(&base).expect_err("throttled");
+        assert!(matches!(&e, Error::Service(e) if e.kind() == ServiceErrorKind::Throttling), "{e:?}");
+        assert_eq!(server.join().expect("server thread").len(), 1);
+        let (base, server) = serve(vec![Reply::Hang]);
+        let e = web_identity(&base).expect_err("no answer");
+        assert!(matches!(&e, Error::Transport { .. }), "{e:?}");
+        assert_eq!(server.join().expect("server thread").len(), 1);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 mod admin;
 mod auth;
+mod credential_limits;
+mod credential_process;
 mod credentials;
 mod errors;
 mod lease;

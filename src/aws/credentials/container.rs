@@ -3,7 +3,8 @@
 //! Reads, in order: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (a path on `http://169.254.170.2`), else
 //! `AWS_CONTAINER_CREDENTIALS_FULL_URI` (https anywhere; plain http only to a loopback host or the ECS and EKS
 //! endpoints); then the `Authorization` header from `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (read again on
-//! every fetch, as EKS rotates it), else `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
+//! every fetch, as EKS rotates it; over [`super::TOKEN_FILE_LIMIT`] it is an error), else
+//! `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
 //!
 //! The answer is a JSON document with `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration` (RFC 3339) and
 //! optionally `AccountId`. The EC2 instance metadata service ([`super::imds`]) answers the same document, so the
@@ -22,7 +23,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::aws::http::{Http, Request, Response};
 use crate::aws::redact::redact;
 use crate::env::Env;
-use crate::error::Error;
+use crate::error::{Error, ServiceError};
 
 /// The source's name in logs and errors.
 pub const NAME: &str = "container";
@@ -41,9 +42,10 @@ pub struct Attempts {
     pub pause: Duration,
 }
 
-/// Tries for the container endpoint: three, two seconds each.
-pub const ATTEMPTS: Attempts =
-    Attempts { count: 3, timeout: Duration::from_secs(2), pause: Duration::from_millis(100) };
+/// Tries for the container endpoint: one of at most two seconds per fetch. A failure worth another try (no
+/// connection, a timeout, a 5xx answer) is retried by the caller, the credential [`super::Cache`], so that
+/// retries are decided in one place and do not multiply.
+pub const ATTEMPTS: Attempts = Attempts { count: 1, timeout: Duration::from_secs(2), pause: Duration::ZERO };
 
 /// Hosts plain http may be used with, for error messages.
 const ALLOWED_HTTP_HOSTS: &str = "a loopback host (127.0.0.0/8, localhost, [::1]) or the ECS and EKS endpoints 169.254.170.2, 169.254.170.23 \
@@ -77,7 +79,9 @@ pub fn load(env: &Env, http: &Http, uri: &str) -> Result<Credentials, Error> {
     load_with(env, http, uri, ATTEMPTS)
 }
 
-/// Fetches credentials from the endpoint at `uri`, trying as `attempts` says on connection errors and 5xx.
+/// Fetches credentials from the endpoint at `uri`, trying as `attempts` says on connection errors and 5xx. A
+/// connection failure is an [`Error::Transport`] and a 5xx answer an [`Error::Service`] (both worth another try
+/// to the caller); any other failure is an [`Error::Credentials`].
 pub fn load_with(env: &Env, http: &Http, uri: &str, attempts: Attempts) -> Result<Credentials, Error> {
     let authorization = authorization(env)?;
     let mut headers = vec![("accept".to_owned(), "application/json".to_owned())];
@@ -94,6 +98,15 @@ pub fn load_with(env: &Env, http: &Http, uri: &str, attempts: Attempts) -> Resul
     };
     let response = send_with_retries(http, &request, attempts)?;
     let secrets: Vec<&str> = authorization.as_deref().into_iter().collect();
+    if response.status >= 500 {
+        let detail = error_detail(&response, &secrets);
+        return Err(Error::Service(ServiceError {
+            service: "container credentials endpoint",
+            status: response.status,
+            code: String::new(),
+            message: format!("{uri}: {detail}"),
+        }));
+    }
     if response.status != 200 {
         let detail = error_detail(&response, &secrets);
         return Err(failure(format!("{uri} answered HTTP {}: {detail}", response.status)));
@@ -105,10 +118,11 @@ pub fn load_with(env: &Env, http: &Http, uri: &str, attempts: Attempts) -> Resul
 fn authorization(env: &Env) -> Result<Option<String>, Error> {
     let (token, origin) = match env.var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
         Some(path) => {
-            let text = env.read_to_string(Path::new(&path)).map_err(|source| Error::Io {
-                what: format!("container authorization token file {path} (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)"),
-                source,
-            })?;
+            let text =
+                env.read_to_string_capped(Path::new(&path), super::TOKEN_FILE_LIMIT).map_err(|source| Error::Io {
+                    what: format!("container authorization token file {path} (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)"),
+                    source,
+                })?;
             (text.trim().to_owned(), format!("the file {path}"))
         }
         None => match env.var("AWS_CONTAINER_AUTHORIZATION_TOKEN") {
@@ -551,6 +565,14 @@ mod tests {
         let e = load_with(&env, &http, &url, Attempts::quick()).expect_err("a missing token file is an error");
         assert!(matches!(e, Error::Io { .. }), "{e:?}");
         let _ = std::fs::remove_dir(&dir);
+        let env = Env::from_pairs(&[("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "/dev/zero")]);
+        let e = load_with(&env, &http, &url, Attempts::quick()).expect_err("an endless token file is an error");
+        assert_eq!(
+            crate::error_chain(&e),
+            "cannot read container authorization token file /dev/zero (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE): \
+             larger than 64 KiB"
+        );
+        assert_eq!(server.seen().len(), 2, "no request is sent without the token");
     }
 
     #[test]
@@ -611,8 +633,22 @@ mod tests {
         let url = format!("{}/creds", server.base());
         let e = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, Attempts::quick())
             .expect_err("gives up");
-        assert!(e.to_string().contains("HTTP 503: busy"), "{e}");
+        assert!(e.to_string().contains("HTTP 503 error: "), "{e}");
+        assert!(e.to_string().ends_with("/creds: busy"), "{e}");
         assert_eq!(server.seen().len(), 3);
+    }
+
+    #[test]
+    fn a_fetch_is_one_request_and_server_errors_are_left_to_the_caller() {
+        let server = Server::start(|_, _| Reply::With(500, "oops".into()));
+        let url = format!("{}/creds", server.base());
+        let e = load(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url).expect_err("a server error");
+        assert!(
+            matches!(&e, Error::Service(ServiceError { status: 500, service: "container credentials endpoint", .. })),
+            "{e:?}"
+        );
+        assert_eq!(e.exit(), crate::exit::Exit::Unavailable);
+        assert_eq!(server.seen().len(), 1, "one request per fetch");
     }
 
     #[test]

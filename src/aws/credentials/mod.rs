@@ -13,6 +13,11 @@
 //!    `AWS_CONTAINER_AUTHORIZATION_TOKEN`)
 //! 5. the EC2 instance metadata service ([`imds`]: `AWS_EC2_METADATA_DISABLED`,
 //!    `AWS_EC2_METADATA_SERVICE_ENDPOINT`, `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE`, `AWS_EC2_METADATA_V1_DISABLED`)
+//!
+//! Retries are decided here, in one place: each source makes one request per step (IMDS excepted: its
+//! requests keep their own 3 tries of 1 s, and its failures are final), and [`Cache::get`] tries a fetch
+//! [`FETCH_ATTEMPTS`] times when it fails in a way worth another try ([`transient`]). Nothing above the cache
+//! retries a credential failure again (the DynamoDB client does not).
 
 pub mod container;
 pub mod environment;
@@ -30,7 +35,7 @@ use crate::aws::http::Http;
 use crate::aws::profile::ProfileSet;
 use crate::aws::sts;
 use crate::env::Env;
-use crate::error::Error;
+use crate::error::{Error, ServiceErrorKind};
 
 use self::profile::{AssumeRoleStep, Base, CredentialSource};
 use self::web_identity::WebIdentity;
@@ -46,6 +51,25 @@ pub struct Context<'a> {
     pub profiles: &'a ProfileSet,
     /// The resolved region (STS calls are made in it).
     pub region: &'a str,
+}
+
+/// The most a token file (web identity, container authorization) may hold: 64 KiB. Real tokens are a few KiB;
+/// a larger file (or `/dev/zero`) is an error, read with bounded memory.
+pub const TOKEN_FILE_LIMIT: u64 = 64 * 1024;
+
+/// Tries per credential fetch in [`Cache::get`] when the failure is [`transient`].
+pub const FETCH_ATTEMPTS: u32 = 3;
+
+/// The pause before the second try of a fetch; it grows linearly (100 ms, then 200 ms).
+pub const FETCH_PAUSE: Duration = Duration::from_millis(100);
+
+/// True for a failure worth another try: no connection or a timeout, a 5xx answer, throttling.
+pub fn transient(error: &Error) -> bool {
+    match error {
+        Error::Transport { .. } => true,
+        Error::Service(e) => matches!(e.kind(), ServiceErrorKind::Server | ServiceErrorKind::Throttling),
+        _ => false,
+    }
 }
 
 /// Credentials within this long of their expiry are refreshed before use.
@@ -130,7 +154,7 @@ impl Source {
                 },
                 other => other,
             }),
-            Source::Process { profile, command } => process::load(profile, &command.0, ctx.env.now()),
+            Source::Process { profile, command } => process::load(ctx.env, profile, &command.0),
             Source::AssumeRole { base, steps, sts_endpoint } => {
                 let mut credentials = base.fetch(ctx)?;
                 for step in steps {
@@ -145,15 +169,19 @@ impl Source {
                     };
                     credentials =
                         sts::assume_role(ctx.http, sts_endpoint, ctx.region, &credentials, &params, ctx.env.now())
-                            .map_err(|e| Error::Credentials {
-                                provider: "profile assume role",
-                                message: format!(
-                                    "profile {}: AssumeRole {}: {}",
-                                    step.profile,
-                                    step.role_arn,
-                                    crate::error_chain(&e)
-                                ),
-                                denied: e.exit() == crate::exit::Exit::Denied,
+                            .map_err(|e| match e {
+                                // Left as it is, so that the cache's retry policy sees it.
+                                e if transient(&e) => e,
+                                e => Error::Credentials {
+                                    provider: "profile assume role",
+                                    message: format!(
+                                        "profile {}: AssumeRole {}: {}",
+                                        step.profile,
+                                        step.role_arn,
+                                        crate::error_chain(&e)
+                                    ),
+                                    denied: e.exit() == crate::exit::Exit::Denied,
+                                },
                             })?;
                 }
                 Ok(credentials)
@@ -297,7 +325,7 @@ impl Cache {
         {
             return Ok(Fresh { credentials: cached.clone(), refresh_error: None, fetched: false });
         }
-        match self.source.fetch(ctx) {
+        match self.fetch(ctx) {
             Ok(fetched) => {
                 *self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fetched.clone());
                 Ok(Fresh { credentials: fetched, refresh_error: None, fetched: true })
@@ -308,6 +336,20 @@ impl Cache {
                 }
                 _ => Err(e),
             },
+        }
+    }
+
+    /// Fetches from the source, trying again after a [`transient`] failure, [`FETCH_ATTEMPTS`] tries in all.
+    fn fetch(&self, ctx: &Context<'_>) -> Result<Credentials, Error> {
+        let mut tries = 1;
+        loop {
+            match self.source.fetch(ctx) {
+                Err(e) if transient(&e) && tries < FETCH_ATTEMPTS => {
+                    std::thread::sleep(FETCH_PAUSE * tries);
+                    tries += 1;
+                }
+                result => return result,
+            }
         }
     }
 
@@ -334,6 +376,7 @@ pub fn needs_refresh(credentials: &Credentials, now: SystemTime) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::UNIX_EPOCH;
 
     /// A container endpoint that serves credentials expiring at `expiry` once, then answers 500.
@@ -395,6 +438,34 @@ mod tests {
             &[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "false"), ("AWS_ENDPOINT_URL_STS", "ftp://x")],
             "error: invalid endpoint URL \"ftp://x\": expected http://host[:port] or https://host",
         );
+    }
+
+    /// A container endpoint answering `status` to every request; the count of requests it saw.
+    fn counting_endpoint(status: u16) -> (crate::aws::test_http::Server, Source, std::sync::Arc<AtomicU32>) {
+        let seen = std::sync::Arc::new(AtomicU32::new(0));
+        let counter = std::sync::Arc::clone(&seen);
+        let server = crate::aws::test_http::Server::start(move |stream| {
+            if crate::aws::test_http::read_request(&stream).is_none() {
+                return;
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = crate::aws::test_http::write_response(&stream, status, &[("content-type", "text/plain")], "busy");
+        });
+        let uri = format!("{}/creds", server.base());
+        (server, Source::Container { uri }, seen)
+    }
+
+    #[test]
+    fn a_fetch_tries_transient_failures_three_times_and_others_once() {
+        let http = Http::new();
+        let profiles = ProfileSet::default();
+        let env = Env::from_pairs::<&str, &str>(&[]);
+        let ctx = Context { env: &env, http: &http, profiles: &profiles, region: "us-east-1" };
+        for (status, requests) in [(500, FETCH_ATTEMPTS), (503, FETCH_ATTEMPTS), (404, 1)] {
+            let (_server, source, seen) = counting_endpoint(status);
+            let e = Cache::new(source).get(&ctx).expect_err("every try fails");
+            assert_eq!(seen.load(Ordering::SeqCst), requests, "HTTP {status}: {e}");
+        }
     }
 
     #[test]

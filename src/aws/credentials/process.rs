@@ -1,20 +1,35 @@
 //! Credentials from a profile's `credential_process`: an external command that prints them as JSON.
 //!
-//! Reads no environment variables itself; the command line comes from the profile. It is split into words
-//! the way the AWS CLI does (POSIX shell quoting, no shell is run), started with stdin closed and stderr
-//! passed through, and its stdout is parsed as
-//! `{"Version": 1, "AccessKeyId", "SecretAccessKey", "SessionToken"?, "Expiration"? (RFC 3339), "AccountId"?}`.
-//! The command's output is never quoted in an error: it may hold the secret key.
+//! The command line comes from the profile. It is split into words the way the AWS CLI does (POSIX shell
+//! quoting, no shell is run), started in its own process group with stderr passed through, and its stdout is
+//! parsed as `{"Version": 1, "AccessKeyId", "SecretAccessKey", "SessionToken"?, "Expiration"? (RFC 3339),
+//! "AccountId"?}`. The command's output is never quoted in an error: it may hold the secret key.
+//!
+//! Bounds: one deadline ([`TIMEOUT`], 30 s) for the whole call, after which the helper's process group is
+//! killed; at most [`OUTPUT_LIMIT`] (64 KiB) of output, beyond which the group is killed and the call fails.
+//! Once the helper itself has exited, its output is what it wrote until then: a descendant that keeps stdout
+//! open (a daemon it started) does not delay the call.
+//!
+//! Interactive helpers (MFA prompts): when lock-exec runs in the foreground of a terminal, the helper gets
+//! lock-exec's stdin and its process group becomes the terminal's foreground group before it starts, so it can
+//! read the terminal; lock-exec takes the terminal back when the call ends, however it ends. Without a
+//! terminal, stdin is `/dev/null`.
+//!
+//! Reads one environment variable: `LOCK_EXEC_CREDENTIAL_PROCESS_TIMEOUT`, for tests only: a shorter deadline
+//! (Go duration syntax; values above 30 s are capped at 30 s).
 
 use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::Credentials;
 use serde_json::Value;
 
 use crate::aws::sts::parse_time;
+use crate::env::Env;
 use crate::error::Error;
 
 /// The source's name in logs.
@@ -30,13 +45,29 @@ impl std::fmt::Debug for CommandLine {
     }
 }
 
-/// How long a credential process may run before it is killed and the fetch fails.
+/// How long a credential process may run, output included, before its process group is killed and the fetch
+/// fails.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The most output a credential process may print (real output is well under 4 KiB).
+pub const OUTPUT_LIMIT: usize = 64 * 1024;
+
+/// For tests only: a deadline shorter than [`TIMEOUT`] (longer values are capped at it).
+pub const TIMEOUT_VARIABLE: &str = "LOCK_EXEC_CREDENTIAL_PROCESS_TIMEOUT";
+
+/// How long one wait for output lasts before the helper's exit and the deadline are checked again.
+const POLL: Duration = Duration::from_millis(10);
+
 /// Runs the `credential_process` command of profile `profile_name` and reads the credentials it prints.
-/// `now` is used to reject credentials that have already expired.
-pub fn load(profile_name: &str, command: &str, now: SystemTime) -> Result<Credentials, Error> {
-    load_with_timeout(profile_name, command, now, TIMEOUT)
+/// `env`'s clock is used to reject credentials that have already expired.
+pub fn load(env: &Env, profile_name: &str, command: &str) -> Result<Credentials, Error> {
+    let timeout = match env.var(TIMEOUT_VARIABLE) {
+        None => TIMEOUT,
+        Some(text) => crate::duration::parse(&text)
+            .map_err(|e| Error::Config(format!("{TIMEOUT_VARIABLE}={text:?}: {e}")))?
+            .min(TIMEOUT),
+    };
+    load_with_timeout(profile_name, command, env.now(), timeout)
 }
 
 /// [`load`] with its own time limit.
@@ -46,6 +77,7 @@ pub fn load_with_timeout(
     now: SystemTime,
     timeout: Duration,
 ) -> Result<Credentials, Error> {
+    let deadline = Instant::now() + timeout;
     let fail = |message: String| Error::Credentials {
         provider: NAME,
         message: format!("profile {profile_name}: {message}"),
@@ -55,43 +87,46 @@ pub fn load_with_timeout(
     let Some((program, args)) = argv.split_first() else {
         return Err(fail("credential_process is empty".to_owned()));
     };
-    // Its own process group, so a timeout kills whatever it started too (and frees the stdout pipe).
-    let mut child = Command::new(program)
-        .args(args)
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| fail(format!("cannot run credential_process {program}: {e}")))?;
-    let mut pipe = child.stdout.take();
-    let reader = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(pipe) = pipe.as_mut() {
-            let _ = pipe.read_to_end(&mut bytes);
+    // Stdout is one end of a Unix socket pair rather than a pipe. Why: std can put a timeout on a socket read
+    // and make it non-blocking, not on a pipe read (that would need fcntl/poll, so `unsafe`). So this thread
+    // alone waits for output with the deadline, notices the helper's exit between reads, and then takes what
+    // is already buffered without blocking: no reader thread, nothing left blocked on a pipe that a descendant
+    // holds open, memory bounded by OUTPUT_LIMIT. The cost: a helper that opens `/dev/stdout` by path gets
+    // ENXIO (as under systemd's journal, which also hands out a socket); writing to fd 1 works as with a pipe.
+    let (mut output, helper_end) =
+        UnixStream::pair().map_err(|e| fail(format!("cannot create a socket for credential_process's output: {e}")))?;
+    let mut builder = Command::new(program);
+    // Its own process group, so the deadline kills whatever it started in it too.
+    builder.args(args).process_group(0).stdout(Stdio::from(OwnedFd::from(helper_end))).stderr(Stdio::inherit());
+    let terminal = crate::process::foreground_terminal_group();
+    match terminal {
+        Some(_) => {
+            // An interactive run: the helper may prompt (MFA). It reads our stdin, and its group takes the
+            // terminal before it starts, or reading would stop it with SIGTTIN.
+            builder.stdin(Stdio::inherit());
+            crate::process::take_terminal_in_child(&mut builder);
         }
-        bytes
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                crate::process::signal_group(child.id(), libc::SIGKILL);
-                let _ = child.wait();
-                let _ = reader.join();
-                return Err(fail(format!("credential_process {program} did not finish within {timeout:?}")));
-            }
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = reader.join();
-                return Err(fail(format!("cannot wait for credential_process {program}: {e}")));
-            }
+        None => {
+            builder.stdin(Stdio::null());
+        }
+    }
+    // From here on the terminal comes back to our group when this function returns, whatever the path.
+    let _terminal_back = terminal.map(TerminalBack);
+    let spawned = builder.spawn();
+    drop(builder); // our copy of the socket's other end: only the helper (and what it starts) holds it now
+    let mut child = spawned.map_err(|e| fail(format!("cannot run credential_process {program}: {e}")))?;
+    let mut stdout = Vec::new();
+    let status = match read_until_exit(&mut child, &mut output, &mut stdout, deadline) {
+        Ok(status) => status,
+        Err(problem) => {
+            // Not reaped yet, so the process group id is still ours to signal.
+            crate::process::signal_group(child.id(), libc::SIGKILL);
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(fail(problem.message(program, timeout)));
         }
     };
-    let stdout = reader.join().unwrap_or_default();
+    drain(&mut output, &mut stdout).map_err(|problem| fail(problem.message(program, timeout)))?;
     if !status.success() {
         return Err(fail(format!("credential_process {program} failed ({status})")));
     }
@@ -100,6 +135,100 @@ pub fn load_with_timeout(
     parse_output(&stdout, now).map_err(|e| fail(format!("credential_process {program}: {e}")))
 }
 
+/// Gives the terminal back to our process group when dropped.
+struct TerminalBack(u32);
+
+impl Drop for TerminalBack {
+    fn drop(&mut self) {
+        crate::process::give_terminal(self.0);
+    }
+}
+
+/// Why reading a helper's output stopped early.
+enum Problem {
+    /// The deadline passed.
+    Timeout,
+    /// More than [`OUTPUT_LIMIT`] bytes.
+    TooLarge,
+    /// Reading or waiting failed.
+    Io(&'static str, std::io::Error),
+}
+
+impl Problem {
+    fn message(&self, program: &str, timeout: Duration) -> String {
+        match self {
+            Problem::Timeout => format!("credential_process {program} did not finish within {timeout:?}"),
+            Problem::TooLarge => {
+                format!("credential_process {program}: output is larger than {}", crate::env::size(OUTPUT_LIMIT as u64))
+            }
+            Problem::Io(what, e) => format!("cannot {what} credential_process {program}: {e}"),
+        }
+    }
+}
+
+/// Collects output into `stdout` until the helper exits (its status), the deadline passes, or the output grows
+/// too large.
+fn read_until_exit(
+    child: &mut Child,
+    output: &mut UnixStream,
+    stdout: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<ExitStatus, Problem> {
+    let mut closed = false;
+    let mut buffer = [0u8; 8192];
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| Problem::Io("wait for", e))? {
+            return Ok(status);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Problem::Timeout);
+        }
+        let wait = (deadline - now).min(POLL);
+        if closed {
+            std::thread::sleep(wait);
+            continue;
+        }
+        output.set_read_timeout(Some(wait)).map_err(|e| Problem::Io("read the output of", e))?;
+        match output.read(&mut buffer) {
+            Ok(0) => closed = true,
+            Ok(n) => keep(stdout, &buffer[..n])?,
+            Err(e) if retry_later(&e) => {}
+            Err(e) => return Err(Problem::Io("read the output of", e)),
+        }
+    }
+}
+
+/// Once the helper has exited: moves into `stdout` what is already buffered, without waiting for more (a
+/// descendant may hold the socket open for as long as it likes).
+fn drain(output: &mut UnixStream, stdout: &mut Vec<u8>) -> Result<(), Problem> {
+    output.set_nonblocking(true).map_err(|e| Problem::Io("read the output of", e))?;
+    let mut buffer = [0u8; 8192];
+    loop {
+        match output.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => keep(stdout, &buffer[..n])?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // Nothing more is buffered now.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(Problem::Io("read the output of", e)),
+        }
+    }
+}
+
+/// Appends a chunk, refusing to hold more than [`OUTPUT_LIMIT`] bytes.
+fn keep(stdout: &mut Vec<u8>, chunk: &[u8]) -> Result<(), Problem> {
+    if stdout.len() + chunk.len() > OUTPUT_LIMIT {
+        return Err(Problem::TooLarge);
+    }
+    stdout.extend_from_slice(chunk);
+    Ok(())
+}
+
+/// A read that timed out or was interrupted: try again after checking the helper and the deadline.
+fn retry_later(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted)
+}
 /// Reads the JSON a credential process prints; the error never includes a value from it.
 fn parse_output(stdout: &str, now: SystemTime) -> Result<Credentials, String> {
     // Parsed to a `Value` first: serde's typed errors would quote the offending value, which may be a secret.
@@ -287,7 +416,7 @@ mod tests {
             r#"{"Version": 1, "AccessKeyId": "AKIDPROC", "SecretAccessKey": "PROCSECRET", "SessionToken": "PROCTOKEN",
                 "Expiration": "2030-01-02T03:04:05Z", "AccountId": "123456789012"}"#,
         );
-        let c = load("dev", &script.command(""), now()).expect("credentials");
+        let c = load_at("dev", &script.command(""), now()).expect("credentials");
         assert_eq!(c.access_key_id(), "AKIDPROC");
         assert_eq!(c.secret_access_key(), "PROCSECRET");
         assert_eq!(c.session_token(), Some("PROCTOKEN"));
@@ -301,7 +430,7 @@ mod tests {
         let script = Script::new("args", r#"printf '%s' "$2""#);
         let command =
             script.command(r#"--json '{"Version":1,"AccessKeyId":"A","SecretAccessKey":"S","SessionToken":""}'"#);
-        let c = load("dev", &command, now()).expect("credentials");
+        let c = load_default("dev", &command).expect("credentials");
         assert_eq!((c.access_key_id(), c.secret_access_key(), c.session_token(), c.expiry()), ("A", "S", None, None));
         assert!(c.account_id().is_none());
     }
@@ -313,10 +442,19 @@ mod tests {
             r#"{"Version":1,"AccessKeyId":"A","SecretAccessKey":"S","Expiration":"2023-11-14T23:13:20+01:00"}"#,
         );
         // 22:13:20Z is the same instant as 23:13:20+01:00: already expired at `now`.
-        let e = load("dev", &script.command(""), now()).expect_err("expired");
+        let e = load_at("dev", &script.command(""), now()).expect_err("expired");
         assert!(e.to_string().contains("expired at 2023-11-14T23:13:20+01:00"), "{e}");
-        let c = load("dev", &script.command(""), now() - Duration::from_secs(60)).expect("still valid");
+        let c = load_at("dev", &script.command(""), now() - Duration::from_secs(60)).expect("still valid");
         assert_eq!(c.expiry(), Some(now()));
+    }
+
+    /// [`load`] with the real environment's clock replaced by [`now`] and no timeout override.
+    fn load_default(profile: &str, command: &str) -> Result<Credentials, Error> {
+        load_at(profile, command, now())
+    }
+
+    fn load_at(profile: &str, command: &str, at: SystemTime) -> Result<Credentials, Error> {
+        load_with_timeout(profile, command, at, TIMEOUT)
     }
 
     fn error(json: &str) -> String {
@@ -336,6 +474,78 @@ mod tests {
             .expect_err("the process hangs");
         assert!(error.to_string().contains("did not finish within 300ms"), "{error}");
         assert!(started.elapsed() < Duration::from_secs(10), "the fetch waited for the process");
+    }
+
+    #[test]
+    fn a_descendant_holding_stdout_open_does_not_delay_the_call() {
+        // The helper prints and exits; the `sleep` it started in a new session keeps stdout open for 15 s.
+        let script = Script::new(
+            "descendant",
+            r#"setsid sleep 15 &
+printf '{"Version":1,"AccessKeyId":"A","SecretAccessKey":"S"}'"#,
+        );
+        let started = Instant::now();
+        let c = load_default("dev", &script.command("")).expect("credentials");
+        assert_eq!(c.access_key_id(), "A");
+        assert!(started.elapsed() < Duration::from_secs(5), "the call waited {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn output_beyond_the_limit_is_refused_with_bounded_memory() {
+        for (name, body) in [("large", "head -c 1000000 /dev/zero"), ("endless", "yes PROCSECRET")] {
+            let script = Script::new(name, body);
+            let started = Instant::now();
+            let e = load_default("dev", &script.command("")).expect_err("too much output");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "credentials from credential_process: profile dev: credential_process {}: output is larger than \
+                     64 KiB",
+                    script.path().display()
+                )
+            );
+            assert!(started.elapsed() < Duration::from_secs(5), "{name}: {:?}", started.elapsed());
+        }
+        // Exactly at the limit is fine as far as the size goes (the JSON is then judged).
+        let script = Script::new("at-limit", &format!("head -c {OUTPUT_LIMIT} /dev/zero | tr '\\0' ' '"));
+        let e = load_default("dev", &script.command("")).expect_err("blank output");
+        assert!(e.to_string().ends_with("output ends early (line 1 column 65536)"), "{e}");
+    }
+
+    #[test]
+    fn a_process_that_never_exits_is_killed_with_its_group_at_the_deadline() {
+        let dir = std::env::temp_dir().join(format!("lock-exec-process-group-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a temporary folder");
+        let pid_file = dir.join("pid");
+        // The helper starts a child in its own group, records its pid, and waits forever.
+        let command = format!("sh -c 'sleep 60 & echo $! > {}; wait'", pid_file.display());
+        let started = Instant::now();
+        let e = load_with_timeout("slow", &command, now(), Duration::from_millis(500)).expect_err("hangs");
+        assert!(e.to_string().ends_with("did not finish within 500ms"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        let pid = std::fs::read_to_string(&pid_file).expect("the helper wrote its child's pid");
+        let pid = pid.trim();
+        let gone = (0..100).any(|_| {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let dead = state.is_empty() || state.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+            if !dead {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            dead
+        });
+        assert!(gone, "the helper's child {pid} outlived the deadline");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_deadline_can_only_be_shortened_for_tests() {
+        let script = Script::new("sleepy", "sleep 30");
+        let env = Env::from_pairs(&[(TIMEOUT_VARIABLE, "300ms")]);
+        let e = load(&env, "dev", &script.command("")).expect_err("hangs");
+        assert!(e.to_string().ends_with("did not finish within 300ms"), "{e}");
+        let env = Env::from_pairs(&[(TIMEOUT_VARIABLE, "soon")]);
+        let e = load(&env, "dev", &script.command("")).expect_err("bad value");
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
     }
 
     #[test]
@@ -372,7 +582,7 @@ mod tests {
     #[test]
     fn process_failures_name_the_profile_and_status_but_not_the_output() {
         fn check(script: &Script, args: &str, expected: &str) {
-            let e = load("dev", &script.command(args), now()).expect_err("failure");
+            let e = load_default("dev", &script.command(args)).expect_err("failure");
             assert!(matches!(&e, Error::Credentials { provider: NAME, denied: false, .. }), "{e:?}");
             let shown = format!("{e} {e:?}");
             assert!(!shown.contains("PROCSECRET"), "{shown}");
@@ -396,15 +606,18 @@ mod tests {
         );
         let killed = Script::new("signal", "kill -9 $$");
         check(&killed, "", &format!("credential_process {} failed (signal: 9 (SIGKILL))", program(&killed)));
-        let stdin =
-            Script::new("stdin", r#"read line || echo '{"Version":1,"AccessKeyId":"A","SecretAccessKey":"S"}'"#);
-        assert!(load("dev", &stdin.command(""), now()).is_ok(), "stdin is closed, not inherited");
+        // Without a terminal (as under `cargo test` from a script), stdin is /dev/null, not inherited.
+        if crate::process::foreground_terminal_group().is_none() {
+            let stdin =
+                Script::new("stdin", r#"read line || echo '{"Version":1,"AccessKeyId":"A","SecretAccessKey":"S"}'"#);
+            assert!(load_default("dev", &stdin.command("")).is_ok(), "stdin is closed, not inherited");
+        }
     }
 
     #[test]
     fn commands_that_cannot_run_are_errors() {
         fn message(command: &str) -> String {
-            load("dev", command, now()).expect_err("cannot run").to_string()
+            load_default("dev", command).expect_err("cannot run").to_string()
         }
         assert_eq!(message("  "), "credentials from credential_process: profile dev: credential_process is empty");
         assert!(message("'unterminated").ends_with("cannot parse credential_process: unterminated single quote"));

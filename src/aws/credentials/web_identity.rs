@@ -3,7 +3,7 @@
 //!
 //! Reads, in order: `AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`, `AWS_ROLE_SESSION_NAME` (optional, default
 //! `lock-exec-<unix seconds>`). Blank values count as unset. The token file is read again on every fetch, as
-//! the kubelet rotates it.
+//! the kubelet rotates it; a file over [`super::TOKEN_FILE_LIMIT`] is an error.
 
 use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
@@ -47,7 +47,9 @@ pub fn default_session_name(env: &Env) -> String {
 /// Reads the token file and exchanges the token for credentials at the STS `endpoint`.
 pub fn load(env: &Env, http: &Http, endpoint: &str, identity: &WebIdentity) -> Result<Credentials, Error> {
     let what = || format!("web identity token file {}", identity.token_file.display());
-    let token = env.read_to_string(&identity.token_file).map_err(|source| Error::Io { what: what(), source })?;
+    let token = env
+        .read_to_string_capped(&identity.token_file, super::TOKEN_FILE_LIMIT)
+        .map_err(|source| Error::Io { what: what(), source })?;
     if token.trim().is_empty() {
         return Err(Error::Credentials { provider: NAME, message: format!("{} is empty", what()), denied: false });
     }
@@ -138,6 +140,10 @@ mod tests {
         let e = load(&env, &Http::new(), endpoint, &identity(&missing)).expect_err("no file");
         assert!(matches!(&e, Error::Io { .. }), "{e:?}");
         assert_eq!(e.to_string(), format!("cannot read web identity token file {}", missing.display()));
+
+        let e = load(&env, &Http::new(), endpoint, &identity(Path::new("/dev/zero"))).expect_err("endless file");
+        assert!(matches!(&e, Error::Io { .. }), "{e:?}");
+        assert_eq!(crate::error_chain(&e), "cannot read web identity token file /dev/zero: larger than 64 KiB");
 
         let empty = dir.join("empty");
         std::fs::write(&empty, "\n").expect("write");
