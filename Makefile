@@ -1,5 +1,5 @@
 # lock-exec: the developer commands. Everything a target needs is installed by scripts/ (a virtualenv under .tmp/).
-.PHONY: all build release test lint demo emulator-start emulator-stop clean
+.PHONY: all build release static static-aarch64 test lint demo emulator-start emulator-stop clean
 
 all: build
 
@@ -8,6 +8,12 @@ build:
 
 release:
 	cargo build --locked --release
+
+static:
+	scripts/static.sh x86_64
+
+static-aarch64:
+	scripts/static.sh aarch64
 
 test:
 	scripts/test.sh
