@@ -8,5 +8,6 @@ mod errors;
 mod lease;
 mod lock_protocol;
 mod run;
+mod supervision;
 mod support;
 mod terminal;
