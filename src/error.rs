@@ -284,7 +284,8 @@ mod tests {
         assert!(service(503, "").outcome_unknown());
         let transport = Error::Transport { target: "dynamodb".into(), source: Box::new(io::Error::other("reset")) };
         assert!(transport.outcome_unknown());
-        for code in ["ValidationException", "AccessDeniedException", "ResourceNotFoundException", "ThrottlingException"] {
+        for code in ["ValidationException", "AccessDeniedException", "ResourceNotFoundException", "ThrottlingException"]
+        {
             assert!(!service(400, code).outcome_unknown(), "{code}");
         }
     }

@@ -282,8 +282,9 @@ fn group_has_others() -> bool {
     let group = sys::own_group();
     let Ok(entries) = std::fs::read_dir("/proc") else { return false };
     entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).any(|pid| {
-        pid != own && std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|t| parse_stat(&t)).map(|s| s.1)
-            == Some(group)
+        pid != own
+            && std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|t| parse_stat(&t)).map(|s| s.1)
+                == Some(group)
     })
 }
 
@@ -299,8 +300,7 @@ pub fn should_give_terminal() -> bool {
     if !job_control() {
         return false;
     }
-    let stdout_is_pipe =
-        std::fs::metadata("/proc/self/fd/1").map(|m| m.file_type().is_fifo()).unwrap_or(false);
+    let stdout_is_pipe = std::fs::metadata("/proc/self/fd/1").map(|m| m.file_type().is_fifo()).unwrap_or(false);
     !(stdout_is_pipe && group_has_others())
 }
 

@@ -298,7 +298,12 @@ enum Acquiring {
 
 /// Waits for the acquire while acting on signals at once: a stop signal abandons the acquire, clears a write
 /// that may have landed (owner-conditioned, 1 s budget), and ends lock-exec by that signal.
-fn acquire_phase(events: &Receiver<Event>, job_control: bool, args: &cli::Run, log: &Logger) -> Result<Acquiring, Error> {
+fn acquire_phase(
+    events: &Receiver<Event>,
+    job_control: bool,
+    args: &cli::Run,
+    log: &Logger,
+) -> Result<Acquiring, Error> {
     let mut world: Option<&'static World> = None;
     loop {
         let event = events.recv().map_err(|_| Error::LockLost("the DynamoDB worker is gone".into()))?;
@@ -311,7 +316,9 @@ fn acquire_phase(events: &Receiver<Event>, job_control: bool, args: &cli::Run, l
                 return Ok(Acquiring::Done(Exit::Signaled(signal)));
             }
             Event::Signal(signal) if supervise::JOB_SIGNALS.contains(&signal) && job_control => process::stop_self(),
-            Event::Signal(signal) => log.debug("signal ignored before the command started", &[("signal", signal.into())]),
+            Event::Signal(signal) => {
+                log.debug("signal ignored before the command started", &[("signal", signal.into())])
+            }
             Event::Resolved(resolved) => world = Some(resolved),
             Event::Acquired(Ok((_, Acquire::Held(item)))) => {
                 log.info("did not run command. key is locked", &holder_fields(item.as_ref()));

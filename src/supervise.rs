@@ -335,8 +335,11 @@ impl Supervisor {
         }
         crate::worker::fault(env, "panic-in-supervisor");
         let expire_ns = lock::unix_ns(env.now()) + self.lease.length().as_nanos() as i128;
-        let timeout =
-            self.lease.stop_at().saturating_duration_since(now).clamp(Duration::from_millis(100), dynamodb::REQUEST_TIMEOUT);
+        let timeout = self
+            .lease
+            .stop_at()
+            .saturating_duration_since(now)
+            .clamp(Duration::from_millis(100), dynamodb::REQUEST_TIMEOUT);
         self.lease.sent();
         if self.worker.send(Job::Renew { sent: now, expire_ns, timeout }).is_err() {
             self.lose("the renewal worker is gone".into(), Vec::new(), now + self.lease.grace());
