@@ -460,9 +460,11 @@ impl Drop for Terminal {
     }
 }
 
-#[test]
-fn ctrl_z_stops_the_job_and_fg_continues_it_under_a_terminal() {
-    let case = Case::new("sup_ctrl_z");
+/// Types `lock-exec run k -- sh -c COUNTER-LOOP REDIRECTION` into an interactive shell, Ctrl-Z, checks the job is
+/// stopped (the shell says so, the counter stands still, the lock is kept), `fg`, and checks it finishes with 0
+/// and releases.
+fn ctrl_z_and_fg(test: &str, redirection: &str) {
+    let case = Case::new(test);
     let leftovers = Leftovers::default();
     let counter = case.file("COUNTER");
     let read_counter = || std::fs::read_to_string(&counter).ok().and_then(|t| t.trim().parse::<u32>().ok());
@@ -470,7 +472,8 @@ fn ctrl_z_stops_the_job_and_fg_continues_it_under_a_terminal() {
     terminal.type_text("echo READY\n");
     terminal.expect_screen("READY\r\n", WAIT, "the interactive shell did not start");
     terminal.type_text(&format!(
-        "{BINARY} -t {} -q run k -- sh -c 'i=0; while [ $i -lt 40 ]; do echo $i > {counter}; i=$((i+1)); sleep 0.1; done'\n",
+        "{BINARY} -t {} -q run k -- sh -c 'i=0; while [ $i -lt 40 ]; do echo $i > {counter}; i=$((i+1)); sleep 0.1; done' \
+         {redirection}\n",
         case.table()
     ));
     if !eventually(WAIT, || read_counter().is_some_and(|c| c >= 3)) {
@@ -492,10 +495,27 @@ fn ctrl_z_stops_the_job_and_fg_continues_it_under_a_terminal() {
     if !eventually(WAIT, || read_counter() == Some(39)) {
         panic!("after fg the counter stopped at {:?}\n--- screen:\n{}", read_counter(), terminal.screen());
     }
-    terminal.type_text("echo RC=$?\n");
+    terminal.type_text("echo RC=${PIPESTATUS[0]}\n");
     terminal.expect_screen("RC=0", WAIT, "lock-exec did not exit 0 after fg");
     assert_eq!(owner_of(&case, "k"), None, "the lock was not released\n--- screen:\n{}", terminal.screen());
     terminal.type_text("exit\n");
+}
+
+#[test]
+fn ctrl_z_stops_the_job_and_fg_continues_it_under_a_terminal() {
+    ctrl_z_and_fg("sup_ctrl_z", "");
+}
+
+/// stdin is not the terminal, but the job is still the terminal's foreground job: Ctrl-Z reaches lock-exec.
+#[test]
+fn ctrl_z_stops_the_job_and_fg_continues_it_with_stdin_not_a_terminal() {
+    ctrl_z_and_fg("sup_ctrl_z_stdin", "< /dev/null");
+}
+
+/// `lock-exec run ... | cat`: the other member of the pipeline keeps the terminal.
+#[test]
+fn ctrl_z_stops_the_job_and_fg_continues_it_in_a_pipeline() {
+    ctrl_z_and_fg("sup_ctrl_z_pipe", "| cat");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
