@@ -829,3 +829,27 @@ fn an_acquire_whose_answer_is_unknown_gets_one_owner_conditioned_cleanup() {
         json!([cleanup["ConditionExpression"], cleanup["UpdateExpression"]]),
     );
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Panics (the debug build's fault hook)
+
+/// A panic in the renewal worker or in the supervisor is a lost lock: the whole tree is stopped, the lock
+/// released, exit 75.
+#[test]
+fn a_panicking_thread_is_a_lost_lock_that_ends_the_whole_tree() {
+    for fault in ["panic-in-renewal", "panic-in-supervisor"] {
+        let case = Case::new(&format!("sup_{fault}"));
+        let leftovers = Leftovers::default();
+        let mut env = case.env();
+        env.insert("LOCK_EXEC_TEST_FAULT", fault.into());
+        let script = format!("sleep 30 >/dev/null 2>&1 & echo $! > {}; wait", case.file("bg.pid"));
+        let mut running = case.spawn_raw(&run_args(&case, &["-e", "3s"], &script), env);
+        let background = running.wait_for_pid(&case.path("bg.pid"), WAIT);
+        leftovers.add(background);
+        let out = running.wait(WAIT);
+        expect_gone_after_exit(&out, &format!("{fault}: the background job"), background);
+        out.expect_code(75);
+        out.check(&format!("{fault}: lock lost logged"), true, out.has_log("lock lost"));
+        out.check(&format!("{fault}: owner after the run"), None, owner_of(&case, "k"));
+    }
+}
