@@ -10,5 +10,6 @@ mod errors;
 mod lease;
 mod lock_protocol;
 mod run;
+mod supervision;
 mod support;
 mod terminal;

@@ -1,0 +1,855 @@
+//! Supervision of the command's processes, as real processes: background jobs and setsid escapees do not
+//! outlive the run, a lost lock or a forwarded signal ends the whole tree, `--wait-descendants` keeps the lock,
+//! thread limits, job control under a pseudo-terminal, signals during the acquire, forwarded signals, a death by
+//! signal a calling shell can see, PID 1, a prompt exit past a held renewal, and no cleanup after a rejection.
+//!
+//! Every process a test starts is killed by a guard if the test fails; every wait is bounded; network traffic
+//! goes to 127.0.0.1 only.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{Case, Outcome, Reply, Seen, Server, client, endpoint, eventually, forward, is_dead, signal};
+
+const WAIT: Duration = Duration::from_secs(20);
+const BINARY: &str = env!("CARGO_BIN_EXE_lock-exec");
+
+/// SIGKILLs the recorded pids when dropped: background processes a failing test would leave behind.
+#[derive(Default)]
+struct Leftovers(Mutex<Vec<u32>>);
+
+impl Leftovers {
+    fn add(&self, pid: u32) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for &pid in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if pid > 1 && !is_dead(pid) {
+                // SAFETY: kill(2) takes two integers and touches no memory of ours.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+/// Reads the pid a script wrote to `path` (`echo $! > path`) before lock-exec exited (2 s at most for the line).
+fn read_pid(path: &Path) -> u32 {
+    let mut text = String::new();
+    let written = eventually(Duration::from_secs(2), || {
+        text = std::fs::read_to_string(path).unwrap_or_default();
+        text.ends_with('\n')
+    });
+    assert!(written, "{} was not written", path.display());
+    text.trim().parse().unwrap_or_else(|_| panic!("{} holds {text:?}, not a pid", path.display()))
+}
+
+/// The current owner of `k`, read through the library.
+fn owner_of(case: &Case, key: &str) -> Option<String> {
+    case.item(key).and_then(|item| item.owner)
+}
+
+/// A process other than lock-exec itself (a tool wrapping it), stdout and stderr going to files in the case
+/// folder, stdin from /dev/null, in its own process group. Dropping it SIGKILLs the group if it was not waited for.
+struct Wrapped {
+    child: Option<Child>,
+    args: Vec<String>,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Wrapped {
+    /// Starts `program args...` with exactly `env` in the case folder. A missing program fails the test naming
+    /// `what` (e.g. "unshare from util-linux").
+    fn start(case: &Case, name: &str, program: &str, args: &[&str], env: &BTreeMap<&'static str, String>) -> Wrapped {
+        let stdout = case.path(&format!("{name}.stdout"));
+        let stderr = case.path(&format!("{name}.stderr"));
+        let child = Command::new(program)
+            .args(args)
+            .env_clear()
+            .envs(env)
+            .current_dir(&case.dir.path)
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).expect("create the stdout file"))
+            .stderr(File::create(&stderr).expect("create the stderr file"))
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program:?} (this test needs it installed): {e}"));
+        let mut all = vec![program.to_owned()];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        Wrapped { child: Some(child), args: all, stdout, stderr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("not waited yet").id()
+    }
+
+    fn stderr_so_far(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits for the exit, at most `limit` (then SIGKILLs the group and fails the test).
+    fn wait(mut self, limit: Duration) -> Outcome {
+        let mut child = self.child.take().expect("waited once");
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                kill_group(child.id());
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{:?} still running after {limit:?}; killed it\n--- stderr:\n{}",
+                    self.args,
+                    self.stderr_so_far()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Outcome {
+            args: std::mem::take(&mut self.args),
+            status,
+            stdout: std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Wrapped {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            kill_group(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// SIGKILLs process group `pgid` (errors ignored).
+fn kill_group(pgid: u32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) takes two integers and touches no memory of ours.
+        unsafe {
+            libc::kill(-(pgid as libc::pid_t), libc::SIGKILL);
+        }
+    }
+}
+
+/// `-t TABLE run k FLAGS... -- sh -c SCRIPT`
+fn run_args<'a>(case: &'a Case, flags: &[&'a str], script: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["-t", case.table(), "run", "k"];
+    args.extend_from_slice(flags);
+    args.extend(["--", "sh", "-c", script]);
+    args
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Descendants
+
+#[track_caller]
+fn expect_gone_after_exit(out: &Outcome, what: &str, pid: u32) {
+    if !is_dead(pid) {
+        out.fail(&format!("{what} {pid} still runs after lock-exec exited"), &"dead", &"running");
+    }
+}
+
+#[test]
+fn a_background_job_does_not_outlive_the_run() {
+    let case = Case::new("sup_background_job");
+    let leftovers = Leftovers::default();
+    let script = format!("sleep 60 >/dev/null 2>&1 & echo $! > {}", case.file("bg.pid"));
+    let out = case.spawn_raw(&run_args(&case, &[], &script), case.env()).wait(WAIT);
+    let pid = read_pid(&case.path("bg.pid"));
+    leftovers.add(pid);
+    expect_gone_after_exit(&out, "the background job", pid);
+    out.expect_code(0);
+    out.check("released", true, out.has_log("lock released"));
+    out.check("owner after the run", None, owner_of(&case, "k"));
+}
+
+#[test]
+fn a_setsid_escapee_does_not_outlive_the_run() {
+    let case = Case::new("sup_setsid_escapee");
+    let leftovers = Leftovers::default();
+    // The background child is not a group leader, so setsid execs sleep in place: $! is the sleep's pid. The short
+    // sleep lets setsid run before the shell exits.
+    let script = format!("setsid sleep 60 >/dev/null 2>&1 & echo $! > {}; sleep 0.3", case.file("bg.pid"));
+    let out = case.spawn_raw(&run_args(&case, &[], &script), case.env()).wait(WAIT);
+    let pid = read_pid(&case.path("bg.pid"));
+    leftovers.add(pid);
+    expect_gone_after_exit(&out, "the setsid escapee", pid);
+    out.expect_code(0);
+    out.check("released", true, out.has_log("lock released"));
+}
+
+/// A grandchild that ignores SIGTERM, in the background of a shell that waits for it.
+fn stubborn_grandchild_script(case: &Case) -> String {
+    format!("(trap '' TERM; exec sleep 60) >/dev/null 2>&1 & echo $! > {}; wait", case.file("grandchild.pid"))
+}
+
+#[test]
+fn a_lost_lock_kills_a_grandchild_that_ignores_sigterm() {
+    let case = Case::new("sup_lost_lock_grandchild");
+    let leftovers = Leftovers::default();
+    let script = stubborn_grandchild_script(&case);
+    let mut running = case.spawn_raw(&run_args(&case, &["-e", "3s", "--kill-after", "1s"], &script), case.env());
+    let grandchild = running.wait_for_pid(&case.path("grandchild.pid"), WAIT);
+    leftovers.add(grandchild);
+    lock_exec::lock::force_unlock(&client(), case.table(), "k")
+        .unwrap_or_else(|e| panic!("force unlock: {}", lock_exec::error_chain(&e)));
+    let out = running.wait(WAIT);
+    expect_gone_after_exit(&out, "the grandchild ignoring SIGTERM", grandchild);
+    out.expect_code(75);
+    out.check("lock lost logged", true, out.has_log("lock lost"));
+}
+
+#[test]
+fn a_forwarded_sigterm_kills_a_grandchild_that_ignores_it_and_lock_exec_dies_of_it() {
+    let case = Case::new("sup_sigterm_grandchild");
+    let leftovers = Leftovers::default();
+    let script = stubborn_grandchild_script(&case);
+    let mut running = case.spawn_raw(&run_args(&case, &["--kill-after", "1s"], &script), case.env());
+    let grandchild = running.wait_for_pid(&case.path("grandchild.pid"), WAIT);
+    leftovers.add(grandchild);
+    signal(running.pid(), libc::SIGTERM);
+    let out = running.wait(WAIT);
+    expect_gone_after_exit(&out, "the grandchild ignoring SIGTERM", grandchild);
+    out.check("lock-exec died of the command's signal", Some(libc::SIGTERM), out.status.signal());
+    out.check("released", true, out.has_log("lock released"));
+}
+
+#[test]
+fn wait_descendants_keeps_the_lock_until_the_last_descendant_exits() {
+    let case = Case::new("sup_wait_descendants");
+    let script = format!("sleep 2 >/dev/null 2>&1 & echo $! > {}", case.file("bg.pid"));
+    let started = Instant::now();
+    let mut running = case.spawn_raw(&run_args(&case, &["--wait-descendants"], &script), case.env());
+    let background = running.wait_for_pid(&case.path("bg.pid"), WAIT);
+    // The shell has exited (its last action wrote the pid); the background sleep still runs.
+    std::thread::sleep(Duration::from_millis(500));
+    let held_while_running = (!is_dead(background), owner_of(&case, "k").is_some());
+    let status = case.run(&["status", "k"]);
+    let out = running.wait(WAIT);
+    let elapsed = started.elapsed();
+    out.check("(background job running, lock owned) 0.5 s after the shell exited", (true, true), held_while_running);
+    out.check("`status k` while the background job runs", Some(3), status.code());
+    out.expect_code(0);
+    out.check("lock-exec exited only after the 2 s background job", true, elapsed >= Duration::from_millis(1900));
+    out.check("the background job ended by itself", true, is_dead(background));
+    out.check("owner after the run", None, owner_of(&case, "k"));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Thread limits (RLIMIT_NPROC as an unprivileged user)
+
+/// Tests that run as uid 65534 share its process count: one at a time.
+static NOBODY: Mutex<()> = Mutex::new(());
+
+/// A copy of the binary that uid 65534 can execute, a folder it can write the marker to, and the environment.
+struct Unprivileged {
+    binary: String,
+    marker: String,
+}
+
+impl Unprivileged {
+    fn new(case: &Case) -> Unprivileged {
+        let open = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()))
+        };
+        open(&case.dir.path, 0o755);
+        open(&case.home(), 0o755);
+        std::fs::create_dir_all(case.path("bin")).expect("create bin/");
+        open(&case.path("bin"), 0o755);
+        std::fs::copy(BINARY, case.path("bin/lock-exec")).expect("copy the binary");
+        open(&case.path("bin/lock-exec"), 0o755);
+        std::fs::create_dir_all(case.path("out")).expect("create out/");
+        open(&case.path("out"), 0o777);
+        Unprivileged { binary: case.file("bin/lock-exec"), marker: case.file("out/marker") }
+    }
+
+    /// `setpriv --reuid=65534 ... prlimit --nproc=N lock-exec ARGS...`, to its end.
+    fn run(&self, case: &Case, name: &str, nproc: u32, args: &[&str]) -> Outcome {
+        let _ = std::fs::remove_file(&self.marker);
+        let limit = format!("--nproc={nproc}");
+        let mut full = vec!["--reuid=65534", "--regid=65534", "--clear-groups", "prlimit", &limit, &self.binary];
+        full.extend_from_slice(args);
+        Wrapped::start(case, name, "setpriv", &full, &case.env()).wait(WAIT)
+    }
+
+    fn ran(&self) -> bool {
+        Path::new(&self.marker).exists()
+    }
+}
+
+/// `run k -- touch MARKER` as uid 65534 under `--nproc=N` for N = 1..=12: (N, outcome, whether the command ran).
+fn nproc_sweep(case: &Case, unprivileged: &Unprivileged) -> Vec<(u32, Outcome, bool)> {
+    (1..=12)
+        .map(|n| {
+            let args = ["-t", case.table(), "run", "k", "--", "touch", &unprivileged.marker];
+            let out = unprivileged.run(case, &format!("nproc-{n}"), n, &args);
+            (n, out, unprivileged.ran())
+        })
+        .collect()
+}
+
+fn sweep_report(sweep: &[(u32, Outcome, bool)]) -> String {
+    sweep
+        .iter()
+        .map(|(n, out, ran)| format!("--- N={n}: {} ran={ran}\n{}", out.status, out.stderr))
+        .collect::<Vec<_>>()
+        .join("")
+}
+
+#[test]
+fn a_thread_that_cannot_be_created_exits_71_and_the_command_never_runs_without_the_lock() {
+    let _one_at_a_time = NOBODY.lock().unwrap_or_else(|p| p.into_inner());
+    let case = Case::new("sup_nproc");
+    let unprivileged = Unprivileged::new(&case);
+    let sweep = nproc_sweep(&case, &unprivileged);
+    let report = sweep_report(&sweep);
+    assert!(
+        sweep.iter().any(|(_, out, _)| out.code() == Some(71)),
+        "no N gave exit 71 (a thread could not be created)\n{report}"
+    );
+    assert!(sweep.iter().any(|(_, _, ran)| *ran), "the command never ran even with N=12\n{report}");
+    for (n, out, ran) in &sweep {
+        if *ran {
+            assert!(
+                out.code() == Some(0) && out.has_log("lock acquired"),
+                "N={n}: the command ran but lock-exec did not exit 0 with `lock acquired`\n{report}"
+            );
+        }
+        if out.code() == Some(71) {
+            let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+            assert!(
+                !ran && lines.len() == 1 && lines[0].contains("cannot create the thread"),
+                "N={n}: exit 71 must come with one clear stderr line and no command run\n{report}"
+            );
+        }
+    }
+}
+
+/// The promise behind exit 71: every run that could not create a thread it needs, and so ran nothing, says so
+/// with 71 and one clear line. A thread the HTTP client creates for a new connection (a DNS resolution with a
+/// timeout) must not turn into a panic and a "lost lock" (75).
+#[test]
+fn every_thread_limit_that_stops_the_run_before_the_command_exits_71_without_a_panic() {
+    let _one_at_a_time = NOBODY.lock().unwrap_or_else(|p| p.into_inner());
+    let case = Case::new("sup_nproc_strict");
+    let unprivileged = Unprivileged::new(&case);
+    let sweep = nproc_sweep(&case, &unprivileged);
+    let report = sweep_report(&sweep);
+    for (n, out, ran) in &sweep {
+        assert!(!out.stderr.contains("panicked"), "N={n}: a thread panicked\n{report}");
+        assert!(*ran || out.code() == Some(71), "N={n}: nothing ran, yet the exit is not 71\n{report}");
+    }
+}
+
+/// With exactly enough room for lock-exec's threads and the command, renewals must go on: no thread may be
+/// created once the command runs.
+#[test]
+fn renewals_create_no_thread_once_the_command_runs() {
+    let _one_at_a_time = NOBODY.lock().unwrap_or_else(|p| p.into_inner());
+    let case = Case::new("sup_nproc_renewals");
+    let unprivileged = Unprivileged::new(&case);
+    // The smallest limit under which the command (one process, no shell) runs.
+    let sweep = nproc_sweep(&case, &unprivileged);
+    let Some(smallest) = sweep.iter().find(|(_, _, ran)| *ran).map(|(n, _, _)| *n) else {
+        panic!("the command never ran even with N=12\n{}", sweep_report(&sweep));
+    };
+    let args = ["-t", case.table(), "-v", "run", "k", "-e", "3s", "--", "sleep", "3"];
+    let out = unprivileged.run(&case, "renewals", smallest, &args);
+    out.check("a thread panicked", false, out.stderr.contains("panicked"));
+    out.check("lock lost logged", false, out.has_log("lock lost"));
+    out.expect_code(0);
+    let renewed = out.messages().iter().filter(|m| *m == "lock renewed").count();
+    out.check(&format!("renewals under --nproc={smallest} (at least 2)"), true, renewed >= 2);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Job control under a pseudo-terminal
+
+/// An interactive bash in a pseudo-terminal made by script(1); the test types into it and reads the screen.
+struct Terminal {
+    child: Child,
+    input: std::process::ChildStdin,
+    screen: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Terminal {
+    fn start(case: &Case) -> Terminal {
+        let mut env = case.env();
+        env.insert("TERM", "dumb".into());
+        env.insert("PS1", "$ ".into());
+        env.insert("SHELL", "/bin/bash".into());
+        let mut child = Command::new("script")
+            .args(["-qfec", "bash --norc --noprofile -i", "/dev/null"])
+            .env_clear()
+            .envs(&env)
+            .current_dir(&case.dir.path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start script(1) from util-linux (this test needs it): {e}"));
+        let input = child.stdin.take().expect("stdin is piped");
+        let mut output = child.stdout.take().expect("stdout is piped");
+        let screen = Arc::new(Mutex::new(String::new()));
+        let reader = {
+            let screen = Arc::clone(&screen);
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = output.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    screen.lock().unwrap_or_else(|p| p.into_inner()).push_str(&String::from_utf8_lossy(&buffer[..n]));
+                }
+            })
+        };
+        Terminal { child, input, screen, reader: Some(reader) }
+    }
+
+    fn screen(&self) -> String {
+        self.screen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn type_text(&mut self, text: &str) {
+        self.input.write_all(text.as_bytes()).expect("type into the terminal");
+        self.input.flush().expect("flush the terminal input");
+    }
+
+    /// Waits until the screen contains `text` (at most `limit`); fails the test showing the screen.
+    #[track_caller]
+    fn expect_screen(&self, text: &str, limit: Duration, why: &str) {
+        if !eventually(limit, || self.screen().contains(text)) {
+            panic!("{why}: {text:?} not on the terminal within {limit:?}\n--- screen:\n{}", self.screen());
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        kill_group(self.child.id());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// Types `lock-exec run k -- sh -c COUNTER-LOOP REDIRECTION` into an interactive shell, Ctrl-Z, checks the job is
+/// stopped (the shell says so, the counter stands still, the lock is kept), `fg`, and checks it finishes with 0
+/// and releases.
+fn ctrl_z_and_fg(test: &str, redirection: &str) {
+    let case = Case::new(test);
+    let leftovers = Leftovers::default();
+    let counter = case.file("COUNTER");
+    let read_counter = || std::fs::read_to_string(&counter).ok().and_then(|t| t.trim().parse::<u32>().ok());
+    let mut terminal = Terminal::start(&case);
+    terminal.type_text("echo READY\n");
+    terminal.expect_screen("READY\r\n", WAIT, "the interactive shell did not start");
+    terminal.type_text(&format!(
+        "{BINARY} -t {} -q run k -- sh -c 'i=0; while [ $i -lt 40 ]; do echo $i > {counter}; i=$((i+1)); sleep 0.1; done' \
+         {redirection}\n",
+        case.table()
+    ));
+    if !eventually(WAIT, || read_counter().is_some_and(|c| c >= 3)) {
+        panic!("the command did not start counting\n--- screen:\n{}", terminal.screen());
+    }
+    if let Some(pid) = case.item("k").and_then(|item| item.pid) {
+        leftovers.add(pid);
+    }
+    terminal.type_text("\x1a");
+    terminal.expect_screen("Stopped", Duration::from_secs(5), "Ctrl-Z did not stop the job as the shell sees it");
+    std::thread::sleep(Duration::from_millis(300));
+    let at_stop = read_counter();
+    std::thread::sleep(Duration::from_millis(800));
+    let later = read_counter();
+    assert_eq!(at_stop, later, "the counter moved while the job was stopped\n--- screen:\n{}", terminal.screen());
+    assert!(at_stop.is_some_and(|c| c < 39), "the command finished before Ctrl-Z took effect: {at_stop:?}");
+    assert!(owner_of(&case, "k").is_some(), "the lock was released while the job was stopped");
+    terminal.type_text("fg\n");
+    if !eventually(WAIT, || read_counter() == Some(39)) {
+        panic!("after fg the counter stopped at {:?}\n--- screen:\n{}", read_counter(), terminal.screen());
+    }
+    terminal.type_text("echo RC=${PIPESTATUS[0]}\n");
+    terminal.expect_screen("RC=0", WAIT, "lock-exec did not exit 0 after fg");
+    assert_eq!(owner_of(&case, "k"), None, "the lock was not released\n--- screen:\n{}", terminal.screen());
+    terminal.type_text("exit\n");
+}
+
+#[test]
+fn ctrl_z_stops_the_job_and_fg_continues_it_under_a_terminal() {
+    ctrl_z_and_fg("sup_ctrl_z", "");
+}
+
+/// stdin is not the terminal, but the job is still the terminal's foreground job: Ctrl-Z reaches lock-exec.
+#[test]
+fn ctrl_z_stops_the_job_and_fg_continues_it_with_stdin_not_a_terminal() {
+    ctrl_z_and_fg("sup_ctrl_z_stdin", "< /dev/null");
+}
+
+/// `lock-exec run ... | cat`: the other member of the pipeline keeps the terminal.
+#[test]
+fn ctrl_z_stops_the_job_and_fg_continues_it_in_a_pipeline() {
+    ctrl_z_and_fg("sup_ctrl_z_pipe", "| cat");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Signals
+
+/// A listener on 127.0.0.1 that accepts connections and never answers.
+struct BlackHole {
+    address: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BlackHole {
+    fn start() -> BlackHole {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a black hole");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let address = format!("http://{}", listener.local_addr().expect("address"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((stream, _)) => held.push(stream),
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        BlackHole { address, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn sigterm_during_a_hanging_acquire_ends_lock_exec_at_once_without_running_the_command() {
+    let case = Case::new("sup_blackhole");
+    let hole = BlackHole::start();
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", hole.address.clone());
+    let args = ["-t", case.table(), "run", "k", "--", "sh", "-c", &case.marker_script()];
+    let running = case.spawn_raw(&args, env);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(running.pid(), libc::SIGTERM);
+    let sent = Instant::now();
+    let out = running.wait(WAIT);
+    let took = sent.elapsed();
+    out.check("exited within 1.5 s of SIGTERM", true, took < Duration::from_millis(1500));
+    out.check("died of SIGTERM", Some(libc::SIGTERM), out.status.signal());
+    out.check("the command ran (marker)", false, case.exists("marker"));
+}
+
+#[test]
+fn sigusr1_and_sigwinch_are_forwarded_and_do_not_end_lock_exec() {
+    let case = Case::new("sup_usr1_winch");
+    let script = format!(
+        "trap 'touch {usr1}' USR1; trap 'touch {winch}' WINCH; echo $$ > {started}; i=0; \
+         while [ ! -e {usr1} ] || [ ! -e {winch} ]; do i=$((i+1)); [ $i -gt 150 ] && exit 9; sleep 0.1; done; exit 5",
+        usr1 = case.file("usr1"),
+        winch = case.file("winch"),
+        started = case.file("started"),
+    );
+    let mut running = case.spawn_raw(&run_args(&case, &[], &script), case.env());
+    running.wait_for_pid(&case.path("started"), WAIT);
+    signal(running.pid(), libc::SIGUSR1);
+    eventually(Duration::from_secs(5), || case.exists("usr1"));
+    signal(running.pid(), libc::SIGWINCH);
+    let out = running.wait(WAIT);
+    out.check("(USR1 marker, WINCH marker)", (true, true), (case.exists("usr1"), case.exists("winch")));
+    out.check("killed by a signal", None, out.status.signal());
+    out.expect_code(5);
+    out.check("released", true, out.has_log("lock released"));
+}
+
+#[test]
+fn a_calling_shell_sees_the_death_by_sigint_and_stops() {
+    let case = Case::new("sup_calling_shell");
+    let line = format!("{BINARY} -t {} run k -- sleep 5; echo AFTER", case.table());
+    let shell = Wrapped::start(&case, "bash", "bash", &["-c", &line], &case.env());
+    if !eventually(WAIT, || shell.stderr_so_far().contains("\"running command\"")) {
+        panic!("lock-exec did not start the command\n{}", shell.stderr_so_far());
+    }
+    // As a terminal does on Ctrl-C: SIGINT to the whole foreground group (bash and lock-exec).
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    let result = unsafe { libc::kill(-(shell.pid() as libc::pid_t), libc::SIGINT) };
+    assert_eq!(result, 0, "kill(-pgid, SIGINT): {}", std::io::Error::last_os_error());
+    let out = shell.wait(WAIT);
+    out.check("AFTER printed by the calling shell", false, out.stdout.contains("AFTER"));
+    out.check("bash died of SIGINT", Some(libc::SIGINT), out.status.signal());
+    out.check("owner after the run", None, owner_of(&case, "k"));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// PID 1
+
+#[test]
+fn as_pid_1_orphans_are_reaped_and_the_exit_code_is_kept() {
+    let case = Case::new("sup_pid1");
+    let script = format!(
+        "for i in 1 2 3; do (sleep 0.2 &); done; sleep 1; \
+         awk '{{print $3}}' /proc/[0-9]*/stat 2>/dev/null | grep -c Z > {zombies}; exit 7",
+        zombies = case.file("zombies"),
+    );
+    let mut args = vec!["--pid", "--fork", "--mount-proc", BINARY];
+    args.extend(run_args(&case, &[], &script));
+    let out = Wrapped::start(&case, "unshare", "unshare", &args, &case.env()).wait(WAIT);
+    let zombies = std::fs::read_to_string(case.path("zombies")).unwrap_or_default();
+    out.check("zombies seen by the command", "0", zombies.trim());
+    out.expect_code(7);
+    out.check("owner after the run", None, owner_of(&case, "k"));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Requests around the exit
+
+/// Reads one HTTP/1.1 request (headers and a `content-length` body); `None` at the end of the connection.
+fn read_http_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':')?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let mut seen = Seen { method, path, headers, body: String::new() };
+    let length: usize = seen.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    seen.body = String::from_utf8_lossy(&body).into_owned();
+    Some(seen)
+}
+
+/// A keep-alive HTTP proxy to the emulator, one thread per connection, that holds the `hold`-th UpdateItem
+/// (counting from 1) for `delay` before forwarding it. Records every X-Amz-Target it sees.
+struct HoldingProxy {
+    address: String,
+    stop: Arc<AtomicBool>,
+    targets: Arc<Mutex<Vec<String>>>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl HoldingProxy {
+    fn start(hold: usize, delay: Duration) -> HoldingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let address = format!("http://{}", listener.local_addr().expect("address"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let targets: Arc<Mutex<Vec<String>>> = Arc::default();
+        let threads: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let updates = Arc::new(AtomicUsize::new(0));
+        let accept = {
+            let (stop, targets, threads) = (Arc::clone(&stop), Arc::clone(&targets), Arc::clone(&threads));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok((stream, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+                    let (stop, targets, updates) = (Arc::clone(&stop), Arc::clone(&targets), Arc::clone(&updates));
+                    let handle = std::thread::spawn(move || {
+                        let Ok(mut writer) = stream.try_clone() else { return };
+                        let mut reader = BufReader::new(stream);
+                        while !stop.load(Ordering::SeqCst) {
+                            // Wait for the next request without blocking the stop for long.
+                            match reader.fill_buf() {
+                                Ok([]) => return,
+                                Ok(_) => {}
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                    ) =>
+                                {
+                                    continue;
+                                }
+                                Err(_) => return,
+                            }
+                            let _ = reader.get_ref().set_read_timeout(Some(Duration::from_secs(5)));
+                            let Some(request) = read_http_request(&mut reader) else { return };
+                            let _ = reader.get_ref().set_read_timeout(Some(Duration::from_millis(200)));
+                            let target = request.header("x-amz-target").unwrap_or_default().to_owned();
+                            targets.lock().unwrap_or_else(|p| p.into_inner()).push(target.clone());
+                            if target.ends_with(".UpdateItem") && updates.fetch_add(1, Ordering::SeqCst) + 1 == hold {
+                                let until = Instant::now() + delay;
+                                while Instant::now() < until {
+                                    if stop.load(Ordering::SeqCst) {
+                                        return;
+                                    }
+                                    std::thread::sleep(Duration::from_millis(20));
+                                }
+                            }
+                            let reply = forward(endpoint(), &request);
+                            let mut text = format!("HTTP/1.1 {} Proxied\r\n", reply.status);
+                            for (name, value) in &reply.headers {
+                                text.push_str(&format!("{name}: {value}\r\n"));
+                            }
+                            text.push_str(&format!("content-length: {}\r\n\r\n{}", reply.body.len(), reply.body));
+                            if writer.write_all(text.as_bytes()).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    threads.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
+                }
+            })
+        };
+        HoldingProxy { address, stop, targets, threads, accept: Some(accept) }
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.targets.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for HoldingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+        for thread in self.threads.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn the_exit_does_not_wait_for_a_held_renewal() {
+    let case = Case::new("sup_held_renewal");
+    // UpdateItem 1 is the acquire, 2 the first renewal (at 2 s of a 6 s lease): held 10 s. With a 0.1 s grace
+    // and a 0.6 s margin that renewal may take until 5.3 s, which is when a run that waits for it would exit.
+    let proxy = HoldingProxy::start(2, Duration::from_secs(10));
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", proxy.address.clone());
+    let started = Instant::now();
+    let out = case.spawn_raw(&run_args(&case, &["-e", "6s", "--kill-after", "100ms"], "sleep 2.3"), env).wait(WAIT);
+    let took = started.elapsed();
+    let targets = proxy.targets();
+    let updates = targets.iter().filter(|t| t.ends_with(".UpdateItem")).count();
+    out.check("UpdateItems through the proxy (acquire, held renewal, release)", true, updates >= 3);
+    out.expect_code(0);
+    out.check("released", true, out.has_log("lock released"));
+    out.check("lock-exec exited within 4 s (a 2.3 s command)", true, took < Duration::from_secs(4));
+    out.check("owner after the run", None, owner_of(&case, "k"));
+}
+
+const VALIDATION: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ValidationException","message":"bad"}"#;
+
+#[test]
+fn a_definite_rejection_of_the_acquire_gets_no_cleanup_request() {
+    let case = Case::new("sup_no_cleanup");
+    let server = Server::start(|_| Reply {
+        status: 400,
+        headers: vec![
+            ("content-type".into(), "application/x-amz-json-1.0".into()),
+            ("x-amzn-ErrorType".into(), "ValidationException".into()),
+        ],
+        body: VALIDATION.into(),
+    });
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", server.url());
+    let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
+    let exchanges = server.stop();
+    out.expect_code(70);
+    out.check(
+        "requests the stub saw",
+        vec!["DynamoDB_20120810.UpdateItem".to_owned()],
+        exchanges.iter().map(|e| e.request.header("x-amz-target").unwrap_or_default().to_owned()).collect(),
+    );
+}
+
+#[test]
+fn an_acquire_whose_answer_is_unknown_gets_one_owner_conditioned_cleanup() {
+    let case = Case::new("sup_cleanup_after_500");
+    let server = Server::start(|_| Reply::new(500, r#"{"__type":"InternalServerError","message":"boom"}"#));
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", server.url());
+    env.insert("AWS_MAX_ATTEMPTS", "1".into());
+    let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
+    let exchanges = server.stop();
+    out.expect_code(69);
+    let targets: Vec<String> =
+        exchanges.iter().map(|e| e.request.header("x-amz-target").unwrap_or_default().to_owned()).collect();
+    out.check("requests the stub saw (acquire, cleanup)", vec!["DynamoDB_20120810.UpdateItem".to_owned(); 2], targets);
+    let cleanup: serde_json::Value = serde_json::from_str(&exchanges[1].request.body).unwrap_or_default();
+    out.check(
+        "the cleanup (condition, update)",
+        json!(["#owner = :me", "SET #expire = :zero REMOVE #owner"]),
+        json!([cleanup["ConditionExpression"], cleanup["UpdateExpression"]]),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Panics (the debug build's fault hook)
+
+/// A panic in the renewal worker or in the supervisor is a lost lock: the whole tree is stopped, the lock
+/// released, exit 75.
+#[test]
+fn a_panicking_thread_is_a_lost_lock_that_ends_the_whole_tree() {
+    for fault in ["panic-in-renewal", "panic-in-supervisor"] {
+        let case = Case::new(&format!("sup_{fault}"));
+        let leftovers = Leftovers::default();
+        let mut env = case.env();
+        env.insert("LOCK_EXEC_TEST_FAULT", fault.into());
+        let script = format!("sleep 30 >/dev/null 2>&1 & echo $! > {}; wait", case.file("bg.pid"));
+        let mut running = case.spawn_raw(&run_args(&case, &["-e", "3s"], &script), env);
+        let background = running.wait_for_pid(&case.path("bg.pid"), WAIT);
+        leftovers.add(background);
+        let out = running.wait(WAIT);
+        expect_gone_after_exit(&out, &format!("{fault}: the background job"), background);
+        out.expect_code(75);
+        out.check(&format!("{fault}: lock lost logged"), true, out.has_log("lock lost"));
+        out.check(&format!("{fault}: owner after the run"), None, owner_of(&case, "k"));
+    }
+}
