@@ -58,6 +58,8 @@ pub enum Error {
     },
     /// The lease could not be kept; the child was stopped.
     LockLost(String),
+    /// Something inside lock-exec failed that should not have (a thread panicked before the command started).
+    Internal(String),
     /// A thread lock-exec needs could not be created (a process or thread limit); nothing was run.
     Thread {
         /// The thread's job, e.g. `lease renewals`.
@@ -173,6 +175,7 @@ impl Error {
             },
             Error::LockLost(_) => Exit::LockLost,
             Error::Thread { .. } => Exit::OsError,
+            Error::Internal(_) => Exit::Software,
         }
     }
 
@@ -216,6 +219,7 @@ impl fmt::Display for Error {
             },
             Error::LockLost(message) => write!(f, "lock lost: {message}"),
             Error::Thread { what, .. } => write!(f, "cannot create the thread for {what}; nothing was run"),
+            Error::Internal(message) => write!(f, "internal error: {message}"),
         }
     }
 }

@@ -301,10 +301,12 @@ pub fn signal_own_group_others(signal: i32) {
     }
 }
 
-/// Whether lock-exec runs under job control: stdin is a terminal whose foreground group is ours, and we are
-/// not process 1. Then a stopped command stops lock-exec too, so the shell sees the job stopped.
+/// Whether lock-exec runs under job control: stdin, stdout or stderr is a terminal whose foreground group is
+/// ours (`lock-exec ... < /dev/null` typed at a shell is still the terminal's job), and we are not process 1.
+/// Then a stopped command stops lock-exec too, so the shell sees the job stopped.
 pub fn job_control() -> bool {
-    !is_pid1() && sys::foreground_terminal_group().is_some()
+    let own = sys::own_group();
+    !is_pid1() && (0..=2).any(|fd| sys::terminal_foreground_of(fd) == Some(own))
 }
 
 /// Whether the command should get the terminal: stdin is a terminal whose foreground group is ours (also as
@@ -439,8 +441,13 @@ mod sys {
 
     /// The foreground process group of the terminal on stdin, if stdin is a terminal.
     pub fn terminal_foreground() -> Option<u32> {
+        terminal_foreground_of(0)
+    }
+
+    /// The foreground process group of the terminal on descriptor `fd`, if it is a terminal.
+    pub fn terminal_foreground_of(fd: i32) -> Option<u32> {
         // SAFETY: isatty and tcgetpgrp take plain integers and only read process state.
-        let (is_tty, foreground) = unsafe { (libc::isatty(0), libc::tcgetpgrp(0)) };
+        let (is_tty, foreground) = unsafe { (libc::isatty(fd), libc::tcgetpgrp(fd)) };
         (is_tty == 1 && foreground > 0).then_some(foreground as u32)
     }
 

@@ -190,7 +190,7 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
         log: log.clone(),
     };
     if worker_tx.send(Job::Acquire(Box::new(setup))).is_err() {
-        return Err(Error::LockLost("the DynamoDB worker is gone".into()));
+        return Err(Error::Internal("the DynamoDB worker is gone".into()));
     }
     let (world, sent, fence) = match acquire_phase(&events, job_control, args, log)? {
         Acquiring::Acquired { world, sent, fence } => (world, sent, fence),
@@ -314,7 +314,7 @@ fn acquire_phase(
 ) -> Result<Acquiring, Error> {
     let mut world: Option<&'static World> = None;
     loop {
-        let event = events.recv().map_err(|_| Error::LockLost("the DynamoDB worker is gone".into()))?;
+        let event = events.recv().map_err(|_| Error::Internal("the DynamoDB worker is gone".into()))?;
         match event {
             Event::Signal(signal) if supervise::STOP_SIGNALS.contains(&signal) => {
                 log.warn("signal received before the command started; not running it", &[("signal", signal.into())]);
@@ -333,7 +333,7 @@ fn acquire_phase(
                 return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
             }
             Event::Acquired(Ok((sent, Acquire::Acquired(lease)))) => {
-                let Some(world) = world else { return Err(Error::LockLost("acquired without a configuration".into())) };
+                let Some(world) = world else { return Err(Error::Internal("acquired without a configuration".into())) };
                 log.info(
                     "lock acquired",
                     &[
@@ -367,7 +367,13 @@ fn acquire_phase(
                 }
                 return Err(e);
             }
-            Event::Panicked(what) => return Err(Error::LockLost(format!("the {what} thread panicked"))),
+            Event::Panicked(what) => {
+                // The acquire may or may not have been sent: clear whatever it may have written.
+                if let Some(world) = world {
+                    cleanup_release(world);
+                }
+                return Err(Error::Internal(format!("the {what} thread panicked before the command started")));
+            }
             _ => {}
         }
     }

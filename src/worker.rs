@@ -149,7 +149,7 @@ pub fn dynamodb_worker(jobs: Receiver<Job>, events: Sender<Event>) {
             }
             Job::Refresh(_) => Vec::new(),
         }));
-        let reports = outcome.unwrap_or_else(|_| vec![Event::Panicked("lease renewal")]);
+        let reports = outcome.unwrap_or_else(|_| vec![Event::Panicked("DynamoDB worker")]);
         for report in reports {
             let _ = events.send(report);
         }
