@@ -7,6 +7,7 @@ mod credentials;
 mod errors;
 mod lease;
 mod lock_protocol;
+mod proxy;
 mod run;
 mod support;
 mod terminal;
