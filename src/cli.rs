@@ -260,10 +260,17 @@ fn common(flags: &Flags, env: &Env) -> Result<Common, Error> {
         Some(v) if v.trim().is_empty() => Err(Error::Usage(format!("{flag} is empty"))),
         _ => Ok(value.clone()),
     };
+    let endpoint_url = non_empty(&flags.endpoint_url, "--endpoint-url")?;
+    if let Some(url) = endpoint_url.as_deref().filter(|url| crate::aws::proxy::has_userinfo(url)) {
+        return Err(Error::Usage(format!(
+            "--endpoint-url {:?} holds a user name or password (user:password@): not allowed; remove it",
+            crate::aws::proxy::without_userinfo(url)
+        )));
+    }
     Ok(Common {
         table,
         region: non_empty(&flags.region, "--region")?,
-        endpoint_url: non_empty(&flags.endpoint_url, "--endpoint-url")?,
+        endpoint_url,
         profile: non_empty(&flags.profile, "--profile")?,
         log_format,
         verbosity,
@@ -497,6 +504,13 @@ mod tests {
         assert_eq!(parse(&["help", "run"]).ok(), Some(Command::Help(Some(Topic::Run))));
         assert_eq!(parse(&["run", "--help"]).ok(), Some(Command::Help(Some(Topic::Run))));
         assert_eq!(parse(&["status", "-h"]).ok(), Some(Command::Help(Some(Topic::Status))));
+    }
+
+    #[test]
+    fn endpoint_url_with_userinfo_is_a_usage_error_that_hides_it() {
+        let message = usage_error(&["--endpoint-url", "http://me:pass-WORD@127.0.0.1:1/", "status", "k"]);
+        assert!(message.contains("user name or password") && message.contains("http://127.0.0.1:1/"), "{message}");
+        assert!(!message.contains("pass-WORD") && !message.contains("me:"), "{message}");
     }
 
     #[test]

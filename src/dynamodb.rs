@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::aws::credentials::{Cache, Context, Credentials};
 use crate::aws::http::{Request, Response};
-use crate::aws::redact::redact;
+use crate::aws::redact::quote;
 use crate::aws::sign::{Scope, sign_request};
 use crate::error::{Error, ServiceError, ServiceErrorKind};
 use crate::log::Logger;
@@ -170,13 +170,7 @@ impl<'a> Client<'a> {
         // An answer can quote our request: AWS's signature errors include the canonical request, with the
         // x-amz-security-token header in it. Keep the secret and the session token out of the message.
         let secrets = [credentials.secret_access_key(), credentials.session_token().unwrap_or_default()];
-        interpret(&response).map_err(|e| match e {
-            Error::Service(mut e) => {
-                e.message = redact(&e.message, &secrets);
-                Error::Service(e)
-            }
-            other => other,
-        })
+        interpret(&response, &secrets)
     }
 }
 
@@ -197,8 +191,9 @@ pub fn max_attempts(env: &crate::env::Env) -> Result<u32, Error> {
     }
 }
 
-/// Reads a response: a success body, a failed condition, or a typed error.
-pub fn interpret(response: &Response) -> Result<Conditional, Error> {
+/// Reads a response: a success body, a failed condition, or a typed error. Every text quoted from the answer
+/// passes [`quote`]: `secrets` redacted, then cut to 512 characters.
+pub fn interpret(response: &Response, secrets: &[&str]) -> Result<Conditional, Error> {
     let json: Option<Value> = serde_json::from_str(&response.body).ok();
     if (200..300).contains(&response.status) {
         return match json {
@@ -208,11 +203,11 @@ pub fn interpret(response: &Response) -> Result<Conditional, Error> {
                 service: "dynamodb",
                 status: response.status,
                 code: String::new(),
-                message: format!("the answer is not JSON: {}", response.excerpt()),
+                message: format!("the answer is not JSON: {}", response.excerpt(secrets)),
             })),
         };
     }
-    let error = service_error(response, json.as_ref());
+    let error = service_error(response, json.as_ref(), secrets);
     if error.kind() == ServiceErrorKind::ConditionalCheckFailed {
         return Ok(Conditional::Failed(json.and_then(|mut v| v.get_mut("Item").map(Value::take))));
     }
@@ -220,19 +215,20 @@ pub fn interpret(response: &Response) -> Result<Conditional, Error> {
 }
 
 /// The typed error of a non-2xx answer: from `x-amzn-ErrorType`, the JSON `__type`, or an XML `<Code>`.
-fn service_error(response: &Response, json: Option<&Value>) -> ServiceError {
+fn service_error(response: &Response, json: Option<&Value>, secrets: &[&str]) -> ServiceError {
     let from_json = |field: &str| json.and_then(|v| v.get(field)).and_then(Value::as_str).map(str::to_owned);
     let code = response
         .header("x-amzn-errortype")
         .map(str::to_owned)
         .or_else(|| from_json("__type"))
         .or_else(|| xml_tag(&response.body, "Code"))
-        .map(|raw| error_code(&raw).to_owned())
+        .map(|raw| quote(error_code(&raw), secrets))
         .unwrap_or_default();
     let message = from_json("message")
         .or_else(|| from_json("Message"))
         .or_else(|| xml_tag(&response.body, "Message"))
-        .unwrap_or_else(|| if json.is_some() { String::new() } else { response.excerpt() });
+        .map(|message| quote(&message, secrets))
+        .unwrap_or_else(|| if json.is_some() { String::new() } else { response.excerpt(secrets) });
     ServiceError { service: "dynamodb", status: response.status, code, message }
 }
 
@@ -263,7 +259,7 @@ mod tests {
     }
 
     fn error_of(r: &Response) -> ServiceError {
-        match interpret(r) {
+        match interpret(r, &[]) {
             Err(Error::Service(e)) => e,
             other => panic!("expected a service error, got {other:?}"),
         }
@@ -301,15 +297,29 @@ mod tests {
     }
 
     #[test]
+    fn quoted_messages_are_redacted_then_capped() {
+        let token = "IQoJb3JpZ2luX2VjSESSIONTOKEN0123456789";
+        let text = format!("{} {token} {}", "y".repeat(190), "z".repeat(900));
+        for body in [text.clone(), serde_json::json!({"__type": "X#Oops", "message": text}).to_string()] {
+            let e = match interpret(&response(400, &[], &body), &["secret", token]) {
+                Err(Error::Service(e)) => e,
+                other => panic!("{other:?}"),
+            };
+            assert!(e.message.contains("<redacted>") && !e.message.contains("IQoJb3Jp"), "{}", e.message);
+            assert!(e.message.chars().count() <= 515, "{} characters", e.message.chars().count());
+        }
+    }
+
+    #[test]
     fn failed_conditions_carry_the_old_item() {
         let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException","message":"failed","Item":{"key":{"S":"k"}}}"#;
-        match interpret(&response(400, &[], body)) {
+        match interpret(&response(400, &[], body), &[]) {
             Ok(Conditional::Failed(Some(item))) => assert_eq!(item["key"]["S"], "k"),
             other => panic!("{other:?}"),
         }
         let body =
             r#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException","message":"failed"}"#;
-        assert_eq!(interpret(&response(400, &[], body)).ok(), Some(Conditional::Failed(None)));
+        assert_eq!(interpret(&response(400, &[], body), &[]).ok(), Some(Conditional::Failed(None)));
     }
 
     #[test]

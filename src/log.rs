@@ -109,6 +109,9 @@ impl Logger {
                 for (k, v) in all {
                     line.push_str(&format!(",{}:{}", Value::from(k), v));
                 }
+                // serde_json escapes C0 controls but passes DEL and C1 (U+0080..U+009F) through; those can only
+                // sit inside strings here, where `\u00XX` is the same text.
+                let mut line = escape_controls(&line, Escape::Json);
                 line.push_str("}\n");
                 line
             }
@@ -116,8 +119,6 @@ impl Logger {
                 let stamp = time::OffsetDateTime::from(now)
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default();
-                // One physical line per log line, whatever the message holds (server messages can span lines).
-                let msg = msg.replace('\n', "\\n").replace('\r', "\\r");
                 let mut line = format!("{stamp} {:<5} {msg}", level.name().to_uppercase());
                 for (k, v) in all {
                     match v {
@@ -127,11 +128,39 @@ impl Logger {
                         other => line.push_str(&format!(" {k}={other}")),
                     }
                 }
+                // One physical line per log line, whatever the message holds (server messages can span lines),
+                // and no control character reaches the terminal (ESC sequences could drive it).
+                let mut line = escape_controls(&line, Escape::Text);
                 line.push('\n');
                 line
             }
         }
     }
+}
+
+/// How [`escape_controls`] writes a control character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    /// `\n`, `\r`, `\t`, else `\xHH` (text lines).
+    Text,
+    /// `\u00HH` (inside JSON strings; serde_json has already escaped C0).
+    Json,
+}
+
+/// `text` with every control character (C0, DEL, C1) written as an escape.
+fn escape_controls(text: &str, style: Escape) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match (c, style) {
+            (c, _) if !c.is_control() => out.push(c),
+            ('\n', Escape::Text) => out.push_str("\\n"),
+            ('\r', Escape::Text) => out.push_str("\\r"),
+            ('\t', Escape::Text) => out.push_str("\\t"),
+            (c, Escape::Text) => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            (c, Escape::Json) => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -169,6 +198,23 @@ mod tests {
         let line = logger.format_line(UNIX_EPOCH + NOW, Level::Error, "a\nb\r\nc", &[("error", "x\ny".into())]);
         assert_eq!(line.matches('\n').count(), 1, "{line:?}");
         assert!(line.contains("a\\nb\\r\\nc") && line.contains(r#"error="x\ny""#), "{line:?}");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let text = Logger::new(LogFormat::Text, Verbosity::Normal);
+        let nasty = "a\u{1b}[2J\u{1b}]0;t\u{7}\tb\u{7f}\u{9b}31m";
+        let line = text.format_line(UNIX_EPOCH + NOW, Level::Error, nasty, &[("error", nasty.into())]);
+        let raw: Vec<char> = line.trim_end_matches('\n').chars().filter(|c| c.is_control()).collect();
+        assert!(raw.is_empty(), "{line:?}");
+        assert!(line.contains("a\\x1b[2J\\x1b]0;t\\x07\\tb\\x7f\\x9b31m"), "{line:?}");
+        let json = Logger::new(LogFormat::Json, Verbosity::Normal);
+        let line = json.format_line(UNIX_EPOCH + NOW, Level::Error, nasty, &[("error", nasty.into())]);
+        let raw: Vec<char> = line.trim_end_matches('\n').chars().filter(|c| c.is_control()).collect();
+        assert!(raw.is_empty(), "{line:?}");
+        let value: Value = serde_json::from_str(&line).expect("still JSON");
+        assert_eq!(value["msg"], nasty);
+        assert_eq!(value["error"], nasty);
     }
 
     #[test]

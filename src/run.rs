@@ -11,7 +11,7 @@ use signal_hook::iterator::Signals;
 
 use crate::aws::credentials::{self, Cache, Context, imds};
 use crate::aws::endpoint::{self, ProfileEndpoints};
-use crate::aws::http::Http;
+use crate::aws::http::{Http, host_of};
 use crate::aws::profile::ProfileSet;
 use crate::cli::{self, Common};
 use crate::dynamodb::{self, Client};
@@ -64,6 +64,35 @@ impl Aws {
         let source = credentials::select(&ctx)?;
         let max_attempts = dynamodb::max_attempts(env)?;
         Ok(Aws { profiles, region, endpoint, credentials: Cache::new(source), max_attempts })
+    }
+
+    /// Logs (with `-v`) the host of each service lock-exec will call, and the proxy it goes through; warns once
+    /// per endpoint that is plain http to a host other than loopback.
+    pub fn log_endpoints(&self, http: &Http, log: &Logger) {
+        let services = [("dynamodb", Some(self.endpoint.as_str())), ("sts", self.credentials.sts_endpoint())];
+        for (service, url) in services.into_iter().filter_map(|(service, url)| Some((service, url?))) {
+            let host = host_of(url).unwrap_or_default();
+            let mut fields: Vec<(&str, Value)> = vec![("service", service.into()), ("host", host.clone().into())];
+            if let Some(proxy) = http.proxy_for(url) {
+                fields.push(("proxy", proxy.into()));
+            }
+            log.debug("endpoint", &fields);
+            let plain = url.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
+            if plain && !crate::aws::proxy::is_loopback(&host) {
+                let carries = if service == "sts" {
+                    "signed requests, tokens and the credentials STS returns"
+                } else {
+                    "signed requests and the lock items"
+                };
+                log.warn(
+                    &format!(
+                        "plain http to {service} at {host}: {carries} travel unencrypted and can be read or changed \
+                         on the way (use https except for a local emulator)"
+                    ),
+                    &[],
+                );
+            }
+        }
     }
 
     /// A DynamoDB client over this configuration.
@@ -395,8 +424,9 @@ fn cleanup_release(world: &World) {
 
 /// `unlock`: clear the lease whoever holds it, or delete the item.
 pub fn unlock(common: &Common, args: &cli::Unlock, env: &Env, log: &Logger) -> Result<Exit, Error> {
-    let http = Http::new();
+    let http = Http::from_env(env);
     let aws = Aws::resolve(common, env, &http)?;
+    aws.log_endpoints(&http, log);
     let client = aws.client(env, &http, log);
     let previous = if args.delete {
         lock::delete(&client, &common.table, &args.key)?
@@ -415,8 +445,9 @@ pub fn unlock(common: &Common, args: &cli::Unlock, env: &Env, log: &Logger) -> R
 
 /// `status`: print the lock item; exit 0 when free or never used, 3 when held.
 pub fn status(common: &Common, key: &str, env: &Env, log: &Logger) -> Result<Exit, Error> {
-    let http = Http::new();
+    let http = Http::from_env(env);
     let aws = Aws::resolve(common, env, &http)?;
+    aws.log_endpoints(&http, log);
     let client = aws.client(env, &http, log);
     let item = lock::get(&client, &common.table, key)?;
     let now_ns = lock::unix_ns(env.now());

@@ -115,11 +115,12 @@ pub fn dynamodb_worker(jobs: Receiver<Job>, events: Sender<Event>) {
         let outcome = catch_unwind(AssertUnwindSafe(|| match job {
             Job::Acquire(setup) => {
                 let Setup { common, env, key, owner, expire, log } = *setup;
-                let http = Http::new();
+                let http = Http::from_env(&env);
                 let aws = match Aws::resolve(&common, &env, &http) {
                     Ok(aws) => aws,
                     Err(e) => return vec![Event::Acquired(Err(e))],
                 };
+                aws.log_endpoints(&http, &log);
                 let leaked: &'static World =
                     Box::leak(Box::new(World { env, http, aws, table: common.table, key, owner, log }));
                 world = Some(leaked);

@@ -1,10 +1,15 @@
-//! Region and endpoint resolution for DynamoDB.
+//! Region and endpoint resolution for DynamoDB, and the regional endpoints of DynamoDB and STS.
 //!
 //! DynamoDB endpoint, first found: `--endpoint-url`; unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`:
 //! `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL`, the profile's `services` section `dynamodb.endpoint_url`,
-//! the profile's `endpoint_url`; then `https://dynamodb.<region>.amazonaws.com` (`.amazonaws.com.cn` in
-//! China), with `AWS_USE_FIPS_ENDPOINT` (`dynamodb-fips.`) and `AWS_USE_DUALSTACK_ENDPOINT` (`.api.aws`).
+//! the profile's `endpoint_url`; then the regional endpoint ([`regional`]) in the region's partition, with
+//! `AWS_USE_FIPS_ENDPOINT` / `use_fips_endpoint` (`dynamodb-fips.`) and `AWS_USE_DUALSTACK_ENDPOINT` /
+//! `use_dualstack_endpoint` (the partition's dual-stack suffix).
+//!
+//! The partitions are those of the AWS SDKs' `partitions.json` (region patterns and DNS suffixes); a region that
+//! matches none belongs to `aws`, as in the SDKs.
 
+use crate::aws::proxy::{has_userinfo, without_userinfo};
 use crate::env::Env;
 use crate::error::Error;
 
@@ -40,14 +45,81 @@ pub fn dynamodb(flag: Option<&str>, env: &Env, profile: &ProfileEndpoints, regio
     }
     let fips = bool_setting(env, "AWS_USE_FIPS_ENDPOINT", profile.fips)?;
     let dualstack = bool_setting(env, "AWS_USE_DUALSTACK_ENDPOINT", profile.dualstack)?;
-    let service = if fips { "dynamodb-fips" } else { "dynamodb" };
-    let suffix = match (dualstack, region.starts_with("cn-")) {
-        (true, false) => "api.aws",
-        (true, true) => "api.amazonwebservices.com.cn",
-        (false, false) => "amazonaws.com",
-        (false, true) => "amazonaws.com.cn",
+    Ok(regional("dynamodb", region, fips, dualstack))
+}
+
+/// An AWS partition: its name and DNS suffixes, from the SDKs' `partitions.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    /// `aws`, `aws-cn`, ...
+    pub name: &'static str,
+    /// The regular DNS suffix.
+    pub dns_suffix: &'static str,
+    /// The dual-stack (IPv4 and IPv6) DNS suffix.
+    pub dual_stack_dns_suffix: &'static str,
+}
+
+/// The partitions and the region patterns of `partitions.json`: each pattern is `prefix-WORD-DIGITS` (the
+/// regular expressions `^(us|eu|...)\-\w+\-\d+$`, `^cn\-\w+\-\d+$`, `^us\-iso\-\w+\-\d+$`, ...).
+const PARTITIONS: [(&[&str], Partition); 8] = [
+    (
+        &["us", "eu", "ap", "sa", "ca", "me", "af", "il", "mx"],
+        Partition { name: "aws", dns_suffix: "amazonaws.com", dual_stack_dns_suffix: "api.aws" },
+    ),
+    (
+        &["cn"],
+        Partition {
+            name: "aws-cn",
+            dns_suffix: "amazonaws.com.cn",
+            dual_stack_dns_suffix: "api.amazonwebservices.com.cn",
+        },
+    ),
+    (
+        &["eusc-de"],
+        Partition { name: "aws-eusc", dns_suffix: "amazonaws.eu", dual_stack_dns_suffix: "api.amazonwebservices.eu" },
+    ),
+    (&["us-iso"], Partition { name: "aws-iso", dns_suffix: "c2s.ic.gov", dual_stack_dns_suffix: "api.aws.ic.gov" }),
+    (
+        &["us-isob"],
+        Partition { name: "aws-iso-b", dns_suffix: "sc2s.sgov.gov", dual_stack_dns_suffix: "api.aws.scloud" },
+    ),
+    (
+        &["eu-isoe"],
+        Partition { name: "aws-iso-e", dns_suffix: "cloud.adc-e.uk", dual_stack_dns_suffix: "api.cloud-aws.adc-e.uk" },
+    ),
+    (
+        &["us-isof"],
+        Partition { name: "aws-iso-f", dns_suffix: "csp.hci.ic.gov", dual_stack_dns_suffix: "api.aws.hci.ic.gov" },
+    ),
+    (&["us-gov"], Partition { name: "aws-us-gov", dns_suffix: "amazonaws.com", dual_stack_dns_suffix: "api.aws" }),
+];
+
+/// The partition of `region`: the first whose pattern matches, else `aws` (as the SDKs fall back).
+pub fn partition(region: &str) -> Partition {
+    let matches = |prefix: &str| {
+        let Some(rest) = region.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else { return false };
+        let Some((word, digits)) = rest.split_once('-') else { return false };
+        !word.is_empty()
+            && word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
     };
-    Ok(format!("https://{service}.{region}.{suffix}"))
+    PARTITIONS
+        .iter()
+        .find(|(prefixes, _)| prefixes.iter().any(|p| matches(p)))
+        .map_or(PARTITIONS[0].1, |(_, partition)| *partition)
+}
+
+/// The regional endpoint of `service` (`dynamodb`, `sts`) as the SDKs' endpoint rules build it:
+/// `https://SERVICE[-fips].REGION.SUFFIX`, the suffix dual-stack or not. In GovCloud the regular endpoints are
+/// already FIPS endpoints, so FIPS without dual-stack keeps the plain name there.
+pub fn regional(service: &str, region: &str, fips: bool, dualstack: bool) -> String {
+    let partition = partition(region);
+    let suffix = if dualstack { partition.dual_stack_dns_suffix } else { partition.dns_suffix };
+    let govcloud_plain = partition.name == "aws-us-gov" && !dualstack;
+    let fips_name = fips && !govcloud_plain;
+    let name = if fips_name { format!("{service}-fips") } else { service.to_owned() };
+    format!("https://{name}.{region}.{suffix}")
 }
 
 /// Whether configured endpoint URLs (environment and profile) are ignored:
@@ -59,7 +131,9 @@ pub fn ignore_configured(env: &Env, profile: Option<bool>) -> bool {
     }
 }
 
-fn bool_setting(env: &Env, var: &str, profile: Option<bool>) -> Result<bool, Error> {
+/// A boolean setting: the variable `var` (`true` / `false`, anything else is an error) when set, else the
+/// profile's value, else false.
+pub fn bool_setting(env: &Env, var: &str, profile: Option<bool>) -> Result<bool, Error> {
     match env.var(var) {
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
         Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
@@ -68,12 +142,24 @@ fn bool_setting(env: &Env, var: &str, profile: Option<bool>) -> Result<bool, Err
     }
 }
 
-/// Endpoints must be `http://` or `https://` URLs with a host.
+/// Endpoints must be `http://` or `https://` URLs with a host and without a user name or password (they would be
+/// sent nowhere useful and printed in messages). The error never quotes the user name or password.
 pub fn check_url(url: &str) -> Result<(), Error> {
+    url_problem(url).map_or(Ok(()), |problem| Err(Error::Config(problem)))
+}
+
+/// What is wrong with an endpoint URL, if anything (see [`check_url`]).
+pub fn url_problem(url: &str) -> Option<String> {
+    let shown = without_userinfo(url);
+    if has_userinfo(url) {
+        return Some(format!(
+            "endpoint URL {shown:?} holds a user name or password (user:password@): not allowed; remove it"
+        ));
+    }
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
     match rest {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
-        _ => Err(Error::Config(format!("invalid endpoint URL {url:?}: expected http://host[:port] or https://host"))),
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => None,
+        _ => Some(format!("invalid endpoint URL {shown:?}: expected http://host[:port] or https://host")),
     }
 }
 
@@ -179,6 +265,47 @@ mod tests {
             "http://b",
         );
         check(Some("http://flag"), &[], profile_ignores, "r", "http://flag");
+    }
+
+    #[test]
+    fn partitions_of_the_sdks() {
+        fn check(region: &str, fips: bool, dualstack: bool, expected: &str) {
+            assert_eq!(regional("sts", region, fips, dualstack), expected, "{region} fips {fips} dual {dualstack}");
+        }
+        check("eu-west-1", false, false, "https://sts.eu-west-1.amazonaws.com");
+        check("il-central-1", true, false, "https://sts-fips.il-central-1.amazonaws.com");
+        check("us-east-1", true, true, "https://sts-fips.us-east-1.api.aws");
+        check("cn-north-1", false, true, "https://sts.cn-north-1.api.amazonwebservices.com.cn");
+        check("us-gov-west-1", true, false, "https://sts.us-gov-west-1.amazonaws.com");
+        check("us-gov-west-1", true, true, "https://sts-fips.us-gov-west-1.api.aws");
+        check("us-iso-east-1", false, false, "https://sts.us-iso-east-1.c2s.ic.gov");
+        check("us-isob-east-1", true, false, "https://sts-fips.us-isob-east-1.sc2s.sgov.gov");
+        check("eu-isoe-west-1", false, true, "https://sts.eu-isoe-west-1.api.cloud-aws.adc-e.uk");
+        check("us-isof-south-1", false, false, "https://sts.us-isof-south-1.csp.hci.ic.gov");
+        check("eusc-de-east-1", false, false, "https://sts.eusc-de-east-1.amazonaws.eu");
+        check("eusc-de-east-1", false, true, "https://sts.eusc-de-east-1.api.amazonwebservices.eu");
+        // No partition matches: the aws partition, as in the SDKs.
+        check("xx-made-up-1", false, false, "https://sts.xx-made-up-1.amazonaws.com");
+        check("eusc-fr-east-1", false, false, "https://sts.eusc-fr-east-1.amazonaws.com");
+        assert_eq!(partition("us-isob-west-1").name, "aws-iso-b");
+        assert_eq!(partition("us-iso-west-1").name, "aws-iso");
+        assert_eq!(partition("us-east-1a").name, "aws");
+        assert_eq!(
+            regional("dynamodb", "us-isof-east-1", true, false),
+            "https://dynamodb-fips.us-isof-east-1.csp.hci.ic.gov"
+        );
+    }
+
+    #[test]
+    fn userinfo_is_refused_and_not_shown() {
+        let e = check_url("http://someone:pass-WORD@127.0.0.1:1/").expect_err("refused");
+        let message = e.to_string();
+        assert!(message.contains("user name or password") && message.contains("http://127.0.0.1:1/"), "{message}");
+        assert!(!message.contains("pass-WORD") && !message.contains("someone"), "{message}");
+        assert_eq!(e.exit(), crate::exit::Exit::Config);
+        let e = check_url("ftp://u:secret@h/").expect_err("refused");
+        assert!(!e.to_string().contains("secret"), "{e}");
+        assert!(check_url("http://127.0.0.1:8000/path@x").is_ok());
     }
 
     #[test]

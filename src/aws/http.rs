@@ -1,10 +1,24 @@
-//! The one HTTP client of a run: a keep-alive `ureq` agent with timeouts, and bodies read whatever the status.
+//! The one HTTP client of a run: keep-alive `ureq` agents with timeouts, bodies read whatever the status, proxies
+//! chosen by [`Proxies`] (never ureq's own reading of the environment), and names resolved on the calling thread.
+//!
+//! ureq's agent holds its proxy, so there is one direct agent and one agent per proxy URL actually used, built
+//! when first needed; each keeps its connections alive. Names are resolved by [`LocalResolver`]: IP literals are
+//! parsed, other names resolved with the standard library on the calling thread. No thread is ever started here
+//! (lock-exec starts none after it has started the command).
 //!
 //! Tests can point every request at a local server with [`Http::redirect_to`], which keeps the path and query
 //! and replaces scheme, host and port (used to replay recorded exchanges with AWS hosts on 127.0.0.1).
 
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
+use crate::aws::proxy::{Proxies, host_and_port, without_userinfo};
+use crate::aws::redact;
+use crate::env::Env;
 use crate::error::Error;
 
 /// One HTTP response, read whole.
@@ -24,13 +38,10 @@ impl Response {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
-    /// A short excerpt of the body for error messages: one line, at most 200 characters.
-    pub fn excerpt(&self) -> String {
-        let flat: String = self.body.split_whitespace().collect::<Vec<_>>().join(" ");
-        match flat.char_indices().nth(200) {
-            Some((cut, _)) => format!("{}...", &flat[..cut]),
-            None => flat,
-        }
+    /// The body for an error message: `secrets` redacted first, then flattened to one line and cut to
+    /// [`redact::MESSAGE_LIMIT`] characters (see [`redact::quote`]).
+    pub fn excerpt(&self, secrets: &[&str]) -> String {
+        redact::quote(&self.body, secrets)
     }
 }
 
@@ -51,10 +62,13 @@ pub struct Request<'a> {
     pub target: &'a str,
 }
 
-/// The HTTP client.
+/// The HTTP client. Clones share agents and their connections.
 #[derive(Debug, Clone)]
 pub struct Http {
-    agent: ureq::Agent,
+    direct: ureq::Agent,
+    proxies: Arc<Proxies>,
+    /// Agents built for proxy URLs so far (a run uses one or two).
+    proxied: Arc<Mutex<Vec<(String, ureq::Agent)>>>,
     redirect: Option<String>,
 }
 
@@ -68,15 +82,25 @@ impl Default for Http {
 }
 
 impl Http {
-    /// A client with keep-alive, a connect timeout, and no status-as-error conversion.
+    /// A client with keep-alive, a connect timeout, no status-as-error conversion, and no proxy.
     pub fn new() -> Http {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .max_redirects(0)
-            .user_agent(concat!("lock-exec/", env!("CARGO_PKG_VERSION")))
-            .build();
-        Http { agent: config.into(), redirect: None }
+        Http::with_proxies(Proxies::none())
+    }
+
+    /// A client that uses the proxies `env` names (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`; see
+    /// [`crate::aws::proxy`]).
+    pub fn from_env(env: &Env) -> Http {
+        Http::with_proxies(Proxies::from_env(env))
+    }
+
+    /// A client over these proxy settings.
+    pub fn with_proxies(proxies: Proxies) -> Http {
+        Http {
+            direct: agent(None),
+            proxies: Arc::new(proxies),
+            proxied: Arc::new(Mutex::new(Vec::new())),
+            redirect: None,
+        }
     }
 
     /// Sends every request to `base` (`http://127.0.0.1:PORT`) instead of the URL's own scheme and host.
@@ -85,25 +109,51 @@ impl Http {
         self
     }
 
+    /// The proxy a request to `url` would go through (its URL without user name or password), `None` when direct.
+    pub fn proxy_for(&self, url: &str) -> Option<String> {
+        self.proxies.for_url(url).map(without_userinfo)
+    }
+
+    /// The agent for `url`, and the proxy it goes through (for messages, without userinfo).
+    fn agent_for(&self, url: &str, target: &str) -> Result<(ureq::Agent, Option<String>), Error> {
+        let Some(proxy_url) = self.proxies.for_url(url) else { return Ok((self.direct.clone(), None)) };
+        let shown = without_userinfo(proxy_url);
+        let mut proxied = self.proxied.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, agent)) = proxied.iter().find(|(u, _)| u == proxy_url) {
+            return Ok((agent.clone(), Some(shown)));
+        }
+        let proxy = ureq::Proxy::new(proxy_url).map_err(|e| {
+            Error::Config(format!("invalid proxy URL {shown:?} (HTTPS_PROXY / HTTP_PROXY) for {target}: {e}"))
+        })?;
+        let built = agent(Some(proxy));
+        proxied.push((proxy_url.to_owned(), built.clone()));
+        Ok((built, Some(shown)))
+    }
+
     /// Sends a request and reads the whole response, whatever its status.
     pub fn send(&self, request: &Request<'_>) -> Result<Response, Error> {
         let url = match &self.redirect {
             Some(base) => format!("{}{}", base.trim_end_matches('/'), path_and_query(request.url)),
             None => request.url.to_owned(),
         };
+        let (agent, proxy) = self.agent_for(&url, request.target)?;
+        let shown_url = without_userinfo(request.url);
         let transport = |source: ureq::Error| Error::Transport {
-            target: format!("{} at {}", request.target, request.url),
+            target: match &proxy {
+                Some(proxy) => format!("{} at {shown_url} through proxy {proxy}", request.target),
+                None => format!("{} at {shown_url}", request.target),
+            },
             source: Box::new(source),
         };
         let mut builder = http_request(request.method, &url)
-            .map_err(|e| Error::Config(format!("invalid URL for {}: {:?}: {e}", request.target, request.url)))?;
+            .map_err(|e| Error::Config(format!("invalid URL for {}: {shown_url:?}: {e}", request.target)))?;
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
         let built = if request.body.is_empty() {
-            builder.body(()).map(|r| self.agent.run(configure(&self.agent, r, request.timeout)))
+            builder.body(()).map(|r| agent.run(configure(&agent, r, request.timeout)))
         } else {
-            builder.body(request.body.to_vec()).map(|r| self.agent.run(configure(&self.agent, r, request.timeout)))
+            builder.body(request.body.to_vec()).map(|r| agent.run(configure(&agent, r, request.timeout)))
         };
         let mut response = built
             .map_err(|e| Error::Config(format!("invalid request for {}: {e}", request.target)))?
@@ -117,6 +167,58 @@ impl Http {
         let bytes = response.body_mut().with_config().limit(1024 * 1024).read_to_vec().map_err(transport)?;
         Ok(Response { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() })
     }
+}
+
+/// An agent with keep-alive, the connect timeout, no status-as-error conversion, `proxy` or none (ureq's own
+/// reading of the proxy variables is off), and the [`LocalResolver`].
+fn agent(proxy: Option<ureq::Proxy>) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .max_redirects(0)
+        .proxy(proxy)
+        .user_agent(concat!("lock-exec/", env!("CARGO_PKG_VERSION")))
+        .build();
+    ureq::Agent::with_parts(config, DefaultConnector::default(), LocalResolver)
+}
+
+/// Resolves names without starting a thread: IP literals are parsed, other names looked up with the standard
+/// library on the calling thread (the connect and request timeouts still bound the exchange; a lookup itself is
+/// bounded by the system resolver's own timeouts). ureq's default resolver starts a thread per lookup.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalResolver;
+
+impl Resolver for LocalResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        _timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let addresses = resolve_uri(uri)?;
+        let mut result = self.empty();
+        for address in config.ip_family().keep_wanted(addresses.into_iter()).take(16) {
+            result.push(address);
+        }
+        if result.is_empty() { Err(ureq::Error::HostNotFound) } else { Ok(result) }
+    }
+}
+
+/// The addresses of a URI's host and port (the scheme's default port when none is given).
+fn resolve_uri(uri: &ureq::http::Uri) -> Result<Vec<SocketAddr>, ureq::Error> {
+    let default_port = match uri.scheme_str() {
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => 443,
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") => 80,
+        other => return Err(ureq::Error::BadUri(format!("unsupported scheme {other:?}"))),
+    };
+    let authority = uri.authority().ok_or_else(|| ureq::Error::BadUri("no host".into()))?;
+    let port = authority.port_u16().unwrap_or(default_port);
+    let host = authority.host();
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    Ok((bare, port).to_socket_addrs()?.collect())
 }
 
 fn configure<S: ureq::AsSendBody>(
@@ -144,6 +246,13 @@ pub fn path_and_query(url: &str) -> &str {
     }
 }
 
+/// The host of a URL (lowercase, without brackets), for logs and checks; `None` when it has none.
+pub fn host_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default_port = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
+    host_and_port(rest, default_port).map(|(host, _)| host)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,8 +267,30 @@ mod tests {
 
     #[test]
     fn excerpt_is_one_short_line() {
-        let r = Response { status: 500, headers: vec![], body: format!("<html>\n  {}\n</html>", "x".repeat(500)) };
-        let e = r.excerpt();
-        assert!(e.len() <= 203 && e.ends_with("...") && !e.contains('\n'), "{e}");
+        let r = Response { status: 500, headers: vec![], body: format!("<html>\n  {}\n</html>", "x".repeat(900)) };
+        let e = r.excerpt(&[]);
+        assert!(e.chars().count() <= 515 && e.ends_with("...") && !e.contains('\n'), "{e}");
+    }
+
+    fn resolve(url: &str) -> Result<Vec<SocketAddr>, ureq::Error> {
+        let uri: ureq::http::Uri = url.parse().expect("a test URL");
+        let config = ureq::config::Config::default();
+        let timeout = NextTimeout {
+            after: ureq::unversioned::transport::time::Duration::from(Duration::from_secs(1)),
+            reason: ureq::Timeout::Resolve,
+            per_read: None,
+            per_write: None,
+        };
+        LocalResolver.resolve(&uri, &config, timeout).map(|addrs| addrs.iter().copied().collect())
+    }
+
+    #[test]
+    fn ip_literals_and_localhost_resolve_on_this_thread() {
+        assert_eq!(resolve("http://127.0.0.1:8000/").expect("v4"), vec!["127.0.0.1:8000".parse().expect("addr")]);
+        assert_eq!(resolve("https://[::1]/").expect("v6"), vec!["[::1]:443".parse().expect("addr")]);
+        assert_eq!(resolve("http://169.254.169.254/").expect("imds"), vec!["169.254.169.254:80".parse().expect("a")]);
+        let local = resolve("http://localhost:9/").expect("localhost resolves from /etc/hosts");
+        assert!(!local.is_empty() && local.iter().all(|a| a.ip().is_loopback() && a.port() == 9), "{local:?}");
+        assert!(matches!(resolve("ftp://127.0.0.1/"), Err(ureq::Error::BadUri(_))));
     }
 }

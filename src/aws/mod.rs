@@ -4,6 +4,7 @@ pub mod credentials;
 pub mod endpoint;
 pub mod http;
 pub mod profile;
+pub mod proxy;
 pub mod redact;
 pub mod sign;
 pub mod sts;

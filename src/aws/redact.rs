@@ -1,5 +1,21 @@
 //! Keeping secrets out of messages: every text that quotes a remote answer passes through [`redact`] with the
-//! secrets of the request (secret key, session token, web identity token, authorization tokens).
+//! secrets of the request (secret key, session token, web identity token, authorization tokens), and
+//! [`quote`] is the one path from a remote text to a message: redact first, then flatten and cut, so no part of a
+//! secret can survive the cut.
+
+/// The longest remote text quoted in a message, in characters (an ellipsis marks a cut).
+pub const MESSAGE_LIMIT: usize = 512;
+
+/// A remote text (an error message, a body) ready for an error message: `secrets` redacted in every form
+/// ([`redact`]), then white space runs flattened to one space, then cut to [`MESSAGE_LIMIT`] characters.
+pub fn quote(text: &str, secrets: &[&str]) -> String {
+    let redacted = redact(text, secrets);
+    let flat = redacted.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(MESSAGE_LIMIT) {
+        Some((cut, _)) => format!("{}...", &flat[..cut]),
+        None => flat,
+    }
+}
 
 /// `text` with every non-empty secret replaced by `<redacted>`, in each form a server might echo it: as sent,
 /// with surrounding white space trimmed (a token file's final newline), and percent-encoded (form bodies,
@@ -12,7 +28,14 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
             continue;
         }
         // Longest forms first, so a shorter form does not leave the rest of a longer one behind.
-        let mut forms = vec![percent_encode(secret), secret.to_string(), percent_encode(trimmed), trimmed.to_owned()];
+        // JSON may escape `/` as `\/` (base64 tokens hold slashes).
+        let mut forms = vec![
+            percent_encode(secret),
+            secret.to_string(),
+            percent_encode(trimmed),
+            trimmed.to_owned(),
+            trimmed.replace('/', "\\/"),
+        ];
         forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
         for form in forms {
             if text.contains(&form) {
@@ -51,6 +74,21 @@ mod tests {
         check("x-amz-security-token:SESSION\nhost", &["SESSION"], "x-amz-security-token:<redacted>\nhost");
         check("WebIdentityToken=WEBID%0A&x", &["WEBID\n"], "WebIdentityToken=<redacted>&x");
         check("nothing here", &["secret", "  "], "nothing here");
+    }
+
+    #[test]
+    fn secrets_are_redacted_before_the_cut() {
+        let token = "IQoJb3JpZ2luX2VjEXAMPLEtoken/with+slashes==";
+        for offset in 480..530 {
+            let text = format!("{} token={token} and {}", "x".repeat(offset), token.replace('/', "\\/"));
+            let quoted = quote(&text, &[token]);
+            assert!(quoted.chars().count() <= MESSAGE_LIMIT + 3, "{quoted}");
+            let chars: Vec<char> = token.chars().collect();
+            for piece in chars.windows(8).map(|w| w.iter().collect::<String>()) {
+                assert!(!quoted.contains(&piece), "offset {offset}: {piece:?} survives in {quoted:?}");
+            }
+        }
+        assert_eq!(quote("  a\n\t b  ", &[]), "a b");
     }
 
     #[test]

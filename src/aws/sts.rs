@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::aws::http::{Http, Request, Response};
-use crate::aws::redact::{percent_encode, redact};
+use crate::aws::redact::{percent_encode, quote, redact};
 use crate::aws::sign::{Scope, sign_request};
 use crate::env::Env;
 use crate::error::{Error, ServiceError};
@@ -45,9 +45,18 @@ pub struct AssumeRoleParams {
 /// The STS endpoint URL for a region.
 ///
 /// Order: `AWS_ENDPOINT_URL_STS`, then `AWS_ENDPOINT_URL`, then `profile` (the profile's `services` /
-/// `endpoint_url` setting, already resolved by the caller), then `https://sts.<region>.<partition domain>`.
-/// With `ignore_configured` (see [`crate::aws::endpoint::ignore_configured`]) only the last applies.
-pub fn endpoint(env: &Env, region: &str, profile: Option<&str>, ignore_configured: bool) -> String {
+/// `endpoint_url` setting, already resolved by the caller), then the regional endpoint of the region's partition
+/// ([`crate::aws::endpoint::regional`]), FIPS and dual-stack when `fips` / `dualstack` (`AWS_USE_FIPS_ENDPOINT`,
+/// `AWS_USE_DUALSTACK_ENDPOINT` or the profile's settings, read by the caller). With `ignore_configured` (see
+/// [`crate::aws::endpoint::ignore_configured`]) only the last applies.
+pub fn endpoint(
+    env: &Env,
+    region: &str,
+    profile: Option<&str>,
+    ignore_configured: bool,
+    fips: bool,
+    dualstack: bool,
+) -> String {
     if !ignore_configured {
         let configured = env
             .var("AWS_ENDPOINT_URL_STS")
@@ -57,20 +66,7 @@ pub fn endpoint(env: &Env, region: &str, profile: Option<&str>, ignore_configure
             return url;
         }
     }
-    format!("https://sts.{region}.{}", partition_domain(region))
-}
-
-/// The DNS suffix of the partition a region belongs to.
-fn partition_domain(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else if region.starts_with("us-isob-") {
-        "sc2s.sgov.gov"
-    } else if region.starts_with("us-iso-") {
-        "c2s.ic.gov"
-    } else {
-        "amazonaws.com"
-    }
+    crate::aws::endpoint::regional("sts", region, fips, dualstack)
 }
 
 /// Exchanges a web identity token (an OIDC JWT, e.g. a Kubernetes service account token) for credentials.
@@ -201,16 +197,16 @@ fn parse_response(
         && let Some(code) = element(details, "Code").map(unescape).filter(|c| !c.is_empty())
     {
         let message = element(details, "Message").map(unescape).unwrap_or_default();
-        return Err(error(&redact(&code, secrets), redact(&message, secrets)));
+        return Err(error(&quote(&code, secrets), quote(&message, secrets)));
     }
-    let redacted = Response { body: redact(&response.body, secrets), ..response.clone() };
-    let body = redacted.body.trim();
+    let redacted = redact(&response.body, secrets);
+    let body = redacted.trim();
     let message = if body.is_empty() {
         "empty response body".to_owned()
     } else if body.contains("SecretAccessKey") || body.contains("SessionToken") {
         "unexpected response body (not shown: it may hold credentials)".to_owned()
     } else {
-        format!("unexpected response body: {}", redacted.excerpt())
+        format!("unexpected response body: {}", response.excerpt(secrets))
     };
     Err(error("", message))
 }
@@ -280,6 +276,10 @@ fn element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     None
 }
 
+/// The longest entity [`unescape`] knows, `&` and `;` included (`&#1114111;`, `&#x10FFFF;`): the search for
+/// the `;` never looks further, so a text full of `&` costs linear time.
+const MAX_ENTITY: usize = 12;
+
 /// Resolves the XML escapes `&amp; &lt; &gt; &quot; &apos; &#N; &#xH;`; unknown ones are kept as written.
 fn unescape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -287,7 +287,8 @@ fn unescape(text: &str) -> String {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         rest = &rest[amp..];
-        let entity = rest.find(';').map(|semi| (&rest[1..semi], semi));
+        let window = &rest.as_bytes()[..rest.len().min(MAX_ENTITY)];
+        let entity = window.iter().position(|&b| b == b';').map(|semi| (&rest[1..semi], semi));
         let decoded = entity.and_then(|(name, semi)| {
             let c = match name {
                 "amp" => Some('&'),
@@ -450,6 +451,23 @@ mod tests {
         );
     }
 
+    /// A hostile answer of 1 MB of `&`: parsed in linear time (the old search for `;` to the end of the text took
+    /// seconds), and the message quoted in the error is cut to 512 characters.
+    #[test]
+    fn a_megabyte_of_ampersands_is_cheap_and_cut() {
+        let body = format!(
+            "<ErrorResponse><Error><Code>Bad</Code><Message>{}</Message></Error></ErrorResponse>",
+            "&".repeat(1 << 20)
+        );
+        let started = std::time::Instant::now();
+        let e = parse_response("AssumeRole", &response(400, &body), now(), &[]).expect_err("an error answer");
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+        assert_eq!(e.code, "Bad");
+        assert!(e.message.chars().count() <= 515 && e.message.ends_with("..."), "{} characters", e.message.len());
+        assert_eq!(unescape("&amp;&&#x10FFFF;&#1114111;&&lt"), "&&\u{10FFFF}\u{10FFFF}&&lt");
+    }
+
     #[test]
     fn elements_are_found_and_unescaped() {
         fn check(xml: &str, name: &str, expected: Option<&str>) {
@@ -532,7 +550,7 @@ mod tests {
         );
         let long = format!("<html>{}</html>", "x".repeat(1000));
         let e = parse_response("AssumeRole", &response(503, &long), now(), &[]).expect_err("not a success");
-        assert!(e.message.len() < 250, "{}", e.message);
+        assert!(e.message.len() < 560 && e.message.ends_with("..."), "{}", e.message);
     }
 
     #[test]
@@ -580,7 +598,11 @@ mod tests {
         fn check(vars: &[(&str, &str)], region: &str, profile: Option<&str>, expected: &str) {
             let env = Env::from_pairs(vars);
             let ignore = crate::aws::endpoint::ignore_configured(&env, None);
-            assert_eq!(endpoint(&env, region, profile, ignore), expected, "{vars:?} {region} {profile:?}");
+            assert_eq!(
+                endpoint(&env, region, profile, ignore, false, false),
+                expected,
+                "{vars:?} {region} {profile:?}"
+            );
         }
         check(&[], "eu-west-1", None, "https://sts.eu-west-1.amazonaws.com");
         check(&[], "cn-north-1", None, "https://sts.cn-north-1.amazonaws.com.cn");

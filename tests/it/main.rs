@@ -9,6 +9,7 @@ mod credentials;
 mod errors;
 mod lease;
 mod lock_protocol;
+mod proxy;
 mod run;
 mod supervision;
 mod support;

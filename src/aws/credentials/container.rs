@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::aws::http::{Http, Request, Response};
-use crate::aws::redact::redact;
+use crate::aws::redact::quote;
 use crate::env::Env;
 use crate::error::{Error, ServiceError};
 
@@ -271,7 +271,7 @@ pub(crate) fn credentials_from_document(
     body: &str,
     secrets: &[&str],
 ) -> Result<Credentials, Error> {
-    let fail = |message: String| Error::Credentials { provider, message: redact(&message, secrets), denied: false };
+    let fail = |message: String| Error::Credentials { provider, message: quote(&message, secrets), denied: false };
     let document: Document = serde_json::from_str(body)
         .map_err(|e| fail(format!("the answer is not a JSON credentials document ({})", json_error_position(&e))))?;
     if let Some(code) = document.code.as_deref().filter(|code| *code != "Success") {
@@ -331,9 +331,10 @@ pub(crate) fn error_detail(response: &Response, secrets: &[&str]) -> String {
         // JSON without either: never quoted, it may be a credentials document.
         Ok(ErrorDocument { code: None, message: None }) => "a JSON answer with no Code or Message".to_owned(),
         _ if response.body.trim().is_empty() => "empty body".to_owned(),
-        _ => response.excerpt(),
+        _ => response.body.clone(),
     };
-    redact(&detail, secrets)
+    // Redacted before it is cut: a cut first could leave the start of a token behind.
+    quote(&detail, secrets)
 }
 
 #[cfg(test)]
@@ -505,6 +506,20 @@ mod tests {
         let message = e.to_string();
         assert!(message.contains("127.0.0.0/8") && message.contains("169.254.170.23"), "{message}");
         assert!(message.contains("https"), "{message}");
+    }
+
+    #[test]
+    fn error_bodies_are_redacted_before_the_cut() {
+        let token = "pod-identity-token-0123456789abcdef";
+        for offset in 180..220 {
+            let body = format!("{} {token} {}", "r".repeat(offset), "e".repeat(700));
+            let response = Response { status: 401, headers: vec![], body };
+            let detail = error_detail(&response, &[token]);
+            assert!(!detail.contains("pod-iden") && detail.chars().count() <= 515, "{offset}: {detail}");
+        }
+        let json = format!(r#"{{"Code":"Denied","Message":"{} {token}"}}"#, "m".repeat(600));
+        let detail = error_detail(&Response { status: 401, headers: vec![], body: json }, &[token]);
+        assert!(!detail.contains("pod-iden") && detail.chars().count() <= 515, "{detail}");
     }
 
     #[test]

@@ -135,6 +135,14 @@ impl Source {
         }
     }
 
+    /// The STS endpoint the source calls, if it calls STS.
+    pub fn sts_endpoint(&self) -> Option<&str> {
+        match self {
+            Source::WebIdentity { sts_endpoint, .. } | Source::AssumeRole { sts_endpoint, .. } => Some(sts_endpoint),
+            _ => None,
+        }
+    }
+
     /// Fetches credentials from the source.
     pub fn fetch(&self, ctx: &Context<'_>) -> Result<Credentials, Error> {
         match self {
@@ -190,15 +198,18 @@ impl Source {
     }
 }
 
-/// The STS endpoint: env overrides, the profile's `services` / `endpoint_url`, then the regional endpoint;
-/// a configured URL must be `http://` or `https://` with a host (exit 78 otherwise, not a retried failure).
+/// The STS endpoint: env overrides, the profile's `services` / `endpoint_url`, then the regional endpoint of the
+/// region's partition, FIPS with `AWS_USE_FIPS_ENDPOINT` / `use_fips_endpoint` and dual-stack with
+/// `AWS_USE_DUALSTACK_ENDPOINT` / `use_dualstack_endpoint` (as for DynamoDB); a configured URL must be `http://`
+/// or `https://` with a host and no user name or password (exit 78 otherwise, not a retried failure).
 pub fn sts_endpoint(env: &Env, profiles: &ProfileSet, region: &str) -> Result<String, Error> {
-    let ignore = crate::aws::endpoint::ignore_configured(
-        env,
-        profiles.value("ignore_configured_endpoint_urls").map(|v| v.eq_ignore_ascii_case("true")),
-    );
+    use crate::aws::endpoint::bool_setting;
+    let flag = |key: &str| profiles.value(key).map(|v| v.eq_ignore_ascii_case("true"));
+    let ignore = crate::aws::endpoint::ignore_configured(env, flag("ignore_configured_endpoint_urls"));
+    let fips = bool_setting(env, "AWS_USE_FIPS_ENDPOINT", flag("use_fips_endpoint"))?;
+    let dualstack = bool_setting(env, "AWS_USE_DUALSTACK_ENDPOINT", flag("use_dualstack_endpoint"))?;
     let profile_url = service_endpoint(profiles, "sts").or_else(|| profiles.value("endpoint_url"));
-    let url = sts::endpoint(env, region, profile_url.as_deref(), ignore);
+    let url = sts::endpoint(env, region, profile_url.as_deref(), ignore, fips, dualstack);
     crate::aws::endpoint::check_url(&url)?;
     Ok(url)
 }
@@ -313,6 +324,11 @@ impl Cache {
     /// The source's name.
     pub fn source_name(&self) -> &'static str {
         self.source.name()
+    }
+
+    /// The STS endpoint the source calls, if it calls STS.
+    pub fn sts_endpoint(&self) -> Option<&str> {
+        self.source.sts_endpoint()
     }
 
     /// Credentials valid now, fetched from the source when the cached ones are missing or near expiry. The lock
@@ -466,6 +482,36 @@ mod tests {
             let e = Cache::new(source).get(&ctx).expect_err("every try fails");
             assert_eq!(seen.load(Ordering::SeqCst), requests, "HTTP {status}: {e}");
         }
+    }
+
+    #[test]
+    fn sts_endpoint_honours_fips_and_dual_stack() {
+        let check = |config: &str, vars: &[(&str, &str)], region: &str, expected: &str| {
+            let profiles =
+                ProfileSet::parse(Some((std::path::Path::new("/config"), config)), None, "p").expect("a valid config");
+            let got = sts_endpoint(&Env::from_pairs(vars), &profiles, region).unwrap_or_else(|e| format!("error: {e}"));
+            assert_eq!(got, expected, "{config:?} {vars:?} {region}");
+        };
+        let none = "[profile p]\n";
+        check(none, &[("AWS_USE_FIPS_ENDPOINT", "true")], "us-east-1", "https://sts-fips.us-east-1.amazonaws.com");
+        check(none, &[("AWS_USE_DUALSTACK_ENDPOINT", "true")], "eu-west-1", "https://sts.eu-west-1.api.aws");
+        let fips_profile = "[profile p]\nuse_fips_endpoint = true\nuse_dualstack_endpoint = true\n";
+        check(fips_profile, &[], "us-west-2", "https://sts-fips.us-west-2.api.aws");
+        check(fips_profile, &[("AWS_USE_FIPS_ENDPOINT", "false")], "us-west-2", "https://sts.us-west-2.api.aws");
+        check(none, &[], "us-isof-south-1", "https://sts.us-isof-south-1.csp.hci.ic.gov");
+        check(none, &[], "eusc-de-east-1", "https://sts.eusc-de-east-1.amazonaws.eu");
+        check(
+            none,
+            &[("AWS_USE_FIPS_ENDPOINT", "yes")],
+            "us-east-1",
+            "error: AWS_USE_FIPS_ENDPOINT=\"yes\": expected true or false",
+        );
+        check(
+            none,
+            &[("AWS_ENDPOINT_URL_STS", "https://user:pw@sts.example/")],
+            "us-east-1",
+            "error: endpoint URL \"https://sts.example/\" holds a user name or password (user:password@): not allowed; remove it",
+        );
     }
 
     #[test]
