@@ -171,6 +171,8 @@ impl Error {
             Error::Transport { .. } => Exit::Unavailable,
             Error::Spawn { source, .. } => match source.kind() {
                 io::ErrorKind::NotFound => Exit::NotFound,
+                // fork itself failed (a process limit, no memory): an operating-system resource, not the command.
+                io::ErrorKind::WouldBlock | io::ErrorKind::OutOfMemory => Exit::OsError,
                 _ => Exit::NotExecutable,
             },
             Error::LockLost(_) => Exit::LockLost,
@@ -277,6 +279,8 @@ mod tests {
         assert_eq!(missing.exit(), Exit::NotFound);
         let denied = Error::Spawn { program: "x".into(), source: io::ErrorKind::PermissionDenied.into() };
         assert_eq!(denied.exit(), Exit::NotExecutable);
+        let limited = Error::Spawn { program: "x".into(), source: io::Error::from_raw_os_error(libc::EAGAIN) };
+        assert_eq!(limited.exit(), Exit::OsError);
     }
 
     #[test]

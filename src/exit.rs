@@ -8,7 +8,7 @@
 //! | 64 | usage error |
 //! | 69 | DynamoDB unreachable, or throttled / failing after retries |
 //! | 70 | an unexpected answer from DynamoDB (a bug on one side) |
-//! | 71 | a thread lock-exec needs could not be created (process or thread limit); nothing was run |
+//! | 71 | a thread lock-exec needs, or the command's process, could not be created (a process limit); nothing was run |
 //! | 75 | the lock was lost while the command ran; the command was stopped |
 //! | 77 | access denied, or credentials rejected |
 //! | 78 | configuration: no credentials, no region, a bad profile file, the table missing |
@@ -35,7 +35,7 @@ pub enum Exit {
     Unavailable,
     /// 70: an answer lock-exec did not expect.
     Software,
-    /// 71: an operating-system resource (a thread) could not be had.
+    /// 71: an operating-system resource (a thread, a process) could not be had.
     OsError,
     /// 75: the lock was lost during the run.
     LockLost,
