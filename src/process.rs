@@ -343,9 +343,10 @@ pub fn signal_group(pgid: u32, signal: i32) {
 }
 
 /// Stops lock-exec itself with SIGSTOP (job control: the shell then sees the job stopped). Returns once
-/// lock-exec is continued.
+/// lock-exec is continued: the signal is raised on the calling thread, which stops before the call returns
+/// (a process-directed `kill` may be taken by another thread and let this one run on for a while).
 pub fn stop_self() {
-    sys::kill(i64::from(std::process::id()), libc::SIGSTOP);
+    sys::raise(libc::SIGSTOP);
 }
 
 /// Signals whose default action terminates without a core dump: lock-exec can die of these itself.
@@ -377,7 +378,7 @@ pub fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
-/// The few libc calls std lacks: prctl (subreaper, parent-death signal), getppid, kill, waitid, getpgrp, and
+/// The few libc calls std lacks: prctl (subreaper, parent-death signal), getppid, kill, raise, waitid, getpgrp, and
 /// the terminal's foreground group (isatty, tcgetpgrp, tcsetpgrp, with SIGTTOU blocked around tcsetpgrp).
 /// Each `unsafe` block is a plain FFI call with no pointers we do not own.
 #[allow(unsafe_code)]
@@ -501,6 +502,14 @@ mod sys {
         // SAFETY: kill takes plain integers.
         unsafe {
             libc::kill(pid, signal);
+        }
+    }
+
+    /// `raise(signal)`: the signal goes to the calling thread.
+    pub fn raise(signal: i32) {
+        // SAFETY: raise takes a plain integer.
+        unsafe {
+            libc::raise(signal);
         }
     }
 

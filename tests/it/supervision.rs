@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Case, Outcome, Reply, Seen, Server, client, endpoint, eventually, forward, is_dead, signal};
+use crate::support::{
+    Case, Outcome, Reply, Server, client, endpoint, eventually, forward, is_dead, read_http_request, signal,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 const BINARY: &str = env!("CARGO_BIN_EXE_lock-exec");
@@ -646,33 +648,6 @@ fn as_pid_1_orphans_are_reaped_and_the_exit_code_is_kept() {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Requests around the exit
-
-/// Reads one HTTP/1.1 request (headers and a `content-length` body); `None` at the end of the connection.
-fn read_http_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).ok()?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line.split_once(':')?;
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    let mut seen = Seen { method, path, headers, body: String::new() };
-    let length: usize = seen.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    seen.body = String::from_utf8_lossy(&body).into_owned();
-    Some(seen)
-}
 
 /// A keep-alive HTTP proxy to the emulator, one thread per connection, that holds the `hold`-th UpdateItem
 /// (counting from 1) for `delay` before forwarding it. Records every X-Amz-Target it sees.

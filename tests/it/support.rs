@@ -744,10 +744,16 @@ impl Drop for Server {
 /// Reads one request: request line, headers, and a body of `content-length` bytes. `None` when the stream ends
 /// early or the request is malformed.
 fn read_request(stream: &std::net::TcpStream) -> Option<Seen> {
-    use std::io::{BufRead, Read};
-    let mut reader = std::io::BufReader::new(stream);
+    read_http_request(&mut std::io::BufReader::new(stream))
+}
+
+/// Reads one HTTP/1.1 request (headers and a `content-length` body) from a buffered stream, which may carry more
+/// requests after it (keep-alive); `None` at the end of the connection or on a malformed request.
+pub fn read_http_request(reader: &mut impl std::io::BufRead) -> Option<Seen> {
     let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
     let mut headers = Vec::new();
