@@ -78,6 +78,7 @@ pub fn spawn(argv: &[OsString], options: &Spawn<'_>) -> io::Result<Tree> {
         command.env(name, value);
     }
     sys::kill_with_parent(&mut command);
+    sys::default_terminal_output_stops_in_child(&mut command);
     // From an interactive terminal, the command's new process group becomes the terminal's foreground group,
     // or reading stdin stops it with SIGTTIN (a shell does the same for each job).
     let terminal_owner = if options.give_terminal { sys::foreground_terminal_group() } else { None };
@@ -128,6 +129,10 @@ impl Tree {
         if !*reaped {
             sys::kill(-(self.leader as i64), signal);
         }
+        if !proc_is_ours() && is_pid1() {
+            // PID 1 without a /proc of its namespace: every other process in the namespace is the command's.
+            return usize::from(sys::kill_every_other_process(signal));
+        }
         let mut count = 0;
         for process in descendants() {
             if !*reaped && process.pgrp == self.leader {
@@ -139,8 +144,12 @@ impl Tree {
         count
     }
 
-    /// The processes of the tree other than the command's main process.
+    /// The processes of the tree other than the command's main process. As PID 1 without a `/proc` of its own
+    /// namespace: 1 when any other process exists in the namespace (all of them are the command's).
     pub fn remaining(&self) -> usize {
+        if !proc_is_ours() && is_pid1() {
+            return usize::from(sys::any_other_process());
+        }
         descendants().iter().filter(|p| p.pid != self.leader).count()
     }
 
@@ -207,9 +216,8 @@ struct Process {
 /// without that file. Empty when `/proc` is missing or belongs to another PID namespace.
 fn descendants() -> Vec<Process> {
     let own = std::process::id();
-    match std::fs::read_link("/proc/self") {
-        Ok(link) if link.to_str() == Some(own.to_string().as_str()) => {}
-        _ => return Vec::new(),
+    if !proc_is_ours() {
+        return Vec::new();
     }
     let mut found = Vec::new();
     let mut queue: Vec<u32> = match std::fs::read_to_string(format!("/proc/{own}/task/{own}/children")) {
@@ -232,6 +240,19 @@ fn descendants() -> Vec<Process> {
         }
     }
     found
+}
+
+/// Whether `/proc` is mounted and belongs to lock-exec's PID namespace (its pids are the ones `kill` takes).
+pub fn proc_is_ours() -> bool {
+    let own = std::process::id().to_string();
+    std::fs::read_link("/proc/self").is_ok_and(|link| link.to_str() == Some(own.as_str()))
+}
+
+/// SIGTTOU is ignored during a run (and set back to its default in the command): lock-exec writes its log lines
+/// while the command has the terminal, and with `stty tostop` each write would raise SIGTTOU. Ignored, the
+/// write goes through, and `tcsetpgrp` from a background group works too.
+pub fn ignore_terminal_output_stops() {
+    sys::ignore(libc::SIGTTOU);
 }
 
 fn pids(text: &str) -> Vec<u32> {
@@ -503,6 +524,36 @@ mod sys {
         unsafe {
             libc::kill(pid, signal);
         }
+    }
+
+    /// Sets `signal`'s disposition to ignored.
+    pub fn ignore(signal: i32) {
+        // SAFETY: signal takes a plain integer and the constant SIG_IGN.
+        unsafe {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+    }
+
+    /// In the child, before exec: SIGTTOU back to its default action (an ignored disposition survives exec).
+    pub fn default_terminal_output_stops_in_child(command: &mut Command) {
+        // SAFETY: runs in the forked child before exec; signal is async-signal-safe and takes plain values.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+    }
+
+    /// As PID 1: `kill(-1, signal)` reaches every other process of the namespace. True when one was signalled.
+    pub fn kill_every_other_process(signal: i32) -> bool {
+        // SAFETY: kill takes plain integers; -1 addresses every process we may signal except ourselves.
+        unsafe { libc::kill(-1, signal) == 0 }
+    }
+
+    /// As PID 1: whether any other process exists in the namespace (`kill(-1, 0)`).
+    pub fn any_other_process() -> bool {
+        kill_every_other_process(0)
     }
 
     /// `raise(signal)`: the signal goes to the calling thread.

@@ -189,6 +189,14 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
     let job_control = process::job_control();
     let give_terminal = process::should_give_terminal();
     process::become_subreaper().map_err(|source| Error::Io { what: "the subreaper setting".into(), source })?;
+    process::ignore_terminal_output_stops();
+    if !process::proc_is_ours() && !process::is_pid1() {
+        log.warn(
+            "cannot see the command's descendants: /proc is missing or belongs to another PID namespace; only the \
+             command's process group is signalled",
+            &[],
+        );
+    }
     let (events_tx, events) = mpsc::channel::<Event>();
     let forward = events_tx.clone();
     worker::spawn_thread("signals", "signal handling", move || signal_thread(signals, forward))?;

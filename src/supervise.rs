@@ -22,8 +22,10 @@ use crate::worker::{Acquired, Job, World};
 
 /// Signals that ask the command to stop: forwarded to the whole tree, and they start the `--kill-after` timer.
 pub const STOP_SIGNALS: [i32; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM];
-/// Terminal job-control stops.
-pub const JOB_SIGNALS: [i32; 3] = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+/// Terminal job-control stops. SIGTTOU is not among them: it is ignored during a run (see
+/// [`crate::process::ignore_terminal_output_stops`]), so a log line written while the command has the terminal
+/// never stops lock-exec (`stty tostop`).
+pub const JOB_SIGNALS: [i32; 2] = [libc::SIGTSTP, libc::SIGTTIN];
 
 /// Every signal lock-exec catches during `run`: the stop signals, job control, and every other catchable
 /// asynchronous signal whose default action would end lock-exec without a release (forwarded as they are).
@@ -43,6 +45,9 @@ pub fn caught_signals() -> Vec<i32> {
         libc::SIGXCPU,
         libc::SIGXFSZ,
         libc::SIGSTKFLT,
+        libc::SIGABRT,
+        libc::SIGSYS,
+        libc::SIGTRAP,
     ]);
     signals.extend(libc::SIGRTMIN()..=libc::SIGRTMAX());
     signals
@@ -272,7 +277,7 @@ impl Supervisor {
         } else if JOB_SIGNALS.contains(&signal) && self.job_control {
             // The command cannot ignore SIGSTOP: it never runs while lock-exec is stopped.
             self.log.info("stopping the command (job control)", &[("signal", signal.into())]);
-            self.tree.signal_group(libc::SIGSTOP);
+            self.tree.signal_tree(libc::SIGSTOP);
         } else if signal == libc::SIGCONT && self.resuming.is_some() {
             // lock-exec's own continuation: the command stays stopped until the lock is confirmed.
         } else {
@@ -318,6 +323,9 @@ impl Supervisor {
             return;
         }
         self.log.info("command stopped; stopping lock-exec with it (job control)", &[("signal", signal.into())]);
+        // The terminal stopped the command's group; whatever it started in other groups (setsid, `timeout`)
+        // must not run on while the lease lapses.
+        self.tree.signal_tree(libc::SIGSTOP);
         self.tree.take_terminal_back();
         if self.tree.has_terminal() {
             // The terminal's SIGTSTP reached only the command's group: stop the rest of our job too (a calling
@@ -364,7 +372,7 @@ impl Supervisor {
                 if self.resuming.is_some_and(|resumed| sent >= resumed) {
                     self.resuming = None;
                     let terminal = self.tree.give_terminal_again();
-                    self.tree.signal_group(libc::SIGCONT);
+                    self.tree.signal_tree(libc::SIGCONT);
                     self.log.info("lock renewed; continuing the command", &[("terminal", terminal.into())]);
                 }
             }

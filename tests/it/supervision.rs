@@ -876,3 +876,53 @@ fn fg_after_the_key_was_taken_while_stopped_kills_the_command_and_exits_75() {
     assert_eq!(read_counter(), at_stop, "the command ran again without the lock\n--- log:\n{log}");
     terminal.type_text("exit\n");
 }
+
+/// SIGABRT, SIGSYS and SIGTRAP are catchable: lock-exec forwards them and releases, it never dies of them
+/// holding the lock.
+#[test]
+fn catchable_fault_signals_sent_to_lock_exec_do_not_leave_the_lock_held() {
+    let case = Case::new("sup_abrt");
+    let started = case.file("started");
+    for signal_number in [libc::SIGABRT, libc::SIGSYS, libc::SIGTRAP] {
+        let _ = std::fs::remove_file(&started);
+        let script = format!("echo $$ > {started}; sleep 1");
+        let mut run = case.spawn(&["run", "k", "--", "sh", "-c", &script]);
+        run.wait_for_line(Path::new(&started), WAIT);
+        signal(run.pid(), signal_number);
+        let out = run.wait(WAIT);
+        out.check("released", true, out.has_log("lock released"));
+        assert_eq!(owner_of(&case, "k"), None, "signal {signal_number} left the lock held\n{}", out.stderr);
+    }
+}
+
+/// As PID 1 of a namespace whose /proc is not its own (`unshare --pid --fork` without `--mount-proc`), what the
+/// command left running is still terminated (`kill(-1)`), so the run ends with the command's code.
+#[test]
+fn as_pid_1_without_its_own_proc_leftovers_are_still_terminated() {
+    let case = Case::new("sup_pid1_noproc");
+    let script = "sleep 300 >/dev/null 2>&1 & exit 3";
+    let mut args = vec!["--pid", "--fork", BINARY, "-t", case.table(), "run", "--kill-after", "1s", "k"];
+    args.extend(["--", "sh", "-c", script]);
+    let mut child = Command::new("unshare")
+        .args(&args)
+        .env_clear()
+        .envs(case.env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start unshare(1) from util-linux (this test needs it): {e}"));
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("lock-exec as PID 1 without its own /proc did not end (the background sleep kept it waiting)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(3), "exit code of the command");
+    assert_eq!(owner_of(&case, "k"), None, "the lock was not released");
+}
