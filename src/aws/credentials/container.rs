@@ -63,7 +63,9 @@ pub fn uri(env: &Env) -> Result<Option<String>, Error> {
     let Some(full) = env.var("AWS_CONTAINER_CREDENTIALS_FULL_URI") else {
         return Ok(None);
     };
-    let invalid = |why: &str| Error::Config(format!("invalid AWS_CONTAINER_CREDENTIALS_FULL_URI {full:?}: {why}"));
+    // Shown without a user name or password: they would be secrets in a log line.
+    let shown = crate::aws::proxy::without_userinfo(&full);
+    let invalid = |why: &str| Error::Config(format!("invalid AWS_CONTAINER_CREDENTIALS_FULL_URI {shown:?}: {why}"));
     let url = parse_url(&full).map_err(|why| invalid(&why))?;
     if url.scheme == Scheme::Http && !http_allowed(&url) {
         return Err(invalid(&format!(
@@ -674,5 +676,13 @@ mod tests {
         let attempts = Attempts { count: 2, timeout: Duration::from_millis(500), pause: Duration::ZERO };
         let e = load_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &url, attempts).expect_err("refused");
         assert!(matches!(e, Error::Transport { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_full_uri_with_a_password_is_refused_without_showing_it() {
+        let env = Env::from_pairs(&[("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://usr:S3CRETPW@127.0.0.1:9/c")]);
+        let error = uri(&env).expect_err("userinfo is refused");
+        let text = crate::error_chain(&error);
+        assert!(!text.contains("S3CRETPW"), "{text}");
     }
 }

@@ -69,7 +69,9 @@ pub fn endpoint(env: &Env, profile: &dyn Fn(&str) -> Option<String>) -> Result<S
     };
     if let Some((url, origin)) = setting("AWS_EC2_METADATA_SERVICE_ENDPOINT", "ec2_metadata_service_endpoint") {
         if let Err(why) = parse_url(&url) {
-            return Err(Error::Config(format!("invalid IMDS endpoint {url:?} in {origin}: invalid uri: {why}")));
+            // Shown without a user name or password: they would be secrets in a log line.
+            let shown = crate::aws::proxy::without_userinfo(&url);
+            return Err(Error::Config(format!("invalid IMDS endpoint {shown:?} in {origin}: invalid uri: {why}")));
         }
         return Ok(url.trim_end_matches('/').to_owned());
     }
@@ -573,5 +575,17 @@ mod tests {
         let got = region_with(&Env::from_pairs::<&str, &str>(&[]), &Http::new(), &profile, Attempts::quick())
             .expect("a region");
         assert_eq!(got.as_deref(), Some("eu-west-3"));
+    }
+
+    #[test]
+    fn an_endpoint_with_a_password_is_refused_without_showing_it() {
+        let env = Env::from_pairs(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://usr:S3CRETPW@127.0.0.1:9")]);
+        let error = endpoint(&env, &|_| None).expect_err("userinfo is refused");
+        let text = crate::error_chain(&error);
+        assert!(!text.contains("S3CRETPW") && !text.contains("usr:"), "{text}");
+        let profile =
+            |key: &str| (key == "ec2_metadata_service_endpoint").then(|| "http://usr:S3CRETPW@127.0.0.1:9".to_owned());
+        let text = crate::error_chain(&endpoint(&Env::from_pairs::<&str, &str>(&[]), &profile).expect_err("refused"));
+        assert!(!text.contains("S3CRETPW"), "{text}");
     }
 }
