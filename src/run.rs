@@ -11,7 +11,7 @@ use signal_hook::iterator::Signals;
 
 use crate::aws::credentials::{self, Cache, Context, imds};
 use crate::aws::endpoint::{self, ProfileEndpoints};
-use crate::aws::http::{Http, host_of};
+use crate::aws::http::{CA_BUNDLE_LIMIT, CaBundle, Http, host_of};
 use crate::aws::profile::ProfileSet;
 use crate::cli::{self, Common};
 use crate::dynamodb::{self, Client};
@@ -38,13 +38,20 @@ pub struct Aws {
     pub credentials: Cache,
     /// Attempts per call.
     pub max_attempts: u32,
+    /// The HTTP client: proxies from the environment, TLS roots from the CA bundle if one is configured.
+    pub http: Http,
 }
 
 impl Aws {
     /// Reads the profile files, resolves region and endpoint, and selects the credential source. Only the
     /// region may need the network (IMDS, when nothing else names a region).
-    pub fn resolve(common: &Common, env: &Env, http: &Http) -> Result<Aws, Error> {
+    pub fn resolve(common: &Common, env: &Env) -> Result<Aws, Error> {
         let profiles = ProfileSet::load(env, common.profile.as_deref())?;
+        let http = match ca_bundle(env, &profiles)? {
+            Some(bundle) => Http::from_env(env).with_roots(bundle),
+            None => Http::from_env(env),
+        };
+        let http = &http;
         // A profile named on purpose (--profile or AWS_PROFILE) that does not exist is an error, as in the
         // Go SDK: falling through to other sources would quietly pick up other credentials (the node's role).
         let named_by =
@@ -63,12 +70,14 @@ impl Aws {
         let ctx = Context { env, http, profiles: &profiles, region: &region };
         let source = credentials::select(&ctx)?;
         let max_attempts = dynamodb::max_attempts(env)?;
-        Ok(Aws { profiles, region, endpoint, credentials: Cache::new(source), max_attempts })
+        let http = http.clone();
+        Ok(Aws { profiles, region, endpoint, credentials: Cache::new(source), max_attempts, http })
     }
 
     /// Logs (with `-v`) the host of each service lock-exec will call, and the proxy it goes through; warns once
     /// per endpoint that is plain http to a host other than loopback.
-    pub fn log_endpoints(&self, http: &Http, log: &Logger) {
+    pub fn log_endpoints(&self, log: &Logger) {
+        let http = &self.http;
         let services = [("dynamodb", Some(self.endpoint.as_str())), ("sts", self.credentials.sts_endpoint())];
         for (service, url) in services.into_iter().filter_map(|(service, url)| Some((service, url?))) {
             let host = host_of(url).unwrap_or_default();
@@ -96,8 +105,8 @@ impl Aws {
     }
 
     /// A DynamoDB client over this configuration.
-    pub fn client<'a>(&'a self, env: &'a Env, http: &'a Http, log: &Logger) -> Client<'a> {
-        let ctx = Context { env, http, profiles: &self.profiles, region: &self.region };
+    pub fn client<'a>(&'a self, env: &'a Env, log: &Logger) -> Client<'a> {
+        let ctx = Context { env, http: &self.http, profiles: &self.profiles, region: &self.region };
         let mut client = Client::new(ctx, &self.credentials, self.endpoint.clone(), log.clone());
         client.max_attempts = self.max_attempts;
         client
@@ -145,6 +154,23 @@ fn resolve_region(common: &Common, env: &Env, http: &Http, profiles: &ProfileSet
     };
     endpoint::check_region(&region)?;
     Ok(region)
+}
+
+/// The CA bundle named by `AWS_CA_BUNDLE` or else the profile's `ca_bundle`, read and parsed; `None` when
+/// neither is set (or set to an empty value).
+fn ca_bundle(env: &Env, profiles: &ProfileSet) -> Result<Option<CaBundle>, Error> {
+    let (path, setting) = match env.var("AWS_CA_BUNDLE").filter(|v| !v.is_empty()) {
+        Some(path) => (path, "AWS_CA_BUNDLE".to_owned()),
+        None => match profiles.value("ca_bundle").filter(|v| !v.is_empty()) {
+            Some(path) => (path, format!("ca_bundle of profile {:?}", profiles.selected_name())),
+            None => return Ok(None),
+        },
+    };
+    let origin = format!("{path:?} ({setting})");
+    let text = env
+        .read_to_string_capped(std::path::Path::new(&path), CA_BUNDLE_LIMIT)
+        .map_err(|e| Error::Config(format!("cannot read CA bundle {origin}: {e}")))?;
+    CaBundle::parse(&text, &origin).map(Some)
 }
 
 /// This machine's host name.
@@ -432,10 +458,9 @@ fn cleanup_release(world: &World) {
 
 /// `unlock`: clear the lease whoever holds it, or delete the item.
 pub fn unlock(common: &Common, args: &cli::Unlock, env: &Env, log: &Logger) -> Result<Exit, Error> {
-    let http = Http::from_env(env);
-    let aws = Aws::resolve(common, env, &http)?;
-    aws.log_endpoints(&http, log);
-    let client = aws.client(env, &http, log);
+    let aws = Aws::resolve(common, env)?;
+    aws.log_endpoints(log);
+    let client = aws.client(env, log);
     let previous = if args.delete {
         lock::delete(&client, &common.table, &args.key)?
     } else {
@@ -453,10 +478,9 @@ pub fn unlock(common: &Common, args: &cli::Unlock, env: &Env, log: &Logger) -> R
 
 /// `status`: print the lock item; exit 0 when free or never used, 3 when held.
 pub fn status(common: &Common, key: &str, env: &Env, log: &Logger) -> Result<Exit, Error> {
-    let http = Http::from_env(env);
-    let aws = Aws::resolve(common, env, &http)?;
-    aws.log_endpoints(&http, log);
-    let client = aws.client(env, &http, log);
+    let aws = Aws::resolve(common, env)?;
+    aws.log_endpoints(log);
+    let client = aws.client(env, log);
     let item = lock::get(&client, &common.table, key)?;
     let now_ns = lock::unix_ns(env.now());
     let state = match &item {

@@ -9,7 +9,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use crate::aws::http::Http;
 use crate::cli::Common;
 use crate::dynamodb::Client;
 use crate::env::Env;
@@ -24,9 +23,7 @@ use crate::supervise::Event;
 pub struct World {
     /// Variables, files, clock.
     pub env: Env,
-    /// The one HTTP client.
-    pub http: Http,
-    /// Region, endpoint, credentials.
+    /// Region, endpoint, credentials and the one HTTP client.
     pub aws: Aws,
     /// The table.
     pub table: String,
@@ -41,7 +38,7 @@ pub struct World {
 impl World {
     /// A DynamoDB client with the defaults.
     pub fn client(&self) -> Client<'_> {
-        self.aws.client(&self.env, &self.http, &self.log)
+        self.aws.client(&self.env, &self.log)
     }
 
     /// The release's client: signs with the cached credentials while they stay valid, so a credential refresh
@@ -115,14 +112,13 @@ pub fn dynamodb_worker(jobs: Receiver<Job>, events: Sender<Event>) {
         let outcome = catch_unwind(AssertUnwindSafe(|| match job {
             Job::Acquire(setup) => {
                 let Setup { common, env, key, owner, expire, log } = *setup;
-                let http = Http::from_env(&env);
-                let aws = match Aws::resolve(&common, &env, &http) {
+                let aws = match Aws::resolve(&common, &env) {
                     Ok(aws) => aws,
                     Err(e) => return vec![Event::Acquired(Err(e))],
                 };
-                aws.log_endpoints(&http, &log);
+                aws.log_endpoints(&log);
                 let leaked: &'static World =
-                    Box::leak(Box::new(World { env, http, aws, table: common.table, key, owner, log }));
+                    Box::leak(Box::new(World { env, aws, table: common.table, key, owner, log }));
                 world = Some(leaked);
                 let _ = events.send(Event::Resolved(leaked));
                 let sent = Instant::now();

@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
@@ -66,6 +67,8 @@ pub struct Request<'a> {
 #[derive(Debug, Clone)]
 pub struct Http {
     direct: ureq::Agent,
+    /// The roots TLS trusts: `None` for the bundled Mozilla roots, or a CA bundle (`AWS_CA_BUNDLE`).
+    roots: Option<Arc<Vec<Certificate<'static>>>>,
     proxies: Arc<Proxies>,
     /// Agents built for proxy URLs so far (a run uses one or two).
     proxied: Arc<Mutex<Vec<(String, ureq::Agent)>>>,
@@ -96,10 +99,24 @@ impl Http {
     /// A client over these proxy settings.
     pub fn with_proxies(proxies: Proxies) -> Http {
         Http {
-            direct: agent(None),
+            direct: agent(None, None),
+            roots: None,
             proxies: Arc::new(proxies),
             proxied: Arc::new(Mutex::new(Vec::new())),
             redirect: None,
+        }
+    }
+
+    /// The same client trusting only the certificates of `bundle` (a CA bundle) instead of the bundled roots, for
+    /// every HTTPS connection, to a proxy or through it. Agents built so far are replaced.
+    pub fn with_roots(self, bundle: CaBundle) -> Http {
+        let roots = Some(Arc::new(bundle.certificates));
+        Http {
+            direct: agent(None, roots.clone()),
+            roots,
+            proxies: self.proxies,
+            proxied: Arc::new(Mutex::new(Vec::new())),
+            redirect: self.redirect,
         }
     }
 
@@ -125,7 +142,7 @@ impl Http {
         let proxy = ureq::Proxy::new(proxy_url).map_err(|e| {
             Error::Config(format!("invalid proxy URL {shown:?} (HTTPS_PROXY / HTTP_PROXY) for {target}: {e}"))
         })?;
-        let built = agent(Some(proxy));
+        let built = agent(Some(proxy), self.roots.clone());
         proxied.push((proxy_url.to_owned(), built.clone()));
         Ok((built, Some(shown)))
     }
@@ -170,9 +187,12 @@ impl Http {
 }
 
 /// An agent with keep-alive, the connect timeout, no status-as-error conversion, `proxy` or none (ureq's own
-/// reading of the proxy variables is off), and the [`LocalResolver`].
-fn agent(proxy: Option<ureq::Proxy>) -> ureq::Agent {
+/// reading of the proxy variables is off), TLS trusting `roots` (the bundled Mozilla roots when `None`), and the
+/// [`LocalResolver`].
+fn agent(proxy: Option<ureq::Proxy>, roots: Option<Arc<Vec<Certificate<'static>>>>) -> ureq::Agent {
+    let roots = roots.map_or(RootCerts::WebPki, RootCerts::Specific);
     let config = ureq::Agent::config_builder()
+        .tls_config(TlsConfig::builder().root_certs(roots).build())
         .http_status_as_error(false)
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .max_redirects(0)
@@ -180,6 +200,47 @@ fn agent(proxy: Option<ureq::Proxy>) -> ureq::Agent {
         .user_agent(concat!("lock-exec/", env!("CARGO_PKG_VERSION")))
         .build();
     ureq::Agent::with_parts(config, DefaultConnector::default(), LocalResolver)
+}
+
+/// The certificates of a CA bundle file (PEM), which replace the bundled roots (as `AWS_CA_BUNDLE` does for the
+/// AWS CLI and the Go SDK).
+#[derive(Debug, Clone)]
+pub struct CaBundle {
+    certificates: Vec<Certificate<'static>>,
+}
+
+/// The largest CA bundle read (Debian's whole system bundle is about 220 KiB).
+pub const CA_BUNDLE_LIMIT: u64 = 4 * 1024 * 1024;
+
+impl CaBundle {
+    /// The certificates in PEM `text` (other PEM sections, such as keys, are skipped); `origin` names the file
+    /// and the setting that named it, for errors.
+    pub fn parse(text: &str, origin: &str) -> Result<CaBundle, Error> {
+        let mut certificates = Vec::new();
+        for item in ureq::tls::parse_pem(text.as_bytes()) {
+            match item {
+                Ok(PemItem::Certificate(certificate)) => certificates.push(certificate),
+                Ok(_) => {}
+                Err(e) => return Err(Error::Config(format!("CA bundle {origin}: not valid PEM: {e}"))),
+            }
+        }
+        if certificates.is_empty() {
+            return Err(Error::Config(format!(
+                "CA bundle {origin}: no certificate in it (expected PEM \"-----BEGIN CERTIFICATE-----\" blocks)"
+            )));
+        }
+        Ok(CaBundle { certificates })
+    }
+
+    /// How many certificates the bundle holds.
+    pub fn len(&self) -> usize {
+        self.certificates.len()
+    }
+
+    /// Whether the bundle holds none (never true for a parsed bundle).
+    pub fn is_empty(&self) -> bool {
+        self.certificates.is_empty()
+    }
 }
 
 /// Resolves names without starting a thread: IP literals are parsed, other names looked up with the standard

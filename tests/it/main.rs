@@ -14,3 +14,4 @@ mod run;
 mod supervision;
 mod support;
 mod terminal;
+mod tls;
