@@ -9,6 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 trap 'scripts/emulator.sh stop moto-test; scripts/emulator.sh stop moto-auth-test; scripts/emulator.sh stop dynalite-test' EXIT
+# The AWS SDKs' conformance vectors live beside the repository (CI has them); a clone alone runs without them.
+if [ -d ../shared/aws-sdk-test-data ]; then
+  export LOCK_EXEC_REQUIRE_CONFORMANCE=1
+else
+  echo "skipped: the AWS SDK conformance tests (profile parsing, file locations, container URIs, IMDS endpoints," \
+    "assume-role chains, recorded default-chain runs): ../shared/aws-sdk-test-data is absent (see README, Development and tests)"
+fi
 endpoint=$(scripts/emulator.sh start moto-test)
 auth_endpoint=$(scripts/emulator.sh start moto-auth-test)
 echo "moto at $endpoint, moto for auth tests at $auth_endpoint"

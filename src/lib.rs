@@ -26,6 +26,24 @@ pub use env::Env;
 pub use error::Error;
 pub use exit::Exit;
 
+/// The AWS SDKs' conformance vectors (`../shared/aws-sdk-test-data`, beside the repository), or `None` when that
+/// folder is absent, as in a clone of the repository alone: the tests that read them then return at once, and
+/// `scripts/test.sh` says so in one line. With `LOCK_EXEC_REQUIRE_CONFORMANCE` set (`scripts/test.sh` sets it
+/// when the folder exists), an absent folder fails instead.
+#[cfg(test)]
+pub(crate) fn conformance_data() -> Option<&'static std::path::Path> {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/aws-sdk-test-data"));
+    if root.is_dir() {
+        return Some(root);
+    }
+    assert!(
+        crate::Env::real().var("LOCK_EXEC_REQUIRE_CONFORMANCE").is_none(),
+        "LOCK_EXEC_REQUIRE_CONFORMANCE is set but {} is missing",
+        root.display()
+    );
+    None
+}
+
 /// `a: b: c`: an error and its causes, for one-line messages.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

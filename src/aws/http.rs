@@ -243,7 +243,7 @@ impl CaBundle {
     }
 }
 
-/// Resolves names without starting a thread: IP literals are parsed, other names looked up with the standard
+/// Resolves names without starting a thread: IP literals are parsed, `localhost` is loopback, other names looked up with the standard
 /// library on the calling thread (the connect and request timeouts still bound the exchange; a lookup itself is
 /// bounded by the system resolver's own timeouts). ureq's default resolver starts a thread per lookup.
 #[derive(Debug, Clone, Copy, Default)]
@@ -278,6 +278,14 @@ fn resolve_uri(uri: &ureq::http::Uri) -> Result<Vec<SocketAddr>, ureq::Error> {
     let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    // RFC 6761 6.3: `localhost` and names below it are the loopback addresses, whatever /etc/hosts or DNS say
+    // (as curl and the browsers do): a local emulator works in an image without /etc/hosts, and the proxy
+    // rules, which treat these names as loopback, hold for what is actually connected to.
+    let lower = bare.trim_end_matches('.').to_ascii_lowercase();
+    if lower == "localhost" || lower.ends_with(".localhost") {
+        let loopback = [IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)];
+        return Ok(loopback.into_iter().map(|ip| SocketAddr::new(ip, port)).collect());
     }
     Ok((bare, port).to_socket_addrs()?.collect())
 }
@@ -350,8 +358,10 @@ mod tests {
         assert_eq!(resolve("http://127.0.0.1:8000/").expect("v4"), vec!["127.0.0.1:8000".parse().expect("addr")]);
         assert_eq!(resolve("https://[::1]/").expect("v6"), vec!["[::1]:443".parse().expect("addr")]);
         assert_eq!(resolve("http://169.254.169.254/").expect("imds"), vec!["169.254.169.254:80".parse().expect("a")]);
-        let local = resolve("http://localhost:9/").expect("localhost resolves from /etc/hosts");
-        assert!(!local.is_empty() && local.iter().all(|a| a.ip().is_loopback() && a.port() == 9), "{local:?}");
+        let local = resolve("http://localhost:9/").expect("localhost resolves without the system");
+        assert_eq!(local, vec!["127.0.0.1:9".parse().expect("addr"), "[::1]:9".parse().expect("addr")]);
+        let below = resolve("http://Dynamo.LocalHost.:9/").expect("names below localhost too");
+        assert_eq!(below, local);
         assert!(matches!(resolve("ftp://127.0.0.1/"), Err(ureq::Error::BadUri(_))));
     }
 }

@@ -432,10 +432,11 @@ mod tests {
     use serde_json::Value;
     use std::collections::BTreeMap as Map;
 
-    fn vectors(file: &str) -> Value {
-        let path = format!("{}/../shared/aws-sdk-test-data/{file}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).expect("the conformance vectors are checked out beside the repo");
-        serde_json::from_str(&text).expect("the vectors are JSON")
+    /// The vectors of `file`, `None` without the conformance data.
+    fn vectors(file: &str) -> Option<Value> {
+        let path = crate::conformance_data()?.join(file);
+        let text = std::fs::read_to_string(&path).expect("the conformance vectors are readable");
+        Some(serde_json::from_str(&text).expect("the vectors are JSON"))
     }
 
     fn flatten<'a>(sections: impl Iterator<Item = &'a Profile>) -> Map<String, Map<String, String>> {
@@ -456,7 +457,7 @@ mod tests {
 
     #[test]
     fn profile_parser_conformance() {
-        let vectors = vectors("profile-parser-tests.json");
+        let Some(vectors) = vectors("profile-parser-tests.json") else { return };
         let tests = vectors["tests"].as_array().expect("tests array");
         let config_path = Path::new("/home/.aws/config");
         let credentials_path = Path::new("/home/.aws/credentials");
@@ -500,7 +501,7 @@ mod tests {
 
     #[test]
     fn file_location_conformance() {
-        let vectors = vectors("file-location-tests.json");
+        let Some(vectors) = vectors("file-location-tests.json") else { return };
         let tests = vectors["tests"].as_array().expect("tests array");
         let mut passed = 0;
         for test in tests.iter().filter(|t| t["platform"] == "linux") {

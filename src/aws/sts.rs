@@ -831,9 +831,6 @@ mod tests {
         response_body: String,
     }
 
-    const CHAIN_DATA: &str =
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/aws-sdk-test-data/default-credential-provider-chain");
-
     /// The exchanges of one case, in the order they were made.
     fn exchanges(case: &std::path::Path) -> Vec<Exchange> {
         let text = std::fs::read_to_string(case.join("http-traffic.json")).expect("http-traffic.json is readable");
@@ -874,7 +871,8 @@ mod tests {
     #[test]
     fn sdk_recorded_sts_exchanges() {
         let mut passed = 0;
-        let mut cases: Vec<_> = std::fs::read_dir(CHAIN_DATA)
+        let Some(root) = crate::conformance_data() else { return };
+        let mut cases: Vec<_> = std::fs::read_dir(root.join("default-credential-provider-chain"))
             .expect("conformance data folder")
             .map(|entry| entry.expect("folder entry").path())
             .collect();

@@ -171,10 +171,8 @@ mod tests {
     /// answer replayed, the expected credentials compared.
     #[test]
     fn sdk_case_web_identity_token_env() {
-        let case = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/aws-sdk-test-data/default-credential-provider-chain/web_identity_token_env"
-        ));
+        let Some(root) = crate::conformance_data() else { return };
+        let case = root.join("default-credential-provider-chain/web_identity_token_env");
         let read = |file: &str| -> serde_json::Value {
             serde_json::from_str(&std::fs::read_to_string(case.join(file)).expect("case file is readable"))
                 .expect("case file is JSON")
