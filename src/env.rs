@@ -94,11 +94,37 @@ impl Env {
     }
 
     /// Reads a whole file as UTF-8, refusing one larger than `limit` bytes: at most `limit + 1` bytes are read
-    /// (so `/dev/zero` or a runaway file fails at once with bounded memory), and the error says the file is too
-    /// large (`io::ErrorKind::FileTooLarge`, message `larger than N KiB` / `N MiB`).
+    /// (so a runaway file fails at once with bounded memory), and the error says the file is too large
+    /// (`io::ErrorKind::FileTooLarge`, message `larger than N KiB` / `N MiB`).
+    ///
+    /// Only regular files are read. The file is opened without blocking (a named pipe with no writer would
+    /// block the open for ever) and without becoming a controlling terminal; anything else is refused
+    /// (`io::ErrorKind::InvalidInput`, message `not a regular file (a named pipe)`, `(a character device)`, ...),
+    /// except `/dev/null` (the device, under any name), which reads as empty: `AWS_CONFIG_FILE=/dev/null` is a
+    /// common way to switch a file off.
     pub fn read_to_string_capped(&self, path: &Path, limit: u64) -> io::Result<String> {
         use std::io::Read;
-        let file = std::fs::File::open(self.resolve_path(path))?;
+        use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(self.resolve_path(path))?;
+        let metadata = file.metadata()?;
+        let kind = metadata.file_type();
+        if !kind.is_file() {
+            if kind.is_char_device() && metadata.rdev() == libc::makedev(1, 3) {
+                return Ok(String::new());
+            }
+            let what = match kind {
+                k if k.is_fifo() => "a named pipe",
+                k if k.is_char_device() => "a character device",
+                k if k.is_block_device() => "a block device",
+                k if k.is_socket() => "a socket",
+                k if k.is_dir() => "a directory",
+                _ => "not a file",
+            };
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("not a regular file ({what})")));
+        }
         let mut bytes = Vec::new();
         file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
         if bytes.len() as u64 > limit {
@@ -171,19 +197,49 @@ mod tests {
     #[test]
     fn capped_reads_refuse_large_files_quickly() {
         let env = Env::from_pairs::<&str, &str>(&[]);
-        let started = std::time::Instant::now();
-        let e = env.read_to_string_capped(Path::new("/dev/zero"), 64 * 1024).expect_err("endless");
-        assert_eq!(e.kind(), io::ErrorKind::FileTooLarge);
-        assert_eq!(e.to_string(), "larger than 64 KiB");
-        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
         let dir = std::env::temp_dir().join(format!("lock-exec-env-capped-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create a temporary folder");
         let file = dir.join("f");
+        // A sparse gigabyte: only the cap is read.
+        std::fs::File::create(&file).and_then(|f| f.set_len(1 << 30)).expect("make a large sparse file");
+        let started = std::time::Instant::now();
+        let e = env.read_to_string_capped(&file, 64 * 1024).expect_err("too large");
+        assert_eq!(e.kind(), io::ErrorKind::FileTooLarge);
+        assert_eq!(e.to_string(), "larger than 64 KiB");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
         std::fs::write(&file, "12345").expect("write");
         assert_eq!(env.read_to_string_capped(&file, 5).ok().as_deref(), Some("12345"));
         assert_eq!(env.read_to_string_capped(&file, 4).map_err(|e| e.to_string()), Err("larger than 4 bytes".into()));
         std::fs::write(&file, [0xff, 0xfe]).expect("write");
         assert_eq!(env.read_to_string_capped(&file, 5).map_err(|e| e.kind()), Err(io::ErrorKind::InvalidData));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn capped_reads_take_regular_files_only_and_dev_null_as_empty() {
+        let env = Env::from_pairs::<&str, &str>(&[]);
+        let dir = std::env::temp_dir().join(format!("lock-exec-env-kinds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a temporary folder");
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+        assert!(made.success(), "mkfifo: {made}");
+        let check = |path: &Path, expected: Result<&str, &str>| {
+            let started = std::time::Instant::now();
+            let got = env.read_to_string_capped(path, 1024);
+            assert!(started.elapsed() < std::time::Duration::from_secs(2), "{path:?}: {:?}", started.elapsed());
+            if let Err(e) = &got {
+                assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{path:?}");
+            }
+            assert_eq!(got.as_deref().map_err(|e| e.to_string()), expected.map_err(str::to_owned), "{path:?}");
+        };
+        // No writer ever opens the pipe: a blocking open would never return.
+        check(&fifo, Err("not a regular file (a named pipe)"));
+        check(Path::new("/dev/zero"), Err("not a regular file (a character device)"));
+        check(&dir, Err("not a regular file (a directory)"));
+        check(Path::new("/dev/null"), Ok(""));
+        let link = dir.join("null-link");
+        std::os::unix::fs::symlink("/dev/null", &link).expect("make a symbolic link");
+        check(&link, Ok(""));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

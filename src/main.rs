@@ -116,6 +116,9 @@ fn main() -> ExitCode {
             (log, result)
         }
     };
+    // lock-exec exits below, whatever the result: a credential_process helper still running in a thread that
+    // is not waited for (a refresh during the lease) must not outlive it.
+    run::kill_credential_helpers();
     match result {
         Ok(Exit::Signaled(signal)) => {
             // Die of the command's signal, as sudo does, so a calling shell sees it (bash stops a script on a

@@ -25,6 +25,12 @@ use crate::process;
 use crate::supervise::{self, Event, Outcome, Start};
 use crate::worker::{self, Job, Setup, World};
 
+/// Kills every `credential_process` helper still running and lets no new one start; `main` calls it once,
+/// just before lock-exec exits, on every path.
+pub fn kill_credential_helpers() {
+    credentials::process::kill_running_helpers();
+}
+
 /// Region, endpoint and credentials of a run.
 #[derive(Debug)]
 pub struct Aws {

@@ -1,6 +1,7 @@
-//! Caps and retries on the credential paths: an endless token file fails at once, and a failing container
-//! endpoint is asked a counted number of times per credential fetch (retries happen in one place, the credential
-//! cache: 3 tries). `status` makes one DynamoDB call, so one credential fetch.
+//! Caps and retries on the credential paths: an endless token file fails at once, a named pipe (FIFO) as a
+//! config or token file fails at once instead of blocking, `/dev/null` reads as an empty file, and a failing
+//! container endpoint is asked a counted number of times per credential fetch (3 tries). `status` makes one
+//! DynamoDB call, so one credential fetch.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -48,8 +49,66 @@ fn an_endless_web_identity_token_file_fails_at_once() {
     let started = Instant::now();
     let out = run_not_started(&case, env);
     out.expect_code(78);
-    expect_error_saying(&out, "cannot read web identity token file /dev/zero: larger than 64 KiB");
+    expect_error_saying(&out, "cannot read web identity token file /dev/zero: not a regular file (a character device)");
     out.check("failed quickly", true, started.elapsed() < Duration::from_secs(5));
+}
+
+/// Makes a named pipe `name` in the case's folder (no writer ever opens it); returns its path.
+fn fifo(case: &Case, name: &str) -> String {
+    let path = case.file(name);
+    let status = std::process::Command::new("mkfifo").arg(&path).status().expect("run mkfifo");
+    assert!(status.success(), "mkfifo {path}: {status}");
+    path
+}
+
+/// Runs `-v run k -- sh -c 'touch marker'` with `env`, 10 s at most (opening a FIFO without a writer would block
+/// for ever), and checks the command did not start.
+#[track_caller]
+fn run_not_started_quickly(case: &Case, env: std::collections::BTreeMap<&'static str, String>) -> Outcome {
+    let script = case.marker_script();
+    let out = case
+        .spawn_raw(&["-t", case.table(), "-v", "run", "k", "--", "sh", "-c", &script], env)
+        .wait(Duration::from_secs(10));
+    out.check("the command started (marker file made)", false, case.exists("marker"));
+    out
+}
+
+#[test]
+fn a_named_pipe_as_the_config_file_fails_at_once() {
+    let case = Case::new("limits_config_fifo");
+    let path = fifo(&case, "config.fifo");
+    let mut env = case.env();
+    env.insert("AWS_CONFIG_FILE", path.clone());
+    let out = run_not_started_quickly(&case, env);
+    out.expect_code(78);
+    expect_error_saying(&out, &format!("cannot read AWS config file {path}: not a regular file (a named pipe)"));
+}
+
+#[test]
+fn a_named_pipe_as_the_web_identity_token_file_fails_at_once() {
+    let case = Case::new("limits_token_fifo");
+    let path = fifo(&case, "token.fifo");
+    let mut env = case.env_without_credentials();
+    env.insert("AWS_WEB_IDENTITY_TOKEN_FILE", path.clone());
+    env.insert("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/lock-exec-it".into());
+    let out = run_not_started_quickly(&case, env);
+    out.expect_code(78);
+    expect_error_saying(
+        &out,
+        &format!("cannot read web identity token file {path}: not a regular file (a named pipe)"),
+    );
+}
+
+/// `AWS_CONFIG_FILE=/dev/null` (a common way to ignore the shared files) reads as an empty file.
+#[test]
+fn dev_null_as_the_shared_files_reads_as_empty() {
+    let case = Case::new("limits_dev_null");
+    let out = case.run_with(&["-t", case.table(), "run", "k", "--", "sh", "-c", "echo ran"], |env| {
+        env.insert("AWS_CONFIG_FILE", "/dev/null".into());
+        env.insert("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into());
+    });
+    out.expect_code(0);
+    out.check("the command's stdout", "ran\n", out.stdout.as_str());
 }
 
 #[test]

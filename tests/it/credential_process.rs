@@ -1,6 +1,7 @@
 //! `credential_process` under hostile or interactive helpers: a descendant that keeps stdout open, a helper that
-//! never exits, one that prompts on the terminal (MFA), one that prints a megabyte. Each run must end promptly
-//! with a clear outcome.
+//! never exits, one that prompts on the terminal (MFA), one that prints a megabyte, one still running when
+//! lock-exec exits. Each run must end promptly with a clear outcome, and leave no helper behind. A helper that
+//! supplies a role's source credentials runs once per fetch, however often STS must be asked.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -8,16 +9,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Case, Outcome, rfc3339_from_now};
+use crate::support::{Case, Outcome, Reply, Server, endpoint, eventually, forward, is_dead, rfc3339_from_now, signal};
 
 /// The JSON a well-behaved helper prints.
 fn document() -> String {
+    document_expiring(Duration::from_secs(3600))
+}
+
+/// The JSON of credentials expiring `lifetime` from now.
+fn document_expiring(lifetime: Duration) -> String {
     json!({
         "Version": 1,
         "AccessKeyId": "ASIAPROCESSLIMITS",
         "SecretAccessKey": "it-process-limits-SECRET-91",
         "SessionToken": "it-process-limits-session-SECRET-92",
-        "Expiration": rfc3339_from_now(Duration::from_secs(3600)),
+        "Expiration": rfc3339_from_now(lifetime),
     })
     .to_string()
 }
@@ -150,4 +156,105 @@ fn an_interactive_process_reads_the_terminal_and_gives_it_back() {
         "the command read the line after the code\n--- stdout:\n{stdout}"
     );
     assert!(!stdout.contains("it-process-limits-SECRET-91"), "{stdout}");
+}
+
+/// A helper supplies the source credentials of a role; STS answers 500 twice, then the emulator answers. Only the
+/// AssumeRole step is tried again: the helper runs once (an MFA helper would prompt once), and the run succeeds.
+#[test]
+fn a_failing_sts_step_is_retried_without_running_the_helper_again() {
+    let case = Case::new("process_sts_retry");
+    let runs = case.file("helper-runs");
+    let program =
+        case.write_script("bin/credentials.sh", &format!("echo run >> '{runs}'\ncat <<'JSON'\n{}\nJSON\n", document()));
+    case.write_aws_file(
+        "config",
+        &format!(
+            "[profile role]\nrole_arn = arn:aws:iam::123456789012:role/lock-exec-it\nsource_profile = base\n\n\
+             [profile base]\ncredential_process = {program}\n"
+        ),
+    );
+    let target = endpoint().to_owned();
+    let mut answered = 0;
+    let sts = Server::start(move |request| {
+        answered += 1;
+        if answered <= 2 {
+            Reply::new(
+                500,
+                "<ErrorResponse><Error><Type>Receiver</Type><Code>InternalFailure</Code>\
+                 <Message>try again</Message></Error></ErrorResponse>",
+            )
+        } else {
+            forward(&target, request)
+        }
+    });
+    let mut env = case.env_without_credentials();
+    env.insert("AWS_ENDPOINT_URL_STS", sts.url());
+    let out = case
+        .spawn_raw(&["-t", case.table(), "--profile", "role", "-v", "run", "k", "--", "sh", "-c", "echo ran"], env)
+        .wait(Duration::from_secs(30));
+    let statuses: Vec<u16> = sts.stop().iter().map(|e| e.reply.status).collect();
+    let helper_runs = std::fs::read_to_string(case.path("helper-runs")).unwrap_or_default().lines().count();
+    out.check("STS answers (two failures, then the emulator's)", vec![500, 500, 200], statuses);
+    out.check("runs of the credential_process helper", 1, helper_runs);
+    out.expect_code(0);
+    out.check("the command's stdout", "ran\n", out.stdout.as_str());
+    out.check("lock released", true, out.has_log("lock released"));
+    out.expect_no_secrets(&["it-process-limits-SECRET-91", "it-process-limits-session-SECRET-92"]);
+}
+
+/// The helper's first run prints credentials expiring in 2 minutes (inside the refresh window, so the first
+/// renewal, after 1 s of a 3 s lease, starts a refresh); every later run starts a child in its group, writes `HELPER_PID CHILD_PID` to `pids` and
+/// waits for 10 minutes. The command waits for `pids`, then either exits (`terminate` false) or is still running
+/// when lock-exec gets SIGTERM. Either way, once lock-exec has exited, the helper and its child are gone.
+fn helper_still_running_when_lock_exec_exits(name: &str, terminate: bool) {
+    let case = Case::new(name);
+    let (first, pids) = (case.file("first-run-done"), case.file("pids"));
+    helper(
+        &case,
+        &format!(
+            "if [ ! -e '{first}' ]; then\ntouch '{first}'\ncat <<'JSON'\n{}\nJSON\nexit 0\nfi\n\
+             sleep 600 &\necho \"$$ $!\" > '{pids}.tmp'\nmv '{pids}.tmp' '{pids}'\nwait\n",
+            document_expiring(Duration::from_secs(120))
+        ),
+    );
+    let command = if terminate {
+        "sleep 60".to_owned()
+    } else {
+        format!("i=0; while [ ! -e '{pids}' ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; echo ran")
+    };
+    let mut running = case.spawn_raw(
+        &["-t", case.table(), "--profile", "proc", "-v", "run", "k", "-e", "3s", "--", "sh", "-c", &command],
+        case.env_without_credentials(),
+    );
+    let line = running.wait_for_line(&case.path("pids"), Duration::from_secs(20));
+    let helper_pids: Vec<u32> =
+        line.split_whitespace().map(|pid| pid.parse().expect("the helper wrote two pids")).collect();
+    if terminate {
+        signal(running.pid(), libc::SIGTERM);
+    }
+    let out = running.wait(Duration::from_secs(20));
+    eventually(Duration::from_secs(3), || helper_pids.iter().all(|&pid| is_dead(pid)));
+    let left: Vec<u32> = helper_pids.iter().copied().filter(|&pid| !is_dead(pid)).collect();
+    for &pid in &left {
+        signal(pid, libc::SIGKILL); // do not leave them behind after a failure
+    }
+    out.check("helper processes left 3 s after lock-exec exited", Vec::<u32>::new(), left);
+    if terminate {
+        out.expect_death_by(libc::SIGTERM);
+    } else {
+        out.expect_code(0);
+        out.check("the command's stdout", "ran\n", out.stdout.as_str());
+    }
+    out.check("lock released", true, out.has_log("lock released"));
+    out.expect_no_secrets(&["it-process-limits-SECRET-91", "it-process-limits-session-SECRET-92"]);
+}
+
+#[test]
+fn a_helper_still_refreshing_when_the_command_ends_is_killed() {
+    helper_still_running_when_lock_exec_exits("process_abandoned_exit", false);
+}
+
+#[test]
+fn a_helper_still_refreshing_when_lock_exec_gets_sigterm_is_killed() {
+    helper_still_running_when_lock_exec_exits("process_abandoned_sigterm", true);
 }

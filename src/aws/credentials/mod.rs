@@ -14,10 +14,13 @@
 //! 5. the EC2 instance metadata service ([`imds`]: `AWS_EC2_METADATA_DISABLED`,
 //!    `AWS_EC2_METADATA_SERVICE_ENDPOINT`, `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE`, `AWS_EC2_METADATA_V1_DISABLED`)
 //!
-//! Retries are decided here, in one place: each source makes one request per step (IMDS excepted: its
-//! requests keep their own 3 tries of 1 s, and its failures are final), and [`Cache::get`] tries a fetch
-//! [`FETCH_ATTEMPTS`] times when it fails in a way worth another try ([`transient`]). Nothing above the cache
-//! retries a credential failure again (the DynamoDB client does not).
+//! Retries are decided here, in one place ([`Source::fetch`]): each source makes one request per step (IMDS
+//! excepted: its requests keep their own 3 tries of 1 s, and its failures are final), and each step that fails
+//! in a way worth another try ([`transient`]) is tried [`FETCH_ATTEMPTS`] times in all. Only the failing step is
+//! tried again: what the steps before it obtained (a role's source credentials, a web identity token) is reused.
+//! A `credential_process` helper runs once per fetch and is never run again after a failure: it is the user's
+//! program, and may prompt (MFA) or have effects of its own. Nothing above the chain retries a credential
+//! failure again (the cache does not, nor does the DynamoDB client).
 
 pub mod container;
 pub mod environment;
@@ -54,13 +57,15 @@ pub struct Context<'a> {
 }
 
 /// The most a token file (web identity, container authorization) may hold: 64 KiB. Real tokens are a few KiB;
-/// a larger file (or `/dev/zero`) is an error, read with bounded memory.
+/// a larger file is an error, read with bounded memory (and a device or named pipe is refused unread:
+/// [`Env::read_to_string_capped`]).
 pub const TOKEN_FILE_LIMIT: u64 = 64 * 1024;
 
-/// Tries per credential fetch in [`Cache::get`] when the failure is [`transient`].
+/// Tries per step of a credential fetch (one request: an STS call, the container endpoint) when the failure is
+/// [`transient`].
 pub const FETCH_ATTEMPTS: u32 = 3;
 
-/// The pause before the second try of a fetch; it grows linearly (100 ms, then 200 ms).
+/// The pause before the second try of a step; it grows linearly (100 ms, then 200 ms).
 pub const FETCH_PAUSE: Duration = Duration::from_millis(100);
 
 /// True for a failure worth another try: no connection or a timeout, a 5xx answer, throttling.
@@ -69,6 +74,21 @@ pub fn transient(error: &Error) -> bool {
         Error::Transport { .. } => true,
         Error::Service(e) => matches!(e.kind(), ServiceErrorKind::Server | ServiceErrorKind::Throttling),
         _ => false,
+    }
+}
+
+/// Runs one step of a fetch (one request), trying it again after a [`transient`] failure, [`FETCH_ATTEMPTS`]
+/// tries in all.
+fn with_retries<T>(mut step: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let mut tries = 1;
+    loop {
+        match step() {
+            Err(e) if transient(&e) && tries < FETCH_ATTEMPTS => {
+                std::thread::sleep(FETCH_PAUSE * tries);
+                tries += 1;
+            }
+            result => return result,
+        }
     }
 }
 
@@ -143,27 +163,35 @@ impl Source {
         }
     }
 
-    /// Fetches credentials from the source.
+    /// Fetches credentials from the source, each request tried again on a [`transient`] failure (the module
+    /// docs say how); a `credential_process` helper is run once.
     pub fn fetch(&self, ctx: &Context<'_>) -> Result<Credentials, Error> {
         match self {
             Source::Static { credentials, .. } => Ok(credentials.clone()),
             Source::WebIdentity { identity, sts_endpoint } => {
-                web_identity::load(ctx.env, ctx.http, sts_endpoint, identity)
+                // The token is read once per fetch; only the STS request is tried again.
+                let token = web_identity::read_token(ctx.env, identity)?;
+                with_retries(|| web_identity::exchange(ctx.env, ctx.http, sts_endpoint, identity, &token))
             }
-            Source::Container { uri } => container::load(ctx.env, ctx.http, uri),
-            Source::Imds { endpoint, fallback } => imds::load(ctx.env, ctx.http, endpoint).map_err(|e| match e {
-                Error::Credentials { provider, message, denied } if *fallback => Error::Credentials {
-                    provider,
-                    message: format!(
-                        "no credentials in the environment, the profile, web identity or container settings, \
-                         so the instance metadata service was asked: {message}"
-                    ),
-                    denied,
-                },
-                other => other,
-            }),
+            Source::Container { uri } => with_retries(|| container::load(ctx.env, ctx.http, uri)),
+            Source::Imds { endpoint, fallback } => {
+                with_retries(|| imds::load(ctx.env, ctx.http, endpoint)).map_err(|e| match e {
+                    Error::Credentials { provider, message, denied } if *fallback => Error::Credentials {
+                        provider,
+                        message: format!(
+                            "no credentials in the environment, the profile, web identity or container settings, \
+                             so the instance metadata service was asked: {message}"
+                        ),
+                        denied,
+                    },
+                    other => other,
+                })
+            }
+            // Never run again after a failure (none of its errors is transient anyway).
             Source::Process { profile, command } => process::load(ctx.env, profile, &command.0),
             Source::AssumeRole { base, steps, sts_endpoint } => {
+                // The base (a credential_process helper, a web identity token, ...) is asked once; each role
+                // step is retried on its own with the credentials of the step before.
                 let mut credentials = base.fetch(ctx)?;
                 for step in steps {
                     let params = sts::AssumeRoleParams {
@@ -175,22 +203,23 @@ impl Source {
                         external_id: step.external_id.clone(),
                         duration_seconds: step.duration_seconds,
                     };
-                    credentials =
+                    credentials = with_retries(|| {
                         sts::assume_role(ctx.http, sts_endpoint, ctx.region, &credentials, &params, ctx.env.now())
-                            .map_err(|e| match e {
-                                // Left as it is, so that the cache's retry policy sees it.
-                                e if transient(&e) => e,
-                                e => Error::Credentials {
-                                    provider: "profile assume role",
-                                    message: format!(
-                                        "profile {}: AssumeRole {}: {}",
-                                        step.profile,
-                                        step.role_arn,
-                                        crate::error_chain(&e)
-                                    ),
-                                    denied: e.exit() == crate::exit::Exit::Denied,
-                                },
-                            })?;
+                    })
+                    .map_err(|e| match e {
+                        // A transient failure that outlasted the tries keeps its kind (exit 69).
+                        e if transient(&e) => e,
+                        e => Error::Credentials {
+                            provider: "profile assume role",
+                            message: format!(
+                                "profile {}: AssumeRole {}: {}",
+                                step.profile,
+                                step.role_arn,
+                                crate::error_chain(&e)
+                            ),
+                            denied: e.exit() == crate::exit::Exit::Denied,
+                        },
+                    })?;
                 }
                 Ok(credentials)
             }
@@ -341,7 +370,7 @@ impl Cache {
         {
             return Ok(Fresh { credentials: cached.clone(), refresh_error: None, fetched: false });
         }
-        match self.fetch(ctx) {
+        match self.source.fetch(ctx) {
             Ok(fetched) => {
                 *self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fetched.clone());
                 Ok(Fresh { credentials: fetched, refresh_error: None, fetched: true })
@@ -352,20 +381,6 @@ impl Cache {
                 }
                 _ => Err(e),
             },
-        }
-    }
-
-    /// Fetches from the source, trying again after a [`transient`] failure, [`FETCH_ATTEMPTS`] tries in all.
-    fn fetch(&self, ctx: &Context<'_>) -> Result<Credentials, Error> {
-        let mut tries = 1;
-        loop {
-            match self.source.fetch(ctx) {
-                Err(e) if transient(&e) && tries < FETCH_ATTEMPTS => {
-                    std::thread::sleep(FETCH_PAUSE * tries);
-                    tries += 1;
-                }
-                result => return result,
-            }
         }
     }
 
@@ -482,6 +497,58 @@ mod tests {
             let e = Cache::new(source).get(&ctx).expect_err("every try fails");
             assert_eq!(seen.load(Ordering::SeqCst), requests, "HTTP {status}: {e}");
         }
+    }
+
+    #[test]
+    fn only_the_failing_step_of_a_chain_is_tried_again() {
+        use crate::aws::sts::test_server::{Reply, serve};
+        let dir = std::env::temp_dir().join(format!("lock-exec-chain-retry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a temporary folder");
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, "web.identity.token").expect("write the token");
+        let answer = |action: &str, key: &str| {
+            format!(
+                "<{action}Response><{action}Result><Credentials><AccessKeyId>{key}</AccessKeyId>\
+                 <SecretAccessKey>S</SecretAccessKey><SessionToken>T</SessionToken>\
+                 <Expiration>2030-01-01T00:00:00Z</Expiration></Credentials></{action}Result></{action}Response>"
+            )
+        };
+        let busy = "<ErrorResponse><Error><Type>Receiver</Type><Code>InternalFailure</Code>\
+                    <Message>busy</Message></Error></ErrorResponse>";
+        // The web identity exchange succeeds; the role step then fails twice before it succeeds.
+        let (base, server) = serve(vec![
+            Reply::With(200, answer("AssumeRoleWithWebIdentity", "ASIAWEB")),
+            Reply::With(500, busy.into()),
+            Reply::With(503, busy.into()),
+            Reply::With(200, answer("AssumeRole", "ASIAROLE")),
+        ]);
+        let identity = WebIdentity { token_file, role_arn: "arn:aws:iam::1:role/web".into(), session_name: "s".into() };
+        let step = AssumeRoleStep {
+            profile: "p".into(),
+            role_arn: "arn:aws:iam::1:role/r".into(),
+            external_id: None,
+            session_name: Some("s".into()),
+            duration_seconds: None,
+        };
+        let source = Source::AssumeRole {
+            base: Box::new(Source::WebIdentity { identity, sts_endpoint: base.clone() }),
+            steps: vec![step],
+            sts_endpoint: base,
+        };
+        let http = Http::new();
+        let profiles = ProfileSet::default();
+        let env = Env::from_pairs::<&str, &str>(&[]).with_now(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let ctx = Context { env: &env, http: &http, profiles: &profiles, region: "us-east-1" };
+        let fresh = Cache::new(source).get(&ctx).expect("the third try of the role step succeeds");
+        assert_eq!(fresh.credentials.access_key_id(), "ASIAROLE");
+        let actions: Vec<String> = server
+            .join()
+            .expect("the STS stub")
+            .iter()
+            .map(|r| r.body.split('&').find_map(|f| f.strip_prefix("Action=")).unwrap_or("?").to_owned())
+            .collect();
+        assert_eq!(actions, ["AssumeRoleWithWebIdentity", "AssumeRole", "AssumeRole", "AssumeRole"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

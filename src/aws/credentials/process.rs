@@ -10,6 +10,14 @@
 //! Once the helper itself has exited, its output is what it wrote until then: a descendant that keeps stdout
 //! open (a daemon it started) does not delay the call.
 //!
+//! A helper runs once per credential fetch and a failed run is never run again (the chain retries only its
+//! STS and HTTP requests, reusing the helper's credentials): it is the user's program, and may prompt.
+//!
+//! No helper outlives lock-exec: helpers run from threads that the run does not wait for (a refresh during the
+//! lease), so the process groups of the helpers running now are kept in a registry, and lock-exec kills them
+//! with SIGKILL on its way out ([`kill_running_helpers`], called once from `main` on every exit path). A group
+//! leaves the registry in the same critical section that reaps its helper, so a recycled id is never signalled.
+//!
 //! Interactive helpers (MFA prompts): when lock-exec runs in the foreground of a terminal, the helper gets
 //! lock-exec's stdin and its process group becomes the terminal's foreground group before it starts, so it can
 //! read the terminal; lock-exec takes the terminal back when the call ends, however it ends. Without a
@@ -23,6 +31,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -57,6 +66,32 @@ pub const TIMEOUT_VARIABLE: &str = "LOCK_EXEC_CREDENTIAL_PROCESS_TIMEOUT";
 
 /// How long one wait for output lasts before the helper's exit and the deadline are checked again.
 const POLL: Duration = Duration::from_millis(10);
+
+/// The helpers running now: their process group ids (each helper leads its own group), and whether lock-exec
+/// is on its way out (then no helper may start).
+struct Running {
+    groups: Vec<u32>,
+    closed: bool,
+}
+
+/// Spawns, reaps and [`kill_running_helpers`] hold this lock, so a group is signalled only while its helper
+/// is unreaped, and none starts after the exit's kill.
+static RUNNING: Mutex<Running> = Mutex::new(Running { groups: Vec::new(), closed: false });
+
+fn running() -> MutexGuard<'static, Running> {
+    RUNNING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Kills the process group of every `credential_process` helper still running (SIGKILL), and lets no new one
+/// start. For lock-exec's exit, whatever the path: the threads that run helpers are not waited for, and a
+/// helper would otherwise run on (a slow refresh during the lease, a prompt nobody answers).
+pub fn kill_running_helpers() {
+    let mut running = running();
+    running.closed = true;
+    for &group in &running.groups {
+        crate::process::signal_group(group, libc::SIGKILL);
+    }
+}
 
 /// Runs the `credential_process` command of profile `profile_name` and reads the credentials it prints.
 /// `env`'s clock is used to reject credentials that have already expired.
@@ -112,17 +147,14 @@ pub fn load_with_timeout(
     }
     // From here on the terminal comes back to our group when this function returns, whatever the path.
     let _terminal_back = terminal.map(TerminalBack);
-    let spawned = builder.spawn();
+    let spawned = spawn_registered(&mut builder);
     drop(builder); // our copy of the socket's other end: only the helper (and what it starts) holds it now
     let mut child = spawned.map_err(|e| fail(format!("cannot run credential_process {program}: {e}")))?;
     let mut stdout = Vec::new();
     let status = match read_until_exit(&mut child, &mut output, &mut stdout, deadline) {
         Ok(status) => status,
         Err(problem) => {
-            // Not reaped yet, so the process group id is still ours to signal.
-            crate::process::signal_group(child.id(), libc::SIGKILL);
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_and_reap(&mut child);
             return Err(fail(problem.message(program, timeout)));
         }
     };
@@ -133,6 +165,44 @@ pub fn load_with_timeout(
     let stdout = String::from_utf8(stdout)
         .map_err(|_| fail(format!("credential_process {program} printed output that is not UTF-8")))?;
     parse_output(&stdout, now).map_err(|e| fail(format!("credential_process {program}: {e}")))
+}
+
+/// Starts the helper and registers its process group, both under the registry's lock (so lock-exec's exit
+/// either kills it or keeps it from starting).
+fn spawn_registered(builder: &mut Command) -> std::io::Result<Child> {
+    let mut running = running();
+    if running.closed {
+        return Err(std::io::Error::other("lock-exec is exiting"));
+    }
+    let child = builder.spawn()?;
+    running.groups.push(child.id());
+    Ok(child)
+}
+
+/// `try_wait` under the registry's lock; once the helper is reaped (or cannot be waited for), its group leaves
+/// the registry in the same critical section.
+fn try_reap(child: &mut Child) -> std::io::Result<Option<ExitStatus>> {
+    let mut running = running();
+    let status = child.try_wait();
+    if !matches!(status, Ok(None)) {
+        running.groups.retain(|&group| group != child.id());
+    }
+    status
+}
+
+/// Kills the helper's process group (while the helper is unreaped, so the id is still its group's) and reaps
+/// the helper.
+fn kill_and_reap(child: &mut Child) {
+    {
+        let running = running();
+        if running.groups.contains(&child.id()) {
+            crate::process::signal_group(child.id(), libc::SIGKILL);
+            let _ = child.kill();
+        }
+    }
+    while let Ok(None) = try_reap(child) {
+        std::thread::sleep(POLL);
+    }
 }
 
 /// Gives the terminal back to our process group when dropped.
@@ -177,7 +247,7 @@ fn read_until_exit(
     let mut closed = false;
     let mut buffer = [0u8; 8192];
     loop {
-        if let Some(status) = child.try_wait().map_err(|e| Problem::Io("wait for", e))? {
+        if let Some(status) = try_reap(child).map_err(|e| Problem::Io("wait for", e))? {
             return Ok(status);
         }
         let now = Instant::now();

@@ -3,7 +3,8 @@
 //!
 //! Reads, in order: `AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`, `AWS_ROLE_SESSION_NAME` (optional, default
 //! `lock-exec-<unix seconds>`). Blank values count as unset. The token file is read again on every fetch, as
-//! the kubelet rotates it; a file over [`super::TOKEN_FILE_LIMIT`] is an error.
+//! the kubelet rotates it (once per fetch: a retried STS request reuses it); a file over
+//! [`super::TOKEN_FILE_LIMIT`] is an error.
 
 use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
@@ -44,8 +45,14 @@ pub fn default_session_name(env: &Env) -> String {
     format!("lock-exec-{seconds}")
 }
 
-/// Reads the token file and exchanges the token for credentials at the STS `endpoint`.
+/// Reads the token file and exchanges the token for credentials at the STS `endpoint` (one request).
 pub fn load(env: &Env, http: &Http, endpoint: &str, identity: &WebIdentity) -> Result<Credentials, Error> {
+    let token = read_token(env, identity)?;
+    exchange(env, http, endpoint, identity, &token)
+}
+
+/// Reads the token file (an error when it is empty). The token is a secret: never format it.
+pub fn read_token(env: &Env, identity: &WebIdentity) -> Result<String, Error> {
     let what = || format!("web identity token file {}", identity.token_file.display());
     let token = env
         .read_to_string_capped(&identity.token_file, super::TOKEN_FILE_LIMIT)
@@ -53,8 +60,19 @@ pub fn load(env: &Env, http: &Http, endpoint: &str, identity: &WebIdentity) -> R
     if token.trim().is_empty() {
         return Err(Error::Credentials { provider: NAME, message: format!("{} is empty", what()), denied: false });
     }
+    Ok(token)
+}
+
+/// Exchanges a token read by [`read_token`] for credentials at the STS `endpoint` (one request).
+pub fn exchange(
+    env: &Env,
+    http: &Http,
+    endpoint: &str,
+    identity: &WebIdentity,
+    token: &str,
+) -> Result<Credentials, Error> {
     // Sent as read, like the AWS SDKs do (a trailing newline included).
-    sts::assume_role_with_web_identity(http, endpoint, &identity.role_arn, &identity.session_name, &token, env.now())
+    sts::assume_role_with_web_identity(http, endpoint, &identity.role_arn, &identity.session_name, token, env.now())
 }
 
 #[cfg(test)]
@@ -141,9 +159,20 @@ mod tests {
         assert!(matches!(&e, Error::Io { .. }), "{e:?}");
         assert_eq!(e.to_string(), format!("cannot read web identity token file {}", missing.display()));
 
-        let e = load(&env, &Http::new(), endpoint, &identity(Path::new("/dev/zero"))).expect_err("endless file");
+        let e = load(&env, &Http::new(), endpoint, &identity(Path::new("/dev/zero"))).expect_err("a device");
         assert!(matches!(&e, Error::Io { .. }), "{e:?}");
-        assert_eq!(crate::error_chain(&e), "cannot read web identity token file /dev/zero: larger than 64 KiB");
+        assert_eq!(
+            crate::error_chain(&e),
+            "cannot read web identity token file /dev/zero: not a regular file (a character device)"
+        );
+
+        let large = dir.join("large");
+        std::fs::write(&large, vec![b'x'; 64 * 1024 + 1]).expect("write");
+        let e = load(&env, &Http::new(), endpoint, &identity(&large)).expect_err("too large");
+        assert_eq!(
+            crate::error_chain(&e),
+            format!("cannot read web identity token file {}: larger than 64 KiB", large.display())
+        );
 
         let empty = dir.join("empty");
         std::fs::write(&empty, "\n").expect("write");
