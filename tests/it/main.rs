@@ -9,6 +9,7 @@ mod credentials;
 mod errors;
 mod lease;
 mod lock_protocol;
+mod migration;
 mod proxy;
 mod run;
 mod supervision;
