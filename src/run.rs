@@ -475,15 +475,18 @@ pub fn status(common: &Common, key: &str, env: &Env, log: &Logger) -> Result<Exi
         rows.push(("expire", if item.expire_ns > 0 { lock::rfc3339_ns(item.expire_ns).into() } else { Value::Null }));
         rows.push(("fence", item.fence.map(Value::from).unwrap_or(Value::Null)));
     }
+    // The item's text comes from whoever wrote it: no control character of it reaches the terminal (one line per
+    // field in text; in JSON, DEL and C1 escaped too, which serde_json leaves raw).
+    use crate::log::{Escape, escape_controls};
     let text = match common.log_format {
         cli::LogFormat::Json => {
             let object: serde_json::Map<String, Value> = rows.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-            format!("{}\n", Value::Object(object))
+            format!("{}\n", escape_controls(&Value::Object(object).to_string(), Escape::Json))
         }
         cli::LogFormat::Text => rows
             .into_iter()
             .map(|(k, v)| match v {
-                Value::String(s) => format!("{k:<9} {s}\n"),
+                Value::String(s) => format!("{k:<9} {}\n", escape_controls(&s, Escape::Text)),
                 Value::Null => format!("{k:<9} -\n"),
                 other => format!("{k:<9} {other}\n"),
             })
