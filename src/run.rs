@@ -58,8 +58,11 @@ impl Aws {
                 profiles.selected_name(),
             )));
         }
+        // Before any request (the region may come from IMDS): proxies and every endpoint URL, used or not.
+        let profile_endpoints = profile_endpoints(&profiles);
+        endpoint::check_settings(env, &profile_endpoints)?;
         let region = resolve_region(common, env, http, &profiles)?;
-        let endpoint = endpoint::dynamodb(common.endpoint_url.as_deref(), env, &profile_endpoints(&profiles), &region)?;
+        let endpoint = endpoint::dynamodb(common.endpoint_url.as_deref(), env, &profile_endpoints, &region)?;
         let ctx = Context { env, http, profiles: &profiles, region: &region };
         let source = credentials::select(&ctx)?;
         let max_attempts = dynamodb::max_attempts(env)?;
@@ -113,6 +116,7 @@ fn profile_endpoints(profiles: &ProfileSet) -> ProfileEndpoints {
         ignore_configured: flag("ignore_configured_endpoint_urls"),
         fips: flag("use_fips_endpoint"),
         dualstack: flag("use_dualstack_endpoint"),
+        sts_service: credentials::service_endpoint(profiles, "sts"),
     }
 }
 

@@ -8,8 +8,11 @@
 //!
 //! The partitions are those of the AWS SDKs' `partitions.json` (region patterns, global region names and DNS
 //! suffixes); a region that matches none belongs to `aws`, as in the SDKs.
+//!
+//! [`check_settings`] refuses, before any request, every endpoint URL of the run that holds a user name or
+//! password, whether the run would use it or not, and proxy settings lock-exec cannot use.
 
-use crate::aws::proxy::{has_userinfo, without_userinfo};
+use crate::aws::proxy::{Proxies, has_userinfo, without_userinfo};
 use crate::env::Env;
 use crate::error::Error;
 
@@ -26,6 +29,41 @@ pub struct ProfileEndpoints {
     pub fips: Option<bool>,
     /// The profile's `use_dualstack_endpoint`.
     pub dualstack: Option<bool>,
+    /// The `services` section's `sts` `endpoint_url` (checked here; resolved by the STS code).
+    pub sts_service: Option<String>,
+}
+
+/// Refuses what must never reach a request, before the first one: a proxy URL lock-exec cannot use
+/// ([`Proxies::check`]), and a user name or password in any endpoint URL the run reads, for DynamoDB or STS,
+/// whether the run will call that service or not (`AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_STS`,
+/// `AWS_ENDPOINT_URL`, the profile's `endpoint_url` and its `services` `dynamodb` / `sts` `endpoint_url`; the
+/// environment and profile ones unless configured endpoints are ignored). Exit 78; the message names where the URL
+/// came from and shows it without the user name and password. (`--endpoint-url` is checked by the command line
+/// parser, exit 64.)
+pub fn check_settings(env: &Env, profile: &ProfileEndpoints) -> Result<(), Error> {
+    Proxies::from_env(env).check()?;
+    if ignore_configured(env, profile.ignore_configured) {
+        return Ok(());
+    }
+    let from_env = ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"]
+        .into_iter()
+        .filter_map(|name| Some((name, env.var(name)?)));
+    let from_profile = [
+        ("the profile's services dynamodb endpoint_url", &profile.service),
+        ("the profile's services sts endpoint_url", &profile.sts_service),
+        ("the profile's endpoint_url", &profile.global),
+    ]
+    .into_iter()
+    .filter_map(|(origin, url)| Some((origin, url.clone()?)));
+    for (origin, url) in from_env.chain(from_profile) {
+        if has_userinfo(&url) {
+            return Err(Error::Config(format!(
+                "{origin}: endpoint URL {:?} holds a user name or password (user:password@): not allowed; remove it",
+                without_userinfo(&url)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The DynamoDB endpoint URL, without a trailing slash.
@@ -417,6 +455,47 @@ mod tests {
         let e = check_url("ftp://u:secret@h/").expect_err("refused");
         assert!(!e.to_string().contains("secret"), "{e}");
         assert!(check_url("http://127.0.0.1:8000/path@x").is_ok());
+    }
+
+    #[test]
+    fn userinfo_in_any_endpoint_url_is_refused_before_use() {
+        fn check(vars: &[(&str, &str)], profile: ProfileEndpoints, expected: Result<(), &str>) {
+            let got = check_settings(&Env::from_pairs(vars), &profile).map_err(|e| e.to_string());
+            match (&got, expected) {
+                (Ok(()), Ok(())) => {}
+                (Err(message), Err(start)) => {
+                    assert!(message.starts_with(start), "{vars:?}: {message}");
+                    assert!(message.contains("http://127.0.0.1:9/") && !message.contains("pw-4"), "{message}");
+                }
+                _ => panic!("{vars:?} {profile:?}: expected {expected:?}, got {got:?}"),
+            }
+        }
+        let bad = "http://user:pw-4@127.0.0.1:9/";
+        let none = ProfileEndpoints::default;
+        check(&[("AWS_ENDPOINT_URL_STS", bad)], none(), Err("AWS_ENDPOINT_URL_STS: endpoint URL"));
+        check(&[("AWS_ENDPOINT_URL_DYNAMODB", bad)], none(), Err("AWS_ENDPOINT_URL_DYNAMODB: endpoint URL"));
+        check(
+            &[("AWS_ENDPOINT_URL_DYNAMODB", "http://ok"), ("AWS_ENDPOINT_URL", bad)],
+            none(),
+            Err("AWS_ENDPOINT_URL: endpoint URL"),
+        );
+        let sts = ProfileEndpoints { sts_service: Some(bad.into()), ..none() };
+        check(&[], sts.clone(), Err("the profile's services sts endpoint_url: endpoint URL"));
+        let global = ProfileEndpoints { global: Some(bad.into()), ..none() };
+        check(&[], global, Err("the profile's endpoint_url: endpoint URL"));
+        let service = ProfileEndpoints { service: Some(bad.into()), ..none() };
+        check(&[], service, Err("the profile's services dynamodb endpoint_url: endpoint URL"));
+        // Ignored settings are never used: nothing to refuse.
+        check(&[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"), ("AWS_ENDPOINT_URL_STS", bad)], sts, Ok(()));
+        // Only userinfo is refused in a URL the run may not use; its form is checked when it is used.
+        check(
+            &[("AWS_ENDPOINT_URL_STS", "localhost:4566"), ("AWS_ENDPOINT_URL", "http://127.0.0.1:9")],
+            none(),
+            Ok(()),
+        );
+        let e = check_settings(&Env::from_pairs(&[("HTTPS_PROXY", "socks5://h:1")]), &none()).expect_err("socks");
+        assert!(e.to_string().starts_with("HTTPS_PROXY=\"socks5://h:1\": SOCKS"), "{e}");
+        assert_eq!(e.exit(), crate::exit::Exit::Config);
     }
 
     #[test]
