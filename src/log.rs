@@ -140,15 +140,16 @@ impl Logger {
 
 /// How [`escape_controls`] writes a control character.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Escape {
+pub enum Escape {
     /// `\n`, `\r`, `\t`, else `\xHH` (text lines).
     Text,
     /// `\u00HH` (inside JSON strings; serde_json has already escaped C0).
     Json,
 }
 
-/// `text` with every control character (C0, DEL, C1) written as an escape.
-fn escape_controls(text: &str, style: Escape) -> String {
+/// `text` with every control character (C0, DEL, C1) written as an escape, so that no text from a server or a
+/// lock item can drive the terminal.
+pub fn escape_controls(text: &str, style: Escape) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match (c, style) {

@@ -71,8 +71,11 @@ impl Aws {
                 profiles.selected_name(),
             )));
         }
+        // Before any request (the region may come from IMDS): proxies and every endpoint URL, used or not.
+        let profile_endpoints = profile_endpoints(&profiles);
+        endpoint::check_settings(env, &profile_endpoints)?;
         let region = resolve_region(common, env, http, &profiles)?;
-        let endpoint = endpoint::dynamodb(common.endpoint_url.as_deref(), env, &profile_endpoints(&profiles), &region)?;
+        let endpoint = endpoint::dynamodb(common.endpoint_url.as_deref(), env, &profile_endpoints, &region)?;
         let ctx = Context { env, http, profiles: &profiles, region: &region };
         let source = credentials::select(&ctx)?;
         let max_attempts = dynamodb::max_attempts(env)?;
@@ -128,6 +131,7 @@ fn profile_endpoints(profiles: &ProfileSet) -> ProfileEndpoints {
         ignore_configured: flag("ignore_configured_endpoint_urls"),
         fips: flag("use_fips_endpoint"),
         dualstack: flag("use_dualstack_endpoint"),
+        sts_service: credentials::service_endpoint(profiles, "sts"),
     }
 }
 
@@ -505,15 +509,18 @@ pub fn status(common: &Common, key: &str, env: &Env, log: &Logger) -> Result<Exi
         rows.push(("expire", if item.expire_ns > 0 { lock::rfc3339_ns(item.expire_ns).into() } else { Value::Null }));
         rows.push(("fence", item.fence.map(Value::from).unwrap_or(Value::Null)));
     }
+    // The item's text comes from whoever wrote it: no control character of it reaches the terminal (one line per
+    // field in text; in JSON, DEL and C1 escaped too, which serde_json leaves raw).
+    use crate::log::{Escape, escape_controls};
     let text = match common.log_format {
         cli::LogFormat::Json => {
             let object: serde_json::Map<String, Value> = rows.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-            format!("{}\n", Value::Object(object))
+            format!("{}\n", escape_controls(&Value::Object(object).to_string(), Escape::Json))
         }
         cli::LogFormat::Text => rows
             .into_iter()
             .map(|(k, v)| match v {
-                Value::String(s) => format!("{k:<9} {s}\n"),
+                Value::String(s) => format!("{k:<9} {}\n", escape_controls(&s, Escape::Text)),
                 Value::Null => format!("{k:<9} -\n"),
                 other => format!("{k:<9} {other}\n"),
             })

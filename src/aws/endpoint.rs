@@ -6,10 +6,13 @@
 //! `AWS_USE_FIPS_ENDPOINT` / `use_fips_endpoint` (`dynamodb-fips.`) and `AWS_USE_DUALSTACK_ENDPOINT` /
 //! `use_dualstack_endpoint` (the partition's dual-stack suffix).
 //!
-//! The partitions are those of the AWS SDKs' `partitions.json` (region patterns and DNS suffixes); a region that
-//! matches none belongs to `aws`, as in the SDKs.
+//! The partitions are those of the AWS SDKs' `partitions.json` (region patterns, global region names and DNS
+//! suffixes); a region that matches none belongs to `aws`, as in the SDKs.
+//!
+//! [`check_settings`] refuses, before any request, every endpoint URL of the run that holds a user name or
+//! password, whether the run would use it or not, and proxy settings lock-exec cannot use.
 
-use crate::aws::proxy::{has_userinfo, without_userinfo};
+use crate::aws::proxy::{Proxies, has_userinfo, without_userinfo};
 use crate::env::Env;
 use crate::error::Error;
 
@@ -26,6 +29,41 @@ pub struct ProfileEndpoints {
     pub fips: Option<bool>,
     /// The profile's `use_dualstack_endpoint`.
     pub dualstack: Option<bool>,
+    /// The `services` section's `sts` `endpoint_url` (checked here; resolved by the STS code).
+    pub sts_service: Option<String>,
+}
+
+/// Refuses what must never reach a request, before the first one: a proxy URL lock-exec cannot use
+/// ([`Proxies::check`]), and a user name or password in any endpoint URL the run reads, for DynamoDB or STS,
+/// whether the run will call that service or not (`AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_STS`,
+/// `AWS_ENDPOINT_URL`, the profile's `endpoint_url` and its `services` `dynamodb` / `sts` `endpoint_url`; the
+/// environment and profile ones unless configured endpoints are ignored). Exit 78; the message names where the URL
+/// came from and shows it without the user name and password. (`--endpoint-url` is checked by the command line
+/// parser, exit 64.)
+pub fn check_settings(env: &Env, profile: &ProfileEndpoints) -> Result<(), Error> {
+    Proxies::from_env(env).check()?;
+    if ignore_configured(env, profile.ignore_configured) {
+        return Ok(());
+    }
+    let from_env = ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"]
+        .into_iter()
+        .filter_map(|name| Some((name, env.var(name)?)));
+    let from_profile = [
+        ("the profile's services dynamodb endpoint_url", &profile.service),
+        ("the profile's services sts endpoint_url", &profile.sts_service),
+        ("the profile's endpoint_url", &profile.global),
+    ]
+    .into_iter()
+    .filter_map(|(origin, url)| Some((origin, url.clone()?)));
+    for (origin, url) in from_env.chain(from_profile) {
+        if has_userinfo(&url) {
+            return Err(Error::Config(format!(
+                "{origin}: endpoint URL {:?} holds a user name or password (user:password@): not allowed; remove it",
+                without_userinfo(&url)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The DynamoDB endpoint URL, without a trailing slash.
@@ -48,7 +86,10 @@ pub fn dynamodb(flag: Option<&str>, env: &Env, profile: &ProfileEndpoints, regio
     Ok(regional("dynamodb", region, fips, dualstack))
 }
 
-/// An AWS partition: its name and DNS suffixes, from the SDKs' `partitions.json`.
+/// An AWS partition: its name and DNS suffixes, from the SDKs' `partitions.json`. Every partition there supports
+/// FIPS and dual-stack (`supportsFIPS`, `supportsDualStack`), each with its own dual-stack suffix, so every
+/// combination has a host; should a partition without them be added, [`regional`] must refuse the combination
+/// as the SDK endpoint rules do ("FIPS is enabled but this partition does not support FIPS").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Partition {
     /// `aws`, `aws-cn`, ...
@@ -59,15 +100,18 @@ pub struct Partition {
     pub dual_stack_dns_suffix: &'static str,
 }
 
-/// The partitions and the region patterns of `partitions.json`: each pattern is `prefix-WORD-DIGITS` (the
-/// regular expressions `^(us|eu|...)\-\w+\-\d+$`, `^cn\-\w+\-\d+$`, `^us\-iso\-\w+\-\d+$`, ...).
-const PARTITIONS: [(&[&str], Partition); 8] = [
+/// The partitions, their region patterns and their global region name (listed by name in `partitions.json` and
+/// matched before any pattern): each pattern is `prefix-WORD-DIGITS` (the regular expressions
+/// `^(us|eu|...)\-\w+\-\d+$`, `^cn\-\w+\-\d+$`, `^us\-iso\-\w+\-\d+$`, ...).
+const PARTITIONS: [(&[&str], Option<&str>, Partition); 8] = [
     (
         &["us", "eu", "ap", "sa", "ca", "me", "af", "il", "mx"],
+        Some("aws-global"),
         Partition { name: "aws", dns_suffix: "amazonaws.com", dual_stack_dns_suffix: "api.aws" },
     ),
     (
         &["cn"],
+        Some("aws-cn-global"),
         Partition {
             name: "aws-cn",
             dns_suffix: "amazonaws.com.cn",
@@ -76,26 +120,42 @@ const PARTITIONS: [(&[&str], Partition); 8] = [
     ),
     (
         &["eusc-de"],
+        None,
         Partition { name: "aws-eusc", dns_suffix: "amazonaws.eu", dual_stack_dns_suffix: "api.amazonwebservices.eu" },
     ),
-    (&["us-iso"], Partition { name: "aws-iso", dns_suffix: "c2s.ic.gov", dual_stack_dns_suffix: "api.aws.ic.gov" }),
+    (
+        &["us-iso"],
+        Some("aws-iso-global"),
+        Partition { name: "aws-iso", dns_suffix: "c2s.ic.gov", dual_stack_dns_suffix: "api.aws.ic.gov" },
+    ),
     (
         &["us-isob"],
+        Some("aws-iso-b-global"),
         Partition { name: "aws-iso-b", dns_suffix: "sc2s.sgov.gov", dual_stack_dns_suffix: "api.aws.scloud" },
     ),
     (
         &["eu-isoe"],
+        Some("aws-iso-e-global"),
         Partition { name: "aws-iso-e", dns_suffix: "cloud.adc-e.uk", dual_stack_dns_suffix: "api.cloud-aws.adc-e.uk" },
     ),
     (
         &["us-isof"],
+        Some("aws-iso-f-global"),
         Partition { name: "aws-iso-f", dns_suffix: "csp.hci.ic.gov", dual_stack_dns_suffix: "api.aws.hci.ic.gov" },
     ),
-    (&["us-gov"], Partition { name: "aws-us-gov", dns_suffix: "amazonaws.com", dual_stack_dns_suffix: "api.aws" }),
+    (
+        &["us-gov"],
+        Some("aws-us-gov-global"),
+        Partition { name: "aws-us-gov", dns_suffix: "amazonaws.com", dual_stack_dns_suffix: "api.aws" },
+    ),
 ];
 
-/// The partition of `region`: the first whose pattern matches, else `aws` (as the SDKs fall back).
+/// The partition of `region`: the one that names it as its global region, else the first whose pattern matches,
+/// else `aws` (as the SDKs fall back).
 pub fn partition(region: &str) -> Partition {
+    if let Some((_, _, partition)) = PARTITIONS.iter().find(|(_, global, _)| *global == Some(region)) {
+        return *partition;
+    }
     let matches = |prefix: &str| {
         let Some(rest) = region.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else { return false };
         let Some((word, digits)) = rest.split_once('-') else { return false };
@@ -106,8 +166,8 @@ pub fn partition(region: &str) -> Partition {
     };
     PARTITIONS
         .iter()
-        .find(|(prefixes, _)| prefixes.iter().any(|p| matches(p)))
-        .map_or(PARTITIONS[0].1, |(_, partition)| *partition)
+        .find(|(prefixes, _, _)| prefixes.iter().any(|p| matches(p)))
+        .map_or(PARTITIONS[0].2, |(_, _, partition)| *partition)
 }
 
 /// The regional endpoint of `service` (`dynamodb`, `sts`) as the SDKs' endpoint rules build it:
@@ -297,6 +357,95 @@ mod tests {
     }
 
     #[test]
+    fn fips_and_dual_stack_hosts_of_every_partition() {
+        fn check(region: &str, fips: bool, dualstack: bool, expected: &str) {
+            assert_eq!(regional("sts", region, fips, dualstack), expected, "{region} fips {fips} dual {dualstack}");
+        }
+        // (region, plain, FIPS, dual-stack, both), as the SDKs' STS and DynamoDB rules build them from
+        // partitions.json (every partition there supports FIPS and dual-stack).
+        let table = [
+            (
+                "us-east-1",
+                "sts.us-east-1.amazonaws.com",
+                "sts-fips.us-east-1.amazonaws.com",
+                "sts.us-east-1.api.aws",
+                "sts-fips.us-east-1.api.aws",
+            ),
+            (
+                "cn-north-1",
+                "sts.cn-north-1.amazonaws.com.cn",
+                "sts-fips.cn-north-1.amazonaws.com.cn",
+                "sts.cn-north-1.api.amazonwebservices.com.cn",
+                "sts-fips.cn-north-1.api.amazonwebservices.com.cn",
+            ),
+            (
+                "us-gov-east-1",
+                "sts.us-gov-east-1.amazonaws.com",
+                "sts.us-gov-east-1.amazonaws.com",
+                "sts.us-gov-east-1.api.aws",
+                "sts-fips.us-gov-east-1.api.aws",
+            ),
+            (
+                "us-iso-east-1",
+                "sts.us-iso-east-1.c2s.ic.gov",
+                "sts-fips.us-iso-east-1.c2s.ic.gov",
+                "sts.us-iso-east-1.api.aws.ic.gov",
+                "sts-fips.us-iso-east-1.api.aws.ic.gov",
+            ),
+            (
+                "us-isob-east-1",
+                "sts.us-isob-east-1.sc2s.sgov.gov",
+                "sts-fips.us-isob-east-1.sc2s.sgov.gov",
+                "sts.us-isob-east-1.api.aws.scloud",
+                "sts-fips.us-isob-east-1.api.aws.scloud",
+            ),
+            (
+                "eu-isoe-west-1",
+                "sts.eu-isoe-west-1.cloud.adc-e.uk",
+                "sts-fips.eu-isoe-west-1.cloud.adc-e.uk",
+                "sts.eu-isoe-west-1.api.cloud-aws.adc-e.uk",
+                "sts-fips.eu-isoe-west-1.api.cloud-aws.adc-e.uk",
+            ),
+            (
+                "us-isof-south-1",
+                "sts.us-isof-south-1.csp.hci.ic.gov",
+                "sts-fips.us-isof-south-1.csp.hci.ic.gov",
+                "sts.us-isof-south-1.api.aws.hci.ic.gov",
+                "sts-fips.us-isof-south-1.api.aws.hci.ic.gov",
+            ),
+            (
+                "eusc-de-east-1",
+                "sts.eusc-de-east-1.amazonaws.eu",
+                "sts-fips.eusc-de-east-1.amazonaws.eu",
+                "sts.eusc-de-east-1.api.amazonwebservices.eu",
+                "sts-fips.eusc-de-east-1.api.amazonwebservices.eu",
+            ),
+        ];
+        for (region, plain, fips, dual, both) in table {
+            check(region, false, false, &format!("https://{plain}"));
+            check(region, true, false, &format!("https://{fips}"));
+            check(region, false, true, &format!("https://{dual}"));
+            check(region, true, true, &format!("https://{both}"));
+        }
+    }
+
+    #[test]
+    fn global_regions_belong_to_their_partitions() {
+        // partitions.json lists each partition's global pseudo-region by name; names are matched before patterns.
+        for (region, expected) in [
+            ("aws-global", "aws"),
+            ("aws-cn-global", "aws-cn"),
+            ("aws-us-gov-global", "aws-us-gov"),
+            ("aws-iso-global", "aws-iso"),
+            ("aws-iso-b-global", "aws-iso-b"),
+            ("aws-iso-e-global", "aws-iso-e"),
+            ("aws-iso-f-global", "aws-iso-f"),
+        ] {
+            assert_eq!(partition(region).name, expected, "{region}");
+        }
+    }
+
+    #[test]
     fn userinfo_is_refused_and_not_shown() {
         let e = check_url("http://someone:pass-WORD@127.0.0.1:1/").expect_err("refused");
         let message = e.to_string();
@@ -306,6 +455,47 @@ mod tests {
         let e = check_url("ftp://u:secret@h/").expect_err("refused");
         assert!(!e.to_string().contains("secret"), "{e}");
         assert!(check_url("http://127.0.0.1:8000/path@x").is_ok());
+    }
+
+    #[test]
+    fn userinfo_in_any_endpoint_url_is_refused_before_use() {
+        fn check(vars: &[(&str, &str)], profile: ProfileEndpoints, expected: Result<(), &str>) {
+            let got = check_settings(&Env::from_pairs(vars), &profile).map_err(|e| e.to_string());
+            match (&got, expected) {
+                (Ok(()), Ok(())) => {}
+                (Err(message), Err(start)) => {
+                    assert!(message.starts_with(start), "{vars:?}: {message}");
+                    assert!(message.contains("http://127.0.0.1:9/") && !message.contains("pw-4"), "{message}");
+                }
+                _ => panic!("{vars:?} {profile:?}: expected {expected:?}, got {got:?}"),
+            }
+        }
+        let bad = "http://user:pw-4@127.0.0.1:9/";
+        let none = ProfileEndpoints::default;
+        check(&[("AWS_ENDPOINT_URL_STS", bad)], none(), Err("AWS_ENDPOINT_URL_STS: endpoint URL"));
+        check(&[("AWS_ENDPOINT_URL_DYNAMODB", bad)], none(), Err("AWS_ENDPOINT_URL_DYNAMODB: endpoint URL"));
+        check(
+            &[("AWS_ENDPOINT_URL_DYNAMODB", "http://ok"), ("AWS_ENDPOINT_URL", bad)],
+            none(),
+            Err("AWS_ENDPOINT_URL: endpoint URL"),
+        );
+        let sts = ProfileEndpoints { sts_service: Some(bad.into()), ..none() };
+        check(&[], sts.clone(), Err("the profile's services sts endpoint_url: endpoint URL"));
+        let global = ProfileEndpoints { global: Some(bad.into()), ..none() };
+        check(&[], global, Err("the profile's endpoint_url: endpoint URL"));
+        let service = ProfileEndpoints { service: Some(bad.into()), ..none() };
+        check(&[], service, Err("the profile's services dynamodb endpoint_url: endpoint URL"));
+        // Ignored settings are never used: nothing to refuse.
+        check(&[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"), ("AWS_ENDPOINT_URL_STS", bad)], sts, Ok(()));
+        // Only userinfo is refused in a URL the run may not use; its form is checked when it is used.
+        check(
+            &[("AWS_ENDPOINT_URL_STS", "localhost:4566"), ("AWS_ENDPOINT_URL", "http://127.0.0.1:9")],
+            none(),
+            Ok(()),
+        );
+        let e = check_settings(&Env::from_pairs(&[("HTTPS_PROXY", "socks5://h:1")]), &none()).expect_err("socks");
+        assert!(e.to_string().starts_with("HTTPS_PROXY=\"socks5://h:1\": SOCKS"), "{e}");
+        assert_eq!(e.exit(), crate::exit::Exit::Config);
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub struct AssumeRoleParams {
 /// ([`crate::aws::endpoint::regional`]), FIPS and dual-stack when `fips` / `dualstack` (`AWS_USE_FIPS_ENDPOINT`,
 /// `AWS_USE_DUALSTACK_ENDPOINT` or the profile's settings, read by the caller). With `ignore_configured` (see
 /// [`crate::aws::endpoint::ignore_configured`]) only the last applies.
+///
+/// The region `aws-global` without FIPS or dual-stack is the global endpoint `https://sts.amazonaws.com` (signed
+/// for `us-east-1`), as in the SDKs' STS endpoint rules; those rules check FIPS and dual-stack first, so with
+/// either the host is built from the region like any other.
 pub fn endpoint(
     env: &Env,
     region: &str,
@@ -66,7 +70,22 @@ pub fn endpoint(
             return url;
         }
     }
+    if region == GLOBAL_REGION && !fips && !dualstack {
+        return GLOBAL_ENDPOINT.to_owned();
+    }
     crate::aws::endpoint::regional("sts", region, fips, dualstack)
+}
+
+/// The pseudo-region of the global STS endpoint.
+const GLOBAL_REGION: &str = "aws-global";
+
+/// The global STS endpoint.
+const GLOBAL_ENDPOINT: &str = "https://sts.amazonaws.com";
+
+/// The region a request is signed for: `us-east-1` for `aws-global` (the SDK rules' signing region for the global
+/// endpoint; no endpoint accepts `aws-global` in a signature), else `region` itself.
+fn signing_region(region: &str) -> &str {
+    if region == GLOBAL_REGION { "us-east-1" } else { region }
 }
 
 /// Exchanges a web identity token (an OIDC JWT, e.g. a Kubernetes service account token) for credentials.
@@ -93,7 +112,8 @@ pub fn assume_role_with_web_identity(
     call.send(|| Ok(headers.clone()), body.as_bytes(), now)
 }
 
-/// Assumes a role with `source` credentials; the request is signed for service `sts` in `region` at time `now`
+/// Assumes a role with `source` credentials; the request is signed for service `sts` in `region` (`us-east-1` for
+/// `aws-global`) at time `now`
 /// (returned credentials already expired by then are an error).
 pub fn assume_role(
     http: &Http,
@@ -124,7 +144,7 @@ pub fn assume_role(
     call.send(
         || {
             let mut headers = vec![("content-type".to_owned(), CONTENT_TYPE.to_owned())];
-            let scope = Scope { region, service: "sts", time: now };
+            let scope = Scope { region: signing_region(region), service: "sts", time: now };
             let signed = sign_request(source, scope, "POST", &url, &headers, body.as_bytes())?;
             headers.extend(signed);
             Ok(headers)
@@ -582,14 +602,14 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted() {
-        assert_eq!(redact("a tok/en b tok%2Fen", &["tok/en", ""]), "a <redacted> b <redacted>");
+        assert_eq!(redact("a tok/en-123 b tok%2Fen-123", &["tok/en-123", ""]), "a <redacted> b <redacted>");
         // Redacted before the excerpt is cut: no prefix of a secret at the end of a long body.
         let secret = "S".repeat(100);
         let body = format!("{}{secret}", "x ".repeat(90));
         let e = parse_response("AssumeRole", &response(400, &body), now(), &[&secret]).expect_err("garbage");
         assert!(!e.message.contains("SS"), "{}", e.message);
-        let e = parse_response("AssumeRole", &response(400, &ACCESS_DENIED.replace("co<", "tok<")), now(), &["tok"])
-            .expect_err("error document");
+        let body = ACCESS_DENIED.replace("co<", "token-123<");
+        let e = parse_response("AssumeRole", &response(400, &body), now(), &["token-123"]).expect_err("error document");
         assert!(e.message.ends_with("& <redacted>"), "{}", e.message);
     }
 
@@ -633,6 +653,39 @@ mod tests {
             None,
             "http://g",
         );
+    }
+
+    #[test]
+    fn the_global_region_uses_the_global_endpoint() {
+        fn check(region: &str, fips: bool, dualstack: bool, expected: &str) {
+            let got = endpoint(&Env::from_pairs::<&str, &str>(&[]), region, None, false, fips, dualstack);
+            assert_eq!(got, expected, "{region} fips {fips} dual {dualstack}");
+        }
+        check("aws-global", false, false, "https://sts.amazonaws.com");
+        // The SDK rules check FIPS and dual-stack first: there is no global FIPS or dual-stack endpoint.
+        check("aws-global", true, false, "https://sts-fips.aws-global.amazonaws.com");
+        check("aws-global", false, true, "https://sts.aws-global.api.aws");
+        check("us-east-1", false, false, "https://sts.us-east-1.amazonaws.com");
+        // The other partitions' global regions have no special endpoint in the rules.
+        check("aws-cn-global", false, false, "https://sts.aws-cn-global.amazonaws.com.cn");
+        check("aws-us-gov-global", false, false, "https://sts.aws-us-gov-global.amazonaws.com");
+        check("aws-iso-b-global", false, false, "https://sts.aws-iso-b-global.sc2s.sgov.gov");
+    }
+
+    #[test]
+    fn the_global_region_is_signed_for_us_east_1() {
+        let (base, server) = serve(vec![Reply::With(200, ASSUME_ROLE_OK.to_owned())]);
+        let source = Credentials::new("AKIDSOURCE", "SOURCESECRET", None, None, "test");
+        let params = AssumeRoleParams {
+            role_arn: "arn:aws:iam::1:role/r".into(),
+            session_name: "s".into(),
+            external_id: None,
+            duration_seconds: None,
+        };
+        assume_role(&Http::new(), &base, "aws-global", &source, &params, now()).expect("credentials");
+        let seen = server.join().expect("server thread");
+        let authorization = seen[0].header("authorization").expect("signed");
+        assert!(authorization.contains("Credential=AKIDSOURCE/20210101/us-east-1/sts/aws4_request"), "{authorization}");
     }
 
     #[test]

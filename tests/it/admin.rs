@@ -96,6 +96,45 @@ fn status_text_prints_aligned_lines() {
     out.check("never used", "key       nothing\nstate     never used\n", out.stdout.as_str());
 }
 
+/// Every text attribute of an item, and the key, with ESC sequences, a newline, a tab, DEL and a C1 control
+/// (CSI): `status` never writes a raw control character to the terminal, in text or JSON.
+#[test]
+fn status_escapes_control_characters_of_the_item() {
+    let case = Case::new("status_controls");
+    let nasty = |what: &str| format!("{what}\u{1b}[2J\u{1b}]0;title\u{7}\nsecond line\tx\u{7f}\u{9b}31m");
+    let key = nasty("k");
+    case.put_item(json!({
+        "key": {"S": key},
+        "expire": {"N": (crate::support::now_ns() + 60_000_000_000).to_string()},
+        "owner": {"S": nasty("owner")},
+        "host": {"S": nasty("host")},
+        "pid": {"N": "4242"},
+        "command": {"S": nasty("command")},
+        "acquired": {"S": nasty("acquired")},
+        "fence": {"N": "7"},
+    }));
+    let raw_controls = |text: &str| text.chars().filter(|c| c.is_control() && *c != '\n').collect::<Vec<char>>();
+
+    let out = case.run(&["status", "--log-format", "text", &key]);
+    out.expect_code(3);
+    out.check("raw control characters in stdout", Vec::<char>::new(), raw_controls(&out.stdout));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    out.check("one line per field", 9, lines.len());
+    let escaped = "\\x1b[2J\\x1b]0;title\\x07\\nsecond line\\tx\\x7f\\x9b31m";
+    for (label, value) in [("key", "k"), ("host", "host"), ("owner", "owner"), ("command", "command")] {
+        let expected = format!("{label:<9} {value}{escaped}");
+        out.check(&format!("the {label} line"), true, lines.contains(&expected.as_str()));
+    }
+
+    let out = case.run(&["status", &key]);
+    out.expect_code(3);
+    out.check("raw control characters in stdout", Vec::<char>::new(), raw_controls(&out.stdout));
+    let json = out.stdout_json();
+    for (field, value) in [("key", "k"), ("host", "host"), ("owner", "owner"), ("command", "command")] {
+        out.check(&format!("JSON {field}"), json!(nasty(value)), json[field].clone());
+    }
+}
+
 #[test]
 fn version_and_help_print_to_stdout() {
     let case = Case::new("version_and_help");

@@ -353,3 +353,128 @@ fn proxy_module_userinfo_in_endpoint_urls_is_refused() {
     out.expect_stderr_contains("user name or password");
     out.expect_no_secrets(&["url-PASSWORD-3", "someone"]);
 }
+
+/// Other spellings of the loopback address (`127.1`, the decimal `2130706433`, octal and hex forms, `0.0.0.0`,
+/// IPv4-mapped IPv6): each is reached directly, whatever the proxy variables say. The recording proxy would
+/// refuse them; here it must see nothing at all.
+#[test]
+fn proxy_never_sees_loopback_aliases() {
+    let case = Case::new("proxy_loopback_aliases");
+    let port = endpoint().rsplit(':').next().expect("the emulator URL ends in its port").trim_end_matches('/');
+    let proxy = RecordingProxy::start();
+    for host in ["127.1", "127.0.1", "2130706433", "0x7f000001", "0177.0.0.1", "0.0.0.0", "[::ffff:127.0.0.1]"] {
+        let mut env = case.env();
+        env.insert("AWS_ENDPOINT_URL", format!("http://{host}:{port}"));
+        with_proxy_variables(&mut env, &proxy.url());
+        let out = case.run_env(&["status", "k"], env);
+        out.check(&format!("state of k through {host}"), json!("never used"), out.stdout_json()["state"].clone());
+        out.expect_code(0);
+        out.check(
+            "warnings (plain http to loopback is not one)",
+            0,
+            out.logs().iter().filter(|l| l["level"] == "warn").count(),
+        );
+    }
+    out_of_proxy(proxy);
+}
+
+/// Fails when the proxy saw any request.
+#[track_caller]
+fn out_of_proxy(proxy: RecordingProxy) {
+    let seen = proxy.stop();
+    assert!(seen.is_empty(), "requests the proxy saw: {seen:?}");
+}
+
+/// A proxy URL lock-exec cannot use the way the AWS SDKs do (SOCKS, another scheme, no host, a bad port) is
+/// refused before any request, naming the variable, and its user name, password and path are never printed.
+#[test]
+fn proxy_urls_other_than_http_connect_are_refused_at_startup() {
+    let case = Case::new("proxy_refused");
+    let stub = Server::start(|_| Reply::new(500, "no request should arrive"));
+    let cases = [
+        (
+            "HTTPS_PROXY",
+            "socks5://sockuser:sock-PASSWORD-1@127.0.0.1:1080/sock-path?q=sock-query",
+            "socks5://127.0.0.1:1080",
+        ),
+        ("https_proxy", "socks5h://127.0.0.1:1080", "socks5h://127.0.0.1:1080"),
+        ("HTTP_PROXY", "socks4://u:sock-PASSWORD-1@127.0.0.1", "socks4://127.0.0.1"),
+        ("http_proxy", "ftp://127.0.0.1:21/", "ftp://127.0.0.1:21"),
+        ("HTTP_PROXY", "http://sockuser:sock-PASSWORD-1@/sock-path", "http://"),
+        ("HTTPS_PROXY", "http://127.0.0.1:notaport/sock-path", "http://127.0.0.1:notaport"),
+    ];
+    for (variable, value, shown) in cases {
+        let mut env = case.env();
+        env.insert("AWS_ENDPOINT_URL", stub.url());
+        env.insert(variable, value.to_owned());
+        let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
+        out.expect_code(78);
+        out.expect_stderr_contains(variable);
+        out.expect_stderr_contains(shown);
+        out.expect_no_secrets(&["sock-PASSWORD-1", "sockuser", "sock-path", "sock-query"]);
+    }
+    out_of_stub(stub);
+}
+
+/// Fails when the stub got any request.
+#[track_caller]
+fn out_of_stub(stub: Server) {
+    let exchanges = stub.stop();
+    assert!(
+        exchanges.is_empty(),
+        "requests the stub got: {:?}",
+        exchanges.iter().map(|e| &e.request).collect::<Vec<_>>()
+    );
+}
+
+/// A proxy URL's path and query (which some setups use to carry tokens) are not printed either: errors show
+/// `scheme://host:port` only.
+#[test]
+fn proxy_errors_show_only_scheme_host_and_port() {
+    let case = Case::new("proxy_path_hidden");
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a local port");
+        listener.local_addr().expect("a bound listener has an address").port()
+    };
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", format!("http://{PROXIED_HOST}"));
+    env.insert(
+        "HTTP_PROXY",
+        format!("http://proxyuser:proxy-PASSWORD-9@127.0.0.1:{closed}/Hidden-PXPATH?k=Hidden-PXQUERY"),
+    );
+    env.insert("AWS_MAX_ATTEMPTS", "1".to_owned());
+    let out = case.run_not_started(&["-t", case.table(), "-v", "run", "k"], env);
+    out.expect_code(69);
+    out.expect_stderr_contains(&format!("through proxy http://127.0.0.1:{closed}"));
+    out.expect_no_secrets(&["proxy-PASSWORD-9", "proxyuser", "Hidden-PXPATH", "Hidden-PXQUERY"]);
+}
+
+/// A user name or password in an STS endpoint URL is refused before any request even when STS would not be
+/// called (static keys): from the environment and from the profile's `services` section.
+#[test]
+fn proxy_module_userinfo_in_unused_sts_endpoints_is_refused() {
+    let case = Case::new("proxy_userinfo_sts_unused");
+    let stub = Server::start(|_| Reply::new(500, "no request should arrive"));
+    let url = "http://someone:sts-PASSWORD-4@127.0.0.1:9/";
+
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL_DYNAMODB", stub.url());
+    env.insert("AWS_ENDPOINT_URL_STS", url.to_owned());
+    let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
+    out.expect_code(78);
+    out.expect_stderr_contains("user name or password");
+    out.expect_stderr_contains("AWS_ENDPOINT_URL_STS");
+    out.expect_no_secrets(&["sts-PASSWORD-4", "someone"]);
+
+    case.write_aws_file(
+        "config",
+        &format!("[default]\nservices = local\n\n[services local]\nsts =\n  endpoint_url = {url}\n"),
+    );
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL_DYNAMODB", stub.url());
+    let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
+    out.expect_code(78);
+    out.expect_stderr_contains("user name or password");
+    out.expect_no_secrets(&["sts-PASSWORD-4", "someone"]);
+    out_of_stub(stub);
+}

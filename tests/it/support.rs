@@ -904,3 +904,13 @@ impl Outcome {
             .collect()
     }
 }
+
+impl Case {
+    /// Writes `attributes` (DynamoDB JSON, e.g. `{"key": {"S": "k"}, ...}`) as one item of the test table.
+    pub fn put_item(&self, attributes: Value) {
+        let request = json!({ "TableName": self.table(), "Item": attributes });
+        if let Err(e) = client().call("PutItem", &request) {
+            panic!("PutItem: {}", lock_exec::error_chain(&e));
+        }
+    }
+}
