@@ -47,14 +47,7 @@ pub enum Topic {
     Status,
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// zap-compatible JSON lines.
-    Json,
-    /// `LEVEL message key=value` lines.
-    Text,
-}
+pub use crate::log::Format as LogFormat;
 
 /// How much to log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -65,6 +58,17 @@ pub enum Verbosity {
     Normal,
     /// Debug lines too (`-v`).
     Verbose,
+}
+
+impl Verbosity {
+    /// The lowest level the logger writes.
+    pub fn level(self) -> crate::log::Level {
+        match self {
+            Verbosity::Quiet => crate::log::Level::Error,
+            Verbosity::Normal => crate::log::Level::Info,
+            Verbosity::Verbose => crate::log::Level::Debug,
+        }
+    }
 }
 
 /// Options every subcommand takes.

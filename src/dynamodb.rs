@@ -124,7 +124,7 @@ impl<'a> Client<'a> {
     pub fn refresh_credentials(&self) -> Result<Credentials, Error> {
         let fresh = self.credentials.get(&self.ctx)?;
         if fresh.fetched {
-            let expiry = fresh.credentials.expiry().map(|e| crate::lock::rfc3339_ns(crate::lock::unix_ns(e)));
+            let expiry = fresh.credentials.expiry().map(|e| crate::clock::rfc3339_ns(crate::clock::unix_ns(e)));
             self.log.debug(
                 "credentials loaded",
                 &[("source", self.credentials.source_name().into()), ("expiry", expiry.into())],

@@ -8,6 +8,9 @@
 
 pub mod aws;
 pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod config;
 pub mod duration;
 pub mod dynamodb;
 pub mod env;
@@ -18,7 +21,6 @@ pub mod lock;
 pub mod log;
 pub mod process;
 pub mod random;
-pub mod run;
 pub mod supervise;
 pub mod worker;
 

@@ -3,10 +3,11 @@
 //! This module builds the DynamoDB request bodies and reads the answers into decisions ([`Acquire`],
 //! [`Owned`]); it does no HTTP itself ([`crate::dynamodb::Client`] sends what it builds).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
+pub use crate::clock::{rfc3339_ns, unix_ns};
 use crate::dynamodb::{Client, Conditional};
 use crate::error::{Error, ServiceError};
 
@@ -88,20 +89,23 @@ pub fn is_held(item: &Item, now_ns: i128) -> bool {
     item.expire_ns >= now_ns
 }
 
-/// Unix nanoseconds of a time (negative before 1970).
-pub fn unix_ns(t: SystemTime) -> i128 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i128,
-        Err(e) => -(e.duration().as_nanos() as i128),
+/// Log fields describing a holder.
+pub fn holder_fields(item: Option<&Item>) -> Vec<(&'static str, Value)> {
+    let Some(item) = item else { return vec![("holder", "unknown".into())] };
+    let mut fields: Vec<(&'static str, Value)> = vec![
+        ("holder", item.host.clone().unwrap_or_else(|| "unknown (no owner recorded)".into()).into()),
+        ("expire", rfc3339_ns(item.expire_ns).into()),
+    ];
+    if let Some(pid) = item.pid {
+        fields.push(("holder_pid", pid.into()));
     }
-}
-
-/// RFC 3339 text of a Unix ns time, for logs and `status`.
-pub fn rfc3339_ns(ns: i128) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ns)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| ns.to_string())
+    if let Some(acquired) = &item.acquired {
+        fields.push(("acquired", acquired.clone().into()));
+    }
+    if let Some(fence) = item.fence {
+        fields.push(("fence", fence.into()));
+    }
+    fields
 }
 
 fn key_attr(key: &str) -> Value {
@@ -301,7 +305,7 @@ mod tests {
 
     #[test]
     fn acquire_request_is_conditional_and_counts_the_fence() {
-        let now = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let now = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         let r = acquire_request("tbl", "k", &owner(), now, Duration::from_secs(60));
         assert_eq!(r["TableName"], "tbl");
         assert_eq!(r["Key"], json!({"key": {"S": "k"}}));

@@ -8,7 +8,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::cli::{LogFormat, Verbosity};
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// zap-compatible JSON lines.
+    Json,
+    /// `LEVEL message key=value` lines.
+    Text,
+}
 
 /// Severity of a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,19 +44,14 @@ impl Level {
 /// A logger with fields repeated on every line (`key`, `command`).
 #[derive(Debug, Clone)]
 pub struct Logger {
-    format: LogFormat,
+    format: Format,
     min_level: Level,
     base: Vec<(&'static str, Value)>,
 }
 
 impl Logger {
-    /// A logger at the given format and verbosity.
-    pub fn new(format: LogFormat, verbosity: Verbosity) -> Logger {
-        let min_level = match verbosity {
-            Verbosity::Quiet => Level::Error,
-            Verbosity::Normal => Level::Info,
-            Verbosity::Verbose => Level::Debug,
-        };
+    /// A logger in `format` that writes lines of `min_level` and above.
+    pub fn new(format: Format, min_level: Level) -> Logger {
         Logger { format, min_level, base: Vec::new() }
     }
 
@@ -101,7 +103,7 @@ impl Logger {
     pub fn format_line(&self, now: SystemTime, level: Level, msg: &str, fields: &[(&str, Value)]) -> String {
         let all = self.base.iter().map(|(k, v)| (*k, v)).chain(fields.iter().map(|(k, v)| (*k, v)));
         match self.format {
-            LogFormat::Json => {
+            Format::Json => {
                 // zap's order: level, ts, msg, then the fields (a serde_json Map would sort the keys).
                 let ts = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
                 let mut line =
@@ -115,7 +117,7 @@ impl Logger {
                 line.push_str("}\n");
                 line
             }
-            LogFormat::Text => {
+            Format::Text => {
                 let stamp = time::OffsetDateTime::from(now)
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default();
@@ -173,7 +175,7 @@ mod tests {
 
     #[test]
     fn json_lines_carry_zap_fields() {
-        let logger = Logger::new(LogFormat::Json, Verbosity::Normal).with("key", "k").with("command", "echo hi");
+        let logger = Logger::new(Format::Json, Level::Info).with("key", "k").with("command", "echo hi");
         let line = logger.format_line(UNIX_EPOCH + NOW, Level::Info, "running command", &[("fence", 7.into())]);
         assert!(line.ends_with('\n'));
         let value: Value = serde_json::from_str(&line).expect("a JSON line");
@@ -188,14 +190,14 @@ mod tests {
 
     #[test]
     fn text_lines_quote_only_what_needs_it() {
-        let logger = Logger::new(LogFormat::Text, Verbosity::Normal).with("key", "k").with("command", "echo hi");
+        let logger = Logger::new(Format::Text, Level::Info).with("key", "k").with("command", "echo hi");
         let line = logger.format_line(UNIX_EPOCH + NOW, Level::Warn, "lock lost", &[("exit_code", 75.into())]);
         assert_eq!(line, "2023-11-14T22:13:20.25Z WARN  lock lost key=k command=\"echo hi\" exit_code=75\n");
     }
 
     #[test]
     fn text_lines_stay_on_one_line() {
-        let logger = Logger::new(LogFormat::Text, Verbosity::Normal);
+        let logger = Logger::new(Format::Text, Level::Info);
         let line = logger.format_line(UNIX_EPOCH + NOW, Level::Error, "a\nb\r\nc", &[("error", "x\ny".into())]);
         assert_eq!(line.matches('\n').count(), 1, "{line:?}");
         assert!(line.contains("a\\nb\\r\\nc") && line.contains(r#"error="x\ny""#), "{line:?}");
@@ -203,13 +205,13 @@ mod tests {
 
     #[test]
     fn control_characters_are_escaped() {
-        let text = Logger::new(LogFormat::Text, Verbosity::Normal);
+        let text = Logger::new(Format::Text, Level::Info);
         let nasty = "a\u{1b}[2J\u{1b}]0;t\u{7}\tb\u{7f}\u{9b}31m";
         let line = text.format_line(UNIX_EPOCH + NOW, Level::Error, nasty, &[("error", nasty.into())]);
         let raw: Vec<char> = line.trim_end_matches('\n').chars().filter(|c| c.is_control()).collect();
         assert!(raw.is_empty(), "{line:?}");
         assert!(line.contains("a\\x1b[2J\\x1b]0;t\\x07\\tb\\x7f\\x9b31m"), "{line:?}");
-        let json = Logger::new(LogFormat::Json, Verbosity::Normal);
+        let json = Logger::new(Format::Json, Level::Info);
         let line = json.format_line(UNIX_EPOCH + NOW, Level::Error, nasty, &[("error", nasty.into())]);
         let raw: Vec<char> = line.trim_end_matches('\n').chars().filter(|c| c.is_control()).collect();
         assert!(raw.is_empty(), "{line:?}");
@@ -220,10 +222,10 @@ mod tests {
 
     #[test]
     fn levels_filter() {
-        let quiet = Logger::new(LogFormat::Json, Verbosity::Quiet);
+        let quiet = Logger::new(Format::Json, Level::Error);
         assert!(!quiet.enabled(Level::Warn) && quiet.enabled(Level::Error));
-        let normal = Logger::new(LogFormat::Json, Verbosity::Normal);
+        let normal = Logger::new(Format::Json, Level::Info);
         assert!(!normal.enabled(Level::Debug) && normal.enabled(Level::Info));
-        assert!(Logger::new(LogFormat::Json, Verbosity::Verbose).enabled(Level::Debug));
+        assert!(Logger::new(Format::Json, Level::Debug).enabled(Level::Debug));
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use lock_exec::cli::{self, Command, Topic};
 use lock_exec::log::Logger;
-use lock_exec::{Env, Exit, error_chain, run};
+use lock_exec::{Env, Exit, commands, error_chain};
 use signal_hook::iterator::Signals;
 
 const USAGE: &str = "\
@@ -102,23 +102,23 @@ fn main() -> ExitCode {
                 }
             };
             let log = logger(&common).with("key", args.key.clone()).with("command", args.display.clone());
-            let result = run::run(&common, &args, &env, signals, &log);
+            let result = commands::run(&common, &args, &env, signals, &log);
             (log, result)
         }
         Command::Unlock(common, args) => {
             let log = logger(&common).with("key", args.key.clone());
-            let result = run::unlock(&common, &args, &env, &log);
+            let result = commands::unlock(&common, &args, &env, &log);
             (log, result)
         }
         Command::Status(common, key) => {
             let log = logger(&common).with("key", key.clone());
-            let result = run::status(&common, &key, &env, &log);
+            let result = commands::status(&common, &key, &env, &log);
             (log, result)
         }
     };
     // lock-exec exits below, whatever the result: a credential_process helper still running in a thread that
     // is not waited for (a refresh during the lease) must not outlive it.
-    run::kill_credential_helpers();
+    commands::kill_credential_helpers();
     match result {
         Ok(Exit::Signaled(signal)) => {
             // Die of the command's signal, as sudo does, so a calling shell sees it (bash stops a script on a
@@ -139,5 +139,5 @@ fn main() -> ExitCode {
 }
 
 fn logger(common: &cli::Common) -> Logger {
-    Logger::new(common.log_format, common.verbosity)
+    Logger::new(common.log_format, common.verbosity.level())
 }

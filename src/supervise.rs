@@ -378,7 +378,11 @@ impl Supervisor {
             }
             Ok(Owned::NotOwner(item)) => {
                 let reason = self.loss_reason(item.as_ref());
-                self.lose(reason.into(), crate::run::holder_fields(item.as_ref()), Instant::now() + self.lease.grace());
+                self.lose(
+                    reason.into(),
+                    crate::lock::holder_fields(item.as_ref()),
+                    Instant::now() + self.lease.grace(),
+                );
             }
             Err(e) => {
                 self.log.warn("lock renewal failed; retrying", &[("error", crate::error_chain(&e).into())]);

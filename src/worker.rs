@@ -10,12 +10,12 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use crate::cli::Common;
+use crate::config::Aws;
 use crate::dynamodb::Client;
 use crate::env::Env;
 use crate::error::Error;
 use crate::lock::{self, Acquire, Owned, Owner};
 use crate::log::Logger;
-use crate::run::Aws;
 use crate::supervise::Event;
 
 /// Everything a run's requests need, for the rest of the process.
@@ -182,7 +182,7 @@ pub fn release(client: &Client<'_>, world: &World) {
             let now_ns = lock::unix_ns(world.env.now());
             match item {
                 Some(item) if item.owner.is_some() || lock::is_held(&item, now_ns) => {
-                    log.warn("lock not released: another holder has it", &crate::run::holder_fields(Some(&item)))
+                    log.warn("lock not released: another holder has it", &crate::lock::holder_fields(Some(&item)))
                 }
                 _ => log.info("lock already released", &[]),
             }

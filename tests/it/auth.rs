@@ -88,7 +88,7 @@ fn iam_user_with_the_documented_policy_runs_and_bad_keys_are_refused() {
             Context { env: &env, http: &http, profiles: &profiles, region: REGION },
             &cache,
             endpoint.clone(),
-            Logger::new(LogFormat::Json, Verbosity::Quiet),
+            Logger::new(LogFormat::Json, Verbosity::Quiet.level()),
         )
     };
     if let Err(e) = client.call("CreateTable", &create_table_request(&table)) {

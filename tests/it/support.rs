@@ -84,7 +84,7 @@ fn client_of(library: &Library) -> Client<'_> {
             Context { env: &library.env, http: &library.http, profiles: &library.profiles, region: REGION },
             &library.credentials,
             library.endpoint.clone(),
-            Logger::new(LogFormat::Json, Verbosity::Quiet),
+            Logger::new(LogFormat::Json, Verbosity::Quiet.level()),
         )
     }
 }

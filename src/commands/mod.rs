@@ -1,0 +1,15 @@
+//! The subcommands, one module each; `main` parses the command line and calls one of them.
+
+pub mod run;
+pub mod status;
+pub mod unlock;
+
+pub use run::run;
+pub use status::status;
+pub use unlock::unlock;
+
+/// Kills every `credential_process` helper still running and lets no new one start; `main` calls it once,
+/// just before lock-exec exits, on every path.
+pub fn kill_credential_helpers() {
+    crate::aws::credentials::process::kill_running_helpers();
+}

@@ -1,0 +1,55 @@
+//! `status`: the lock item of one key, as JSON or text.
+
+use serde_json::Value;
+
+use crate::cli::{self, Common};
+use crate::config::Aws;
+use crate::env::Env;
+use crate::error::Error;
+use crate::exit::Exit;
+use crate::lock;
+use crate::log::Logger;
+
+/// `status`: print the lock item; exit 0 when free or never used, 3 when held.
+pub fn status(common: &Common, key: &str, env: &Env, log: &Logger) -> Result<Exit, Error> {
+    let aws = Aws::resolve(common, env)?;
+    aws.log_endpoints(log);
+    let client = aws.client(env, log);
+    let item = lock::get(&client, &common.table, key)?;
+    let now_ns = lock::unix_ns(env.now());
+    let state = match &item {
+        None => "never used",
+        Some(item) if lock::is_held(item, now_ns) => "held",
+        Some(_) => "free",
+    };
+    let mut rows: Vec<(&str, Value)> = vec![("key", key.into()), ("state", state.into())];
+    if let Some(item) = &item {
+        let optional = |v: &Option<String>| v.clone().map(Value::from).unwrap_or(Value::Null);
+        rows.push(("host", optional(&item.host)));
+        rows.push(("pid", item.pid.map(Value::from).unwrap_or(Value::Null)));
+        rows.push(("owner", optional(&item.owner)));
+        rows.push(("command", optional(&item.command)));
+        rows.push(("acquired", optional(&item.acquired)));
+        rows.push(("expire", if item.expire_ns > 0 { lock::rfc3339_ns(item.expire_ns).into() } else { Value::Null }));
+        rows.push(("fence", item.fence.map(Value::from).unwrap_or(Value::Null)));
+    }
+    // The item's text comes from whoever wrote it: no control character of it reaches the terminal (one line per
+    // field in text; in JSON, DEL and C1 escaped too, which serde_json leaves raw).
+    use crate::log::{Escape, escape_controls};
+    let text = match common.log_format {
+        cli::LogFormat::Json => {
+            let object: serde_json::Map<String, Value> = rows.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            format!("{}\n", escape_controls(&Value::Object(object).to_string(), Escape::Json))
+        }
+        cli::LogFormat::Text => rows
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k:<9} {}\n", escape_controls(&s, Escape::Text)),
+                Value::Null => format!("{k:<9} -\n"),
+                other => format!("{k:<9} {other}\n"),
+            })
+            .collect(),
+    };
+    print!("{text}");
+    Ok(if state == "held" { Exit::Held } else { Exit::Success })
+}

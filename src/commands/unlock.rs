@@ -1,0 +1,29 @@
+//! `unlock`: clear the lease whoever holds it, or delete the item.
+
+use crate::cli::{self, Common};
+use crate::config::Aws;
+use crate::env::Env;
+use crate::error::Error;
+use crate::exit::Exit;
+use crate::lock::{self, holder_fields};
+use crate::log::Logger;
+
+/// `unlock`: clear the lease whoever holds it, or delete the item.
+pub fn unlock(common: &Common, args: &cli::Unlock, env: &Env, log: &Logger) -> Result<Exit, Error> {
+    let aws = Aws::resolve(common, env)?;
+    aws.log_endpoints(log);
+    let client = aws.client(env, log);
+    let previous = if args.delete {
+        lock::delete(&client, &common.table, &args.key)?
+    } else {
+        lock::force_unlock(&client, &common.table, &args.key)?
+    };
+    let message = match (&previous, args.delete) {
+        (None, _) => "no lock item; nothing to unlock",
+        (Some(_), true) => "lock item deleted",
+        (Some(_), false) => "lock force-released",
+    };
+    let fields = previous.as_ref().map(|item| holder_fields(Some(item))).unwrap_or_default();
+    log.info(message, &fields);
+    Ok(Exit::Success)
+}

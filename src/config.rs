@@ -1,0 +1,166 @@
+//! What every subcommand resolves before its first request: the profile files, the region, the DynamoDB endpoint,
+//! the credential source, and the HTTP client (proxies, CA bundle).
+
+use serde_json::Value;
+
+use crate::aws::credentials::{self, Cache, Context, imds};
+use crate::aws::endpoint::{self, ProfileEndpoints};
+use crate::aws::http::{CA_BUNDLE_LIMIT, CaBundle, Http, host_of};
+use crate::aws::profile::ProfileSet;
+use crate::cli::Common;
+use crate::dynamodb::{self, Client};
+use crate::env::Env;
+use crate::error::Error;
+use crate::log::Logger;
+
+/// Region, endpoint and credentials of a run.
+#[derive(Debug)]
+pub struct Aws {
+    /// The shared config and credentials files.
+    pub profiles: ProfileSet,
+    /// The signing region.
+    pub region: String,
+    /// The DynamoDB endpoint.
+    pub endpoint: String,
+    /// The credential source behind a cache.
+    pub credentials: Cache,
+    /// Attempts per call.
+    pub max_attempts: u32,
+    /// The HTTP client: proxies from the environment, TLS roots from the CA bundle if one is configured.
+    pub http: Http,
+}
+
+impl Aws {
+    /// Reads the profile files, resolves region and endpoint, and selects the credential source. Only the
+    /// region may need the network (IMDS, when nothing else names a region).
+    pub fn resolve(common: &Common, env: &Env) -> Result<Aws, Error> {
+        let profiles = ProfileSet::load(env, common.profile.as_deref())?;
+        let http = match ca_bundle(env, &profiles)? {
+            Some(bundle) => Http::from_env(env).with_roots(bundle),
+            None => Http::from_env(env),
+        };
+        let http = &http;
+        // A profile named on purpose (--profile or AWS_PROFILE) that does not exist is an error, as in the
+        // Go SDK: falling through to other sources would quietly pick up other credentials (the node's role).
+        let named_by =
+            if common.profile.is_some() { Some("--profile") } else { env.var("AWS_PROFILE").map(|_| "AWS_PROFILE") };
+        if let Some(named_by) = named_by
+            && profiles.selected().is_none()
+        {
+            let (config, credentials) = profiles.paths_for_messages();
+            return Err(Error::Config(format!(
+                "profile {:?} ({named_by}) is not in {config} or {credentials}",
+                profiles.selected_name(),
+            )));
+        }
+        // Before any request (the region may come from IMDS): proxies and every endpoint URL, used or not.
+        let profile_endpoints = profile_endpoints(&profiles);
+        endpoint::check_settings(env, &profile_endpoints)?;
+        let region = resolve_region(common, env, http, &profiles)?;
+        let endpoint = endpoint::dynamodb(common.endpoint_url.as_deref(), env, &profile_endpoints, &region)?;
+        let ctx = Context { env, http, profiles: &profiles, region: &region };
+        let source = credentials::select(&ctx)?;
+        let max_attempts = dynamodb::max_attempts(env)?;
+        let http = http.clone();
+        Ok(Aws { profiles, region, endpoint, credentials: Cache::new(source), max_attempts, http })
+    }
+
+    /// Logs (with `-v`) the host of each service lock-exec will call, and the proxy it goes through; warns once
+    /// per endpoint that is plain http to a host other than loopback.
+    pub fn log_endpoints(&self, log: &Logger) {
+        let http = &self.http;
+        let services = [("dynamodb", Some(self.endpoint.as_str())), ("sts", self.credentials.sts_endpoint())];
+        for (service, url) in services.into_iter().filter_map(|(service, url)| Some((service, url?))) {
+            let host = host_of(url).unwrap_or_default();
+            let mut fields: Vec<(&str, Value)> = vec![("service", service.into()), ("host", host.clone().into())];
+            if let Some(proxy) = http.proxy_for(url) {
+                fields.push(("proxy", proxy.into()));
+            }
+            log.debug("endpoint", &fields);
+            let plain = url.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
+            if plain && !crate::aws::proxy::is_loopback(&host) {
+                let carries = if service == "sts" {
+                    "signed requests, tokens and the credentials STS returns"
+                } else {
+                    "signed requests and the lock items"
+                };
+                log.warn(
+                    &format!(
+                        "plain http to {service} at {host}: {carries} travel unencrypted and can be read or changed \
+                         on the way (use https except for a local emulator)"
+                    ),
+                    &[],
+                );
+            }
+        }
+    }
+
+    /// A DynamoDB client over this configuration.
+    pub fn client<'a>(&'a self, env: &'a Env, log: &Logger) -> Client<'a> {
+        let ctx = Context { env, http: &self.http, profiles: &self.profiles, region: &self.region };
+        let mut client = Client::new(ctx, &self.credentials, self.endpoint.clone(), log.clone());
+        client.max_attempts = self.max_attempts;
+        client
+    }
+}
+
+/// The endpoint settings of the selected profile.
+fn profile_endpoints(profiles: &ProfileSet) -> ProfileEndpoints {
+    let flag = |key: &str| profiles.value(key).map(|v| v.eq_ignore_ascii_case("true"));
+    ProfileEndpoints {
+        service: credentials::service_endpoint(profiles, "dynamodb"),
+        global: profiles.value("endpoint_url"),
+        ignore_configured: flag("ignore_configured_endpoint_urls"),
+        fips: flag("use_fips_endpoint"),
+        dualstack: flag("use_dualstack_endpoint"),
+        sts_service: credentials::service_endpoint(profiles, "sts"),
+    }
+}
+
+/// `--region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`, then IMDS.
+fn resolve_region(common: &Common, env: &Env, http: &Http, profiles: &ProfileSet) -> Result<String, Error> {
+    let configured = common
+        .region
+        .clone()
+        .or_else(|| env.var("AWS_REGION"))
+        .or_else(|| env.var("AWS_DEFAULT_REGION"))
+        .or_else(|| profiles.value("region"));
+    let region = match configured {
+        Some(region) => region,
+        None => {
+            let looked = format!(
+                "no region: looked at --region, AWS_REGION, AWS_DEFAULT_REGION, the region of profile {:?}",
+                profiles.selected_name()
+            );
+            if !imds::enabled(env) {
+                return Err(Error::Config(format!("{looked} (instance metadata disabled)")));
+            }
+            match imds::region(env, http, &|key| profiles.value(key)) {
+                Ok(Some(region)) => region,
+                Ok(None) => return Err(Error::Config(format!("{looked} and instance metadata (no region there)"))),
+                Err(e) => {
+                    return Err(Error::Config(format!("{looked} and instance metadata: {}", crate::error_chain(&e))));
+                }
+            }
+        }
+    };
+    endpoint::check_region(&region)?;
+    Ok(region)
+}
+
+/// The CA bundle named by `AWS_CA_BUNDLE` or else the profile's `ca_bundle`, read and parsed; `None` when
+/// neither is set (or set to an empty value).
+fn ca_bundle(env: &Env, profiles: &ProfileSet) -> Result<Option<CaBundle>, Error> {
+    let (path, setting) = match env.var("AWS_CA_BUNDLE").filter(|v| !v.is_empty()) {
+        Some(path) => (path, "AWS_CA_BUNDLE".to_owned()),
+        None => match profiles.value("ca_bundle").filter(|v| !v.is_empty()) {
+            Some(path) => (path, format!("ca_bundle of profile {:?}", profiles.selected_name())),
+            None => return Ok(None),
+        },
+    };
+    let origin = format!("{path:?} ({setting})");
+    let text = env
+        .read_to_string_capped(std::path::Path::new(&path), CA_BUNDLE_LIMIT)
+        .map_err(|e| Error::Config(format!("cannot read CA bundle {origin}: {e}")))?;
+    CaBundle::parse(&text, &origin).map(Some)
+}
