@@ -1,7 +1,7 @@
 //! A table shared with the Go tool (loomhq/lock-exec v2) during a migration: what its runs do to lock-exec's item,
 //! sent here as the Go tool sends them, and what lock-exec does about it (README, "Migrating from the Go tool").
 //!
-//! The Go tool's requests, as its `lock/lock.go` builds them in every v2 release:
+//! The Go tool's requests, as its `lock/lock.go` builds them in the v2 releases the README's table describes:
 //! - acquire: `PutItem` of `{key, expire}` (expire in Unix ns, `--expire` ahead) on the condition
 //!   `attribute_not_exists(#key) OR expire < :now`: it replaces the whole item;
 //! - release (`Unlock`, also the `unlock` command): an unconditional `DeleteItem`. In v2.0.0 to v2.2.1 `Run`

@@ -139,7 +139,8 @@ fn child_exit_codes_pass_through() {
     let case = Case::new("child_exit_codes_pass_through");
     let out = case.run(&["run", "k", "--", "sh", "-c", "exit 7"]);
     out.expect_code(7);
-    out.check("exit_code field", json!(7), out.log("command failed")["exit_code"].clone());
+    let failed = out.log("command failed");
+    out.check("command failed (level, exit_code)", json!(["error", 7]), json!([failed["level"], failed["exit_code"]]));
     out.check("released", true, out.has_log("lock released"));
 
     let out = case.run(&["run", "k", "--", "sh", "-c", "kill -9 $$"]);
