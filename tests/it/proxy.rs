@@ -194,6 +194,24 @@ fn proxy_never_sees_loopback_or_container_credential_requests() {
     out.check("container fetches", 1, fetches);
 }
 
+/// An instance metadata endpoint configured by a name or address other than the standard ones (here the
+/// broadcast address, which the kernel refuses to connect to without sending anything) is still reached
+/// directly: its answers hold credentials and the IMDSv2 token, in plain http.
+#[test]
+fn proxy_never_sees_a_configured_instance_metadata_endpoint() {
+    let case = Case::new("proxy_imds_endpoint");
+    let proxy = RecordingProxy::start();
+    let mut env = case.env_without_credentials();
+    env.remove("AWS_EC2_METADATA_DISABLED");
+    env.insert("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://255.255.255.255:9".to_owned());
+    with_proxy_variables(&mut env, &proxy.url());
+    let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
+    let seen = proxy.stop();
+    out.check("requests the proxy saw", Vec::<String>::new(), seen);
+    out.expect_code(78);
+    out.expect_stderr_contains("cannot reach the instance metadata service at http://255.255.255.255:9");
+}
+
 /// A host that is not exempt goes through `HTTP_PROXY` for an `http://` endpoint (the proxy answers for a name
 /// only it knows), and the plain-http endpoint earns a warning.
 #[test]
