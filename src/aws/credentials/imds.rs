@@ -73,7 +73,7 @@ pub fn endpoint(env: &Env, profile: &dyn Fn(&str) -> Option<String>) -> Result<S
     if let Some((url, origin)) = setting("AWS_EC2_METADATA_SERVICE_ENDPOINT", "ec2_metadata_service_endpoint") {
         if let Err(why) = parse_url(&url) {
             // Shown without a user name or password: they would be secrets in a log line.
-            let shown = crate::aws::proxy::without_userinfo(&url);
+            let shown = crate::aws::proxy::endpoint_for_messages(&url);
             return Err(Error::Config(format!("invalid IMDS endpoint {shown:?} in {origin}: invalid uri: {why}")));
         }
         return Ok(url.trim_end_matches('/').to_owned());
