@@ -268,7 +268,7 @@ fn common(flags: &Flags, env: &Env) -> Result<Common, Error> {
     if let Some(url) = endpoint_url.as_deref().filter(|url| crate::aws::proxy::has_userinfo(url)) {
         return Err(Error::Usage(format!(
             "--endpoint-url {:?} holds a user name or password (user:password@): not allowed; remove it",
-            crate::aws::proxy::without_userinfo(url)
+            crate::aws::proxy::endpoint_for_messages(url)
         )));
     }
     Ok(Common {

@@ -106,11 +106,13 @@ fn main() -> ExitCode {
             (log, result)
         }
         Command::Unlock(common, args) => {
+            kill_helpers_on_signals();
             let log = logger(&common).with("key", args.key.clone());
             let result = commands::unlock(&common, &args, &env, &log);
             (log, result)
         }
         Command::Status(common, key) => {
+            kill_helpers_on_signals();
             let log = logger(&common).with("key", key.clone());
             let result = commands::status(&common, &key, &env, &log);
             (log, result)
@@ -136,6 +138,24 @@ fn main() -> ExitCode {
             ExitCode::from(exit.code())
         }
     }
+}
+
+/// For `status` and `unlock`, which otherwise leave signals to their default action: on a signal that ends
+/// lock-exec, kill any `credential_process` helper first (it leads its own process group, so it would outlive
+/// lock-exec), then die of the signal as before. The watching thread is not joined: it ends with the process.
+fn kill_helpers_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+    // Registered before the thread starts (and before any other thread); without the handlers, the default
+    // actions stay, as before.
+    let Ok(mut signals) = Signals::new([SIGHUP, SIGINT, SIGQUIT, SIGTERM]) else { return };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            run::kill_credential_helpers();
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
+            // Still here: PID 1, which a default action does not end.
+            std::process::exit(128 + signal);
+        }
+    });
 }
 
 fn logger(common: &cli::Common) -> Logger {

@@ -126,6 +126,12 @@ impl Http {
         self
     }
 
+    /// The same client without any proxy, whatever the variables say: for the instance metadata service, whose
+    /// plain-http answers hold credentials, at whatever endpoint it is configured.
+    pub fn direct(&self) -> Http {
+        Http { proxies: Arc::new(Proxies::none()), proxied: Arc::new(Mutex::new(Vec::new())), ..self.clone() }
+    }
+
     /// The proxy a request to `url` would go through (its URL without user name or password), `None` when direct.
     pub fn proxy_for(&self, url: &str) -> Option<String> {
         self.proxies.for_url(url).map(without_userinfo)

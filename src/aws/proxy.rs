@@ -379,11 +379,24 @@ pub fn without_userinfo(url: &str) -> String {
     }
 }
 
-/// True when the URL's authority holds `user[:password]@`.
+/// True when the URL may hold `user[:password]@`: an `@` anywhere after the scheme. An `@` after a `/`, `?` or
+/// `#` counts too: it is most likely a password holding that character unencoded (`http://u:pa/ss@host/`),
+/// which a parser stopping at the first `/` takes for a host `u` with port `pa`. For endpoint URLs, which have
+/// no use for an `@` elsewhere.
 pub fn has_userinfo(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    rest[..end].contains('@')
+    url.split_once("://").map_or(url, |(_, rest)| rest).contains('@')
+}
+
+/// An endpoint URL for messages: without anything between its scheme and its last `@` (see [`has_userinfo`]), so
+/// no part of a user name or password shows, whichever characters the password holds.
+pub fn endpoint_for_messages(url: &str) -> String {
+    let Some((_, after)) = url.rsplit_once('@') else { return url.to_owned() };
+    match url.split_once(':') {
+        Some((scheme, _)) if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphabetic()) => {
+            format!("{scheme}://{after}")
+        }
+        _ => after.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -645,7 +658,21 @@ mod tests {
         assert_eq!(without_userinfo("u:p@proxy:3128"), "proxy:3128");
         assert!(has_userinfo("http://u:p@127.0.0.1:1/"));
         assert!(has_userinfo("https://u@h"));
-        assert!(!has_userinfo("https://h/a@b"));
+        // An `@` after a `/`, `?` or `#` is most likely a password holding that character unencoded: such a URL
+        // counts as holding userinfo, and is shown without anything before its last `@`.
+        for url in
+            ["https://h/a@b", "http://user:pa/ss@127.0.0.1:9/", "http://u:p?w@h", "http://u:p#w@h", "http:/u:pw@h"]
+        {
+            assert!(has_userinfo(url), "{url}");
+            let shown = endpoint_for_messages(url);
+            assert!(
+                !shown.contains("pa/ss") && !shown.contains("p?w") && !shown.contains("p#w") && !shown.contains("pw"),
+                "{shown}"
+            );
+        }
+        assert_eq!(endpoint_for_messages("http://user:pa/ss@127.0.0.1:9/"), "http://127.0.0.1:9/");
+        assert_eq!(endpoint_for_messages("http:/u:pw@h:1"), "http://h:1");
+        assert_eq!(endpoint_for_messages("http://h:1/x"), "http://h:1/x");
         let debug = format!("{:?}", Proxies::from_env(&Env::from_pairs(&[("HTTPS_PROXY", "http://u:pw@p:1")])));
         assert!(!debug.contains("pw") && debug.contains("http://p:1"), "{debug}");
     }

@@ -258,3 +258,34 @@ fn a_helper_still_refreshing_when_the_command_ends_is_killed() {
 fn a_helper_still_refreshing_when_lock_exec_gets_sigterm_is_killed() {
     helper_still_running_when_lock_exec_exits("process_abandoned_sigterm", true);
 }
+
+/// `status` and `unlock` fetch credentials on the main thread: a signal that ends lock-exec while the helper
+/// runs (`timeout 10 lock-exec status k`, a Ctrl-C from another terminal) must take the helper and its group
+/// with it, and lock-exec still dies of that signal.
+#[test]
+fn a_helper_running_when_status_or_unlock_gets_a_signal_is_killed() {
+    for (subcommand, sig) in [("status", libc::SIGTERM), ("unlock", libc::SIGINT), ("status", libc::SIGHUP)] {
+        let case = Case::new(&format!("process_signal_{subcommand}_{sig}"));
+        let pids = case.file("pids");
+        helper(
+            &case,
+            &format!(
+                "trap '' TERM INT HUP\nsleep 600 &\necho \"$$ $!\" > '{pids}.tmp'\nmv '{pids}.tmp' '{pids}'\nwait\n"
+            ),
+        );
+        let mut running =
+            case.spawn_raw(&["-t", case.table(), "--profile", "proc", subcommand, "k"], case.env_without_credentials());
+        let line = running.wait_for_line(&case.path("pids"), Duration::from_secs(20));
+        let helper_pids: Vec<u32> =
+            line.split_whitespace().map(|pid| pid.parse().expect("the helper wrote two pids")).collect();
+        signal(running.pid(), sig);
+        let out = running.wait(Duration::from_secs(10));
+        eventually(Duration::from_secs(3), || helper_pids.iter().all(|&pid| is_dead(pid)));
+        let left: Vec<u32> = helper_pids.iter().copied().filter(|&pid| !is_dead(pid)).collect();
+        for &pid in &left {
+            signal(pid, libc::SIGKILL); // do not leave them behind after a failure
+        }
+        out.check(&format!("{subcommand}: helper processes left 3 s after lock-exec exited"), Vec::<u32>::new(), left);
+        out.expect_death_by(sig);
+    }
+}

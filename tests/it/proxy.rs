@@ -194,6 +194,24 @@ fn proxy_never_sees_loopback_or_container_credential_requests() {
     out.check("container fetches", 1, fetches);
 }
 
+/// An instance metadata endpoint configured by a name or address other than the standard ones (here the
+/// broadcast address, which the kernel refuses to connect to without sending anything) is still reached
+/// directly: its answers hold credentials and the IMDSv2 token, in plain http.
+#[test]
+fn proxy_never_sees_a_configured_instance_metadata_endpoint() {
+    let case = Case::new("proxy_imds_endpoint");
+    let proxy = RecordingProxy::start();
+    let mut env = case.env_without_credentials();
+    env.remove("AWS_EC2_METADATA_DISABLED");
+    env.insert("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://255.255.255.255:9".to_owned());
+    with_proxy_variables(&mut env, &proxy.url());
+    let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
+    let seen = proxy.stop();
+    out.check("requests the proxy saw", Vec::<String>::new(), seen);
+    out.expect_code(78);
+    out.expect_stderr_contains("cannot reach the instance metadata service at http://255.255.255.255:9");
+}
+
 /// A host that is not exempt goes through `HTTP_PROXY` for an `http://` endpoint (the proxy answers for a name
 /// only it knows), and the plain-http endpoint earns a warning.
 #[test]
@@ -383,6 +401,36 @@ fn proxy_never_sees_loopback_aliases() {
 fn out_of_proxy(proxy: RecordingProxy) {
     let seen = proxy.stop();
     assert!(seen.is_empty(), "requests the proxy saw: {seen:?}");
+}
+
+/// A password holding an unencoded `/`, `?` or `#` hides the `@` from a parser that stops at the first of them:
+/// such a URL is still refused before any request (no lookup of the user name as a host), and no part of the
+/// password is printed, whether it came from the flag or the environment.
+#[test]
+fn proxy_module_passwords_with_slashes_in_endpoint_urls_are_refused() {
+    let case = Case::new("proxy_userinfo_slash");
+    let stub = Server::start(|_| Reply::new(500, "no request should arrive"));
+    let port = stub.url().rsplit(':').next().unwrap_or_default().trim_end_matches('/').to_owned();
+    for password in ["pass/WORD-5", "pass?WORD-5", "pass#WORD-5"] {
+        let url = format!("http://someone:{password}@127.0.0.1:{port}/");
+        let out = case.run_not_started(&["-t", case.table(), "--endpoint-url", &url, "run", "k"], case.env());
+        out.expect_code(64);
+        out.expect_stderr_contains("user name or password");
+        out.expect_no_secrets(&["WORD-5", "someone"]);
+        for variable in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS", "AWS_CONTAINER_CREDENTIALS_FULL_URI"] {
+            let mut env = case.env();
+            env.insert("AWS_ENDPOINT_URL_DYNAMODB", stub.url());
+            if variable == "AWS_CONTAINER_CREDENTIALS_FULL_URI" {
+                env = case.env_without_credentials();
+                env.insert("AWS_ENDPOINT_URL_DYNAMODB", stub.url());
+            }
+            env.insert(variable, url.clone());
+            let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
+            out.expect_code(78);
+            out.expect_no_secrets(&["WORD-5", "someone"]);
+        }
+    }
+    out_of_stub(stub);
 }
 
 /// A proxy URL lock-exec cannot use the way the AWS SDKs do (SOCKS, another scheme, no host, a bad port) is

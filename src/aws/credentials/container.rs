@@ -64,7 +64,7 @@ pub fn uri(env: &Env) -> Result<Option<String>, Error> {
         return Ok(None);
     };
     // Shown without a user name or password: they would be secrets in a log line.
-    let shown = crate::aws::proxy::without_userinfo(&full);
+    let shown = crate::aws::proxy::endpoint_for_messages(&full);
     let invalid = |why: &str| Error::Config(format!("invalid AWS_CONTAINER_CREDENTIALS_FULL_URI {shown:?}: {why}"));
     let url = parse_url(&full).map_err(|why| invalid(&why))?;
     if url.scheme == Scheme::Http && !http_allowed(&url) {
@@ -199,7 +199,8 @@ pub(crate) fn parse_url(url: &str) -> Result<Url<'_>, String> {
         return Err(format!("the scheme must be http or https, not {scheme:?}"));
     };
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    if authority.contains('@') {
+    // Anywhere after the scheme: a password may hold an unencoded `/`, `?` or `#` before its `@`.
+    if rest.contains('@') {
         return Err("user names and passwords in the URL are not supported".into());
     }
     let (host, bracketed, port) = if let Some(inner) = authority.strip_prefix('[') {

@@ -9,6 +9,9 @@
 //! IMDSv2: `PUT /latest/api/token` gives a session token, sent as `x-aws-ec2-metadata-token` with every `GET`.
 //! When the token request answers 403, 404 or 405 the requests go without a token (IMDSv1). The role name comes
 //! from `/latest/meta-data/iam/security-credentials/`, its credentials from the same path plus the role name.
+//!
+//! Requests never go through a proxy, whatever the endpoint and the proxy variables: the answers (plain http)
+//! hold the token and credentials.
 
 use std::time::Duration;
 
@@ -70,7 +73,7 @@ pub fn endpoint(env: &Env, profile: &dyn Fn(&str) -> Option<String>) -> Result<S
     if let Some((url, origin)) = setting("AWS_EC2_METADATA_SERVICE_ENDPOINT", "ec2_metadata_service_endpoint") {
         if let Err(why) = parse_url(&url) {
             // Shown without a user name or password: they would be secrets in a log line.
-            let shown = crate::aws::proxy::without_userinfo(&url);
+            let shown = crate::aws::proxy::endpoint_for_messages(&url);
             return Err(Error::Config(format!("invalid IMDS endpoint {shown:?} in {origin}: invalid uri: {why}")));
         }
         return Ok(url.trim_end_matches('/').to_owned());
@@ -147,7 +150,8 @@ pub fn region_with(
 
 /// Requests to one IMDS endpoint, with an IMDSv2 token or (IMDSv1) without. No `Debug`: the token is a secret.
 struct Session<'a> {
-    http: &'a Http,
+    /// Never through a proxy ([`Http::direct`]).
+    http: Http,
     endpoint: &'a str,
     attempts: Attempts,
     token: Option<String>,
@@ -155,8 +159,8 @@ struct Session<'a> {
 
 impl<'a> Session<'a> {
     /// Asks for a session token, falling back to IMDSv1 on 403, 404 and 405 unless v1 is disabled.
-    fn open(env: &Env, http: &'a Http, endpoint: &'a str, attempts: Attempts) -> Result<Session<'a>, Error> {
-        let mut session = Session { http, endpoint, attempts, token: None };
+    fn open(env: &Env, http: &Http, endpoint: &'a str, attempts: Attempts) -> Result<Session<'a>, Error> {
+        let mut session = Session { http: http.direct(), endpoint, attempts, token: None };
         let headers = vec![("x-aws-ec2-metadata-token-ttl-seconds".to_owned(), TOKEN_TTL_SECONDS.to_owned())];
         let answer = session.send("PUT", TOKEN_PATH, headers)?;
         match answer.status {
@@ -192,7 +196,7 @@ impl<'a> Session<'a> {
     fn send(&self, method: &str, path: &str, headers: Vec<(String, String)>) -> Result<Response, Error> {
         let url = format!("{}{path}", self.endpoint);
         let request = Request { method, url: &url, headers, body: &[], timeout: self.attempts.timeout, target: "imds" };
-        send_with_retries(self.http, &request, self.attempts).map_err(|e| explain_unreachable(self.endpoint, e))
+        send_with_retries(&self.http, &request, self.attempts).map_err(|e| explain_unreachable(self.endpoint, e))
     }
 
     /// An error for an unexpected answer to `path`.
