@@ -150,7 +150,7 @@ fn kill_helpers_on_signals() {
     let Ok(mut signals) = Signals::new([SIGHUP, SIGINT, SIGQUIT, SIGTERM]) else { return };
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
-            run::kill_credential_helpers();
+            commands::kill_credential_helpers();
             let _ = signal_hook::low_level::emulate_default_handler(signal);
             // Still here: PID 1, which a default action does not end.
             std::process::exit(128 + signal);
