@@ -1,5 +1,5 @@
 # lock-exec: the developer commands. Everything a target needs is installed by scripts/ (a virtualenv under .tmp/).
-.PHONY: all build release static static-aarch64 test lint demo emulator-start emulator-stop clean
+.PHONY: all build release static static-aarch64 test lint demo bench emulator-start emulator-stop clean
 
 all: build
 
@@ -25,6 +25,9 @@ lint:
 
 demo:
 	scripts/demo.sh
+
+bench:
+	scripts/bench.sh
 
 emulator-start:
 	scripts/emulator.sh start moto
