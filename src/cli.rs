@@ -30,6 +30,8 @@ pub enum Command {
     Unlock(Common, Unlock),
     /// `status KEY`.
     Status(Common, String),
+    /// `table create`.
+    TableCreate(Common),
     /// `version`, `--version`, `-V`.
     Version,
     /// `help`, `--help`, `-h`; the subcommand whose help was asked for, if any.
@@ -45,7 +47,25 @@ pub enum Topic {
     Unlock,
     /// `status`.
     Status,
+    /// `table create`.
+    Table,
 }
+
+impl Topic {
+    /// The topic a subcommand name stands for (`help NAME`, `NAME --help`).
+    fn from_name(name: &str) -> Option<Topic> {
+        Some(match name {
+            "run" => Topic::Run,
+            "unlock" => Topic::Unlock,
+            "status" => Topic::Status,
+            "table" => Topic::Table,
+            _ => return None,
+        })
+    }
+}
+
+/// The subcommands, as usage errors list them.
+const SUBCOMMANDS: &str = "run, unlock, status, table, version";
 
 pub use crate::log::Format as LogFormat;
 
@@ -182,24 +202,16 @@ where
     let mut positionals = positionals.into_iter();
     let subcommand = match positionals.next() {
         None if flags.help => return Ok(Command::Help(None)),
-        None => return Err(Error::Usage("missing subcommand (run, unlock, status, version)".into())),
+        None => return Err(Error::Usage(format!("missing subcommand ({SUBCOMMANDS})"))),
         Some(sub) => sub.into_string().map_err(|_| Error::Usage("subcommand is not valid UTF-8".into()))?,
     };
     let topic = match subcommand.as_str() {
-        "run" => Topic::Run,
-        "unlock" => Topic::Unlock,
-        "status" => Topic::Status,
         "version" => return Ok(Command::Version),
         "help" => {
-            let topic = match positionals.next().as_ref().and_then(|t| t.to_str()) {
-                Some("run") => Some(Topic::Run),
-                Some("unlock") => Some(Topic::Unlock),
-                Some("status") => Some(Topic::Status),
-                _ => None,
-            };
-            return Ok(Command::Help(topic));
+            return Ok(Command::Help(positionals.next().as_ref().and_then(|t| t.to_str()).and_then(Topic::from_name)));
         }
-        other => return Err(Error::Usage(format!("unknown subcommand {other:?} (run, unlock, status, version)"))),
+        other => Topic::from_name(other)
+            .ok_or_else(|| Error::Usage(format!("unknown subcommand {other:?} ({SUBCOMMANDS})")))?,
     };
     if flags.help {
         return Ok(Command::Help(Some(topic)));
@@ -234,7 +246,26 @@ where
             Ok(Command::Unlock(common, Unlock { key, delete: flags.delete }))
         }
         Topic::Status => Ok(Command::Status(common, single_key(rest, "status")?)),
+        Topic::Table => table(rest).map(|()| Command::TableCreate(common)),
     }
+}
+
+fn no_arguments(rest: Vec<OsString>, subcommand: &str) -> Result<(), Error> {
+    match rest.first() {
+        None => Ok(()),
+        Some(extra) => Err(Error::Usage(format!("{subcommand}: unexpected argument {extra:?} (it takes none)"))),
+    }
+}
+
+/// `table create`: the one action of `table`.
+fn table(rest: Vec<OsString>) -> Result<(), Error> {
+    let mut rest = rest.into_iter();
+    match rest.next().as_ref().map(|action| action.to_string_lossy()) {
+        None => return Err(Error::Usage("table: missing action (create)".into())),
+        Some(action) if action == "create" => {}
+        Some(action) => return Err(Error::Usage(format!("table: unknown action {action:?} (create)"))),
+    }
+    no_arguments(rest.collect(), "table create")
 }
 
 fn usage(e: impl std::fmt::Display) -> Error {
@@ -508,6 +539,17 @@ mod tests {
         assert_eq!(parse(&["help", "run"]).ok(), Some(Command::Help(Some(Topic::Run))));
         assert_eq!(parse(&["run", "--help"]).ok(), Some(Command::Help(Some(Topic::Run))));
         assert_eq!(parse(&["status", "-h"]).ok(), Some(Command::Help(Some(Topic::Status))));
+    }
+
+    #[test]
+    fn table_create() {
+        assert!(
+            matches!(parse(&["table", "create", "-t", "locks"]), Ok(Command::TableCreate(ref c)) if c.table == "locks")
+        );
+        assert_eq!(parse(&["table", "--help"]).ok(), Some(Command::Help(Some(Topic::Table))));
+        assert!(usage_error(&["table"]).contains("missing action"));
+        assert!(usage_error(&["table", "drop"]).contains("unknown action \"drop\""));
+        assert!(usage_error(&["table", "create", "x"]).contains("unexpected argument"));
     }
 
     #[test]

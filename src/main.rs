@@ -16,6 +16,7 @@ Usage:
   lock-exec [OPTIONS] run <KEY> -- <PROGRAM> [ARGS]... exact argv
   lock-exec [OPTIONS] unlock [--delete] <KEY>         force release (or delete the item)
   lock-exec [OPTIONS] status <KEY>                    exit 0 when free, 3 when held
+  lock-exec [OPTIONS] table create                    create the table (if missing) and enable TTL on ttl
   lock-exec version
 
 Options (before or after the subcommand):
@@ -29,7 +30,7 @@ Options (before or after the subcommand):
   -h, --help                this help
   -V, --version             the version
 
-Run 'lock-exec help run' for run's options. Exit codes are listed in the README.
+Run 'lock-exec help SUBCOMMAND' for its options. Exit codes are listed in the README.
 ";
 
 const RUN_USAGE: &str = "\
@@ -66,6 +67,17 @@ Prints the lock item (JSON with --log-format json, aligned text otherwise) and e
 or was never used, 3 when it is held. Common options: see 'lock-exec --help'.
 ";
 
+const TABLE_USAGE: &str = "\
+Usage:
+  lock-exec [OPTIONS] table create
+
+Creates the table (-t, default lock-exec) with partition key 'key' (S) and on-demand billing, waits until it is
+ACTIVE, and enables Time to Live on the attribute 'ttl'. A table that already exists with that key schema is
+fine (TTL is still enabled); one with another key schema is an error (exit 78). When TTL cannot be enabled (an
+emulator without the TTL API, no permission) a warning says so and the exit status is 0. Needs
+dynamodb:CreateTable, dynamodb:DescribeTable and dynamodb:UpdateTimeToLive. Common options: see 'lock-exec --help'.
+";
+
 fn main() -> ExitCode {
     let env = Env::real();
     let command = match cli::parse_from(std::env::args_os().skip(1), &env) {
@@ -88,6 +100,7 @@ fn main() -> ExitCode {
                     Some(Topic::Run) => RUN_USAGE,
                     Some(Topic::Unlock) => UNLOCK_USAGE,
                     Some(Topic::Status) => STATUS_USAGE,
+                    Some(Topic::Table) => TABLE_USAGE,
                 }
             );
             return ExitCode::SUCCESS;
@@ -113,6 +126,11 @@ fn main() -> ExitCode {
         Command::Status(common, key) => {
             let log = logger(&common).with("key", key.clone());
             let result = commands::status(&common, &key, &env, &log);
+            (log, result)
+        }
+        Command::TableCreate(common) => {
+            let log = logger(&common);
+            let result = commands::table_create(&common, &env, &log);
             (log, result)
         }
     };

@@ -2,10 +2,12 @@
 
 pub mod run;
 pub mod status;
+pub mod table;
 pub mod unlock;
 
 pub use run::run;
 pub use status::status;
+pub use table::table_create;
 pub use unlock::unlock;
 
 /// Kills every `credential_process` helper still running and lets no new one start; `main` calls it once,
