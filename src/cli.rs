@@ -30,6 +30,8 @@ pub enum Command {
     Unlock(Common, Unlock),
     /// `status KEY`.
     Status(Common, String),
+    /// `list`: every lock item of the table.
+    List(Common),
     /// `table create`.
     TableCreate(Common),
     /// `version`, `--version`, `-V`.
@@ -47,6 +49,8 @@ pub enum Topic {
     Unlock,
     /// `status`.
     Status,
+    /// `list`.
+    List,
     /// `table create`.
     Table,
 }
@@ -58,6 +62,7 @@ impl Topic {
             "run" => Topic::Run,
             "unlock" => Topic::Unlock,
             "status" => Topic::Status,
+            "list" => Topic::List,
             "table" => Topic::Table,
             _ => return None,
         })
@@ -65,7 +70,7 @@ impl Topic {
 }
 
 /// The subcommands, as usage errors list them.
-const SUBCOMMANDS: &str = "run, unlock, status, table, version";
+const SUBCOMMANDS: &str = "run, unlock, status, list, table, version";
 
 pub use crate::log::Format as LogFormat;
 
@@ -246,6 +251,7 @@ where
             Ok(Command::Unlock(common, Unlock { key, delete: flags.delete }))
         }
         Topic::Status => Ok(Command::Status(common, single_key(rest, "status")?)),
+        Topic::List => no_arguments(rest, "list").map(|()| Command::List(common)),
         Topic::Table => table(rest).map(|()| Command::TableCreate(common)),
     }
 }
@@ -550,6 +556,16 @@ mod tests {
         assert!(usage_error(&["table"]).contains("missing action"));
         assert!(usage_error(&["table", "drop"]).contains("unknown action \"drop\""));
         assert!(usage_error(&["table", "create", "x"]).contains("unexpected argument"));
+    }
+
+    #[test]
+    fn list() {
+        assert!(
+            matches!(parse(&["list", "--log-format", "text"]), Ok(Command::List(ref c)) if c.log_format == LogFormat::Text)
+        );
+        assert_eq!(parse(&["help", "list"]).ok(), Some(Command::Help(Some(Topic::List))));
+        assert!(usage_error(&["list", "k"]).contains("unexpected argument"));
+        assert!(usage_error(&["list", "--delete"]).contains("--delete applies to unlock only"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ Usage:
   lock-exec [OPTIONS] run <KEY> -- <PROGRAM> [ARGS]... exact argv
   lock-exec [OPTIONS] unlock [--delete] <KEY>         force release (or delete the item)
   lock-exec [OPTIONS] status <KEY>                    exit 0 when free, 3 when held
+  lock-exec [OPTIONS] list                            every lock item (needs dynamodb:Scan)
   lock-exec [OPTIONS] table create                    create the table (if missing) and enable TTL on ttl
   lock-exec version
 
@@ -67,6 +68,15 @@ Prints the lock item (JSON with --log-format json, aligned text otherwise) and e
 or was never used, 3 when it is held. Common options: see 'lock-exec --help'.
 ";
 
+const LIST_USAGE: &str = "\
+Usage:
+  lock-exec [OPTIONS] list
+
+Prints every lock item of the table with its state (held or free), holder, pid, lease end, fence and, when the
+item has them, its last run: one JSON object per line with --log-format json (in scan order), aligned columns
+sorted by key with --log-format text. Needs dynamodb:Scan on the table. Common options: see 'lock-exec --help'.
+";
+
 const TABLE_USAGE: &str = "\
 Usage:
   lock-exec [OPTIONS] table create
@@ -100,6 +110,7 @@ fn main() -> ExitCode {
                     Some(Topic::Run) => RUN_USAGE,
                     Some(Topic::Unlock) => UNLOCK_USAGE,
                     Some(Topic::Status) => STATUS_USAGE,
+                    Some(Topic::List) => LIST_USAGE,
                     Some(Topic::Table) => TABLE_USAGE,
                 }
             );
@@ -126,6 +137,11 @@ fn main() -> ExitCode {
         Command::Status(common, key) => {
             let log = logger(&common).with("key", key.clone());
             let result = commands::status(&common, &key, &env, &log);
+            (log, result)
+        }
+        Command::List(common) => {
+            let log = logger(&common);
+            let result = commands::list(&common, &env, &log);
             (log, result)
         }
         Command::TableCreate(common) => {

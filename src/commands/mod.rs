@@ -1,10 +1,12 @@
 //! The subcommands, one module each; `main` parses the command line and calls one of them.
 
+pub mod list;
 pub mod run;
 pub mod status;
 pub mod table;
 pub mod unlock;
 
+pub use list::list;
 pub use run::run;
 pub use status::status;
 pub use table::table_create;
