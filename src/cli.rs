@@ -34,6 +34,8 @@ pub enum Command {
     List(Common),
     /// `table create`.
     TableCreate(Common),
+    /// `doctor`: checks the configuration, the table and the permissions.
+    Doctor(Common),
     /// `version`, `--version`, `-V`.
     Version,
     /// `help`, `--help`, `-h`; the subcommand whose help was asked for, if any.
@@ -53,6 +55,8 @@ pub enum Topic {
     List,
     /// `table create`.
     Table,
+    /// `doctor`.
+    Doctor,
 }
 
 impl Topic {
@@ -64,13 +68,14 @@ impl Topic {
             "status" => Topic::Status,
             "list" => Topic::List,
             "table" => Topic::Table,
+            "doctor" => Topic::Doctor,
             _ => return None,
         })
     }
 }
 
 /// The subcommands, as usage errors list them.
-const SUBCOMMANDS: &str = "run, unlock, status, list, table, version";
+const SUBCOMMANDS: &str = "run, unlock, status, list, table, doctor, version";
 
 pub use crate::log::Format as LogFormat;
 
@@ -252,6 +257,7 @@ where
         }
         Topic::Status => Ok(Command::Status(common, single_key(rest, "status")?)),
         Topic::List => no_arguments(rest, "list").map(|()| Command::List(common)),
+        Topic::Doctor => no_arguments(rest, "doctor").map(|()| Command::Doctor(common)),
         Topic::Table => table(rest).map(|()| Command::TableCreate(common)),
     }
 }
@@ -566,6 +572,15 @@ mod tests {
         assert_eq!(parse(&["help", "list"]).ok(), Some(Command::Help(Some(Topic::List))));
         assert!(usage_error(&["list", "k"]).contains("unexpected argument"));
         assert!(usage_error(&["list", "--delete"]).contains("--delete applies to unlock only"));
+    }
+
+    #[test]
+    fn doctor() {
+        assert!(
+            matches!(parse(&["doctor", "-r", "eu-west-1"]), Ok(Command::Doctor(ref c)) if c.region.as_deref() == Some("eu-west-1"))
+        );
+        assert_eq!(parse(&["doctor", "-h"]).ok(), Some(Command::Help(Some(Topic::Doctor))));
+        assert!(usage_error(&["doctor", "k"]).contains("unexpected argument"));
     }
 
     #[test]

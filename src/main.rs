@@ -18,6 +18,7 @@ Usage:
   lock-exec [OPTIONS] status <KEY>                    exit 0 when free, 3 when held
   lock-exec [OPTIONS] list                            every lock item (needs dynamodb:Scan)
   lock-exec [OPTIONS] table create                    create the table (if missing) and enable TTL on ttl
+  lock-exec [OPTIONS] doctor                          check settings, credentials, table, permissions, clock
   lock-exec version
 
 Options (before or after the subcommand):
@@ -88,6 +89,17 @@ emulator without the TTL API, no permission) a warning says so and the exit stat
 dynamodb:CreateTable, dynamodb:DescribeTable and dynamodb:UpdateTimeToLive. Common options: see 'lock-exec --help'.
 ";
 
+const DOCTOR_USAGE: &str = "\
+Usage:
+  lock-exec [OPTIONS] doctor
+
+Checks what a run needs and prints one line per check, pass, fail or skip: settings, region, endpoint,
+credentials (source, expiry), DynamoDB reachable, the table and its key schema (DescribeTable; skipped when not
+allowed), TTL on 'ttl' (DescribeTimeToLive; skipped when not allowed), UpdateItem/GetItem/DeleteItem on a probe
+key, and the local clock against the server's Date header. Exits 0 when every check that ran passed, 1 when
+one failed. JSON lines with --log-format json, aligned text otherwise. Common options: see 'lock-exec --help'.
+";
+
 fn main() -> ExitCode {
     let env = Env::real();
     let command = match cli::parse_from(std::env::args_os().skip(1), &env) {
@@ -112,6 +124,7 @@ fn main() -> ExitCode {
                     Some(Topic::Status) => STATUS_USAGE,
                     Some(Topic::List) => LIST_USAGE,
                     Some(Topic::Table) => TABLE_USAGE,
+                    Some(Topic::Doctor) => DOCTOR_USAGE,
                 }
             );
             return ExitCode::SUCCESS;
@@ -147,6 +160,11 @@ fn main() -> ExitCode {
         Command::TableCreate(common) => {
             let log = logger(&common);
             let result = commands::table_create(&common, &env, &log);
+            (log, result)
+        }
+        Command::Doctor(common) => {
+            let log = logger(&common);
+            let result = commands::doctor(&common, &env, &log);
             (log, result)
         }
     };

@@ -1,11 +1,13 @@
 //! The subcommands, one module each; `main` parses the command line and calls one of them.
 
+pub mod doctor;
 pub mod list;
 pub mod run;
 pub mod status;
 pub mod table;
 pub mod unlock;
 
+pub use doctor::doctor;
 pub use list::list;
 pub use run::run;
 pub use status::status;

@@ -1,13 +1,21 @@
-//! The operator subcommands: `table create`, `list`, and their usage errors.
+//! The operator subcommands: `table create`, `list`, `doctor`, and their usage errors.
 //!
-//! `ops::table_create*` and `ops::list*` also run against dynalite (no TTL API there).
+//! `ops::table_create*` and `ops::list*` also run against dynalite (no TTL API there); the `doctor` tests need moto
+//! (TTL settings, IAM), and `doctor_with_iam_checks_on` its own moto server (`LOCK_EXEC_TEST_OPS_AUTH_ENDPOINT`),
+//! whose signature and IAM checks it switches on.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use lock_exec::Env;
+use lock_exec::aws::credentials::Credentials;
+use lock_exec::aws::http::{Http, Request};
 use serde_json::{Value, json};
 
+use crate::auth::iam;
 use crate::support::{
-    Case, Outcome, Reply, Server, Table, client, create_table_request, emulator_has_ttl_api, now_ns, wait_until_active,
+    Case, Outcome, Reply, Server, Table, client, create_table_request, emulator_has_ttl_api, endpoint, forward, now_ns,
+    wait_until_active, xml_tag,
 };
 
 /// The `TimeToLiveDescription` of a table, through the library.
@@ -36,6 +44,38 @@ fn json_lines(out: &Outcome) -> Vec<Value> {
                 .unwrap_or_else(|e| out.fail("a stdout line is not JSON", &"a JSON object", &(line, e.to_string())))
         })
         .collect()
+}
+
+/// `doctor`'s checks and their results, in order, from its JSON lines.
+#[track_caller]
+fn results(out: &Outcome) -> Vec<(String, String)> {
+    json_lines(out)
+        .iter()
+        .map(|line| {
+            (line["check"].as_str().unwrap_or("?").to_owned(), line["result"].as_str().unwrap_or("?").to_owned())
+        })
+        .collect()
+}
+
+/// The expected `doctor` results: every check passes except the ones named.
+fn expected(changed: &[(&str, &str)]) -> Vec<(String, String)> {
+    let checks = ["settings", "region", "endpoint", "credentials", "dynamodb", "table", "ttl", "write", "clock"];
+    checks
+        .iter()
+        .map(|check| {
+            let result = changed.iter().find(|(name, _)| name == check).map_or("pass", |(_, result)| result);
+            ((*check).to_owned(), result.to_owned())
+        })
+        .collect()
+}
+
+/// The `detail` of one check.
+#[track_caller]
+fn detail(out: &Outcome, check: &str) -> String {
+    match json_lines(out).into_iter().find(|line| line["check"] == check) {
+        Some(line) => line["detail"].as_str().unwrap_or_default().to_owned(),
+        None => out.fail("a check is missing", &check, &out.stdout),
+    }
 }
 
 #[test]
@@ -200,6 +240,196 @@ fn list_of_a_missing_table_is_a_configuration_error() {
 }
 
 #[test]
+fn doctor_passes_when_ttl_is_on_and_fails_when_it_is_off() {
+    let case = Case::new("doctor");
+    // The test's table has no TTL yet.
+    let out = case.run(&["doctor"]);
+    out.expect_code(1);
+    out.check("checks", expected(&[("ttl", "fail")]), results(&out));
+    out.check("ttl detail", true, detail(&out, "ttl").starts_with("not enabled"));
+
+    case.run(&["table", "create"]).expect_code(0);
+    let out = case.run(&["doctor"]);
+    out.expect_code(0);
+    out.check("checks", expected(&[]), results(&out));
+    out.check("ttl detail", "enabled on ttl".to_owned(), detail(&out, "ttl"));
+    out.check("credentials", "environment, no expiry".to_owned(), detail(&out, "credentials"));
+    let clock = json_lines(&out).into_iter().find(|line| line["check"] == "clock").unwrap_or_default();
+    out.check("clock offset under 2 s", true, clock["offset_ms"].as_i64().is_some_and(|ms| ms.abs() < 2000));
+    // The probe item is gone.
+    let list = case.run(&["list"]);
+    list.check("items left", "", list.stdout.as_str());
+
+    let out = case.run(&["doctor", "--log-format", "text"]);
+    out.expect_code(0);
+    let words: Vec<&str> = out.stdout.lines().filter_map(|line| line.split_whitespace().next()).collect();
+    out.check("text lines", vec!["pass"; 9], words);
+    out.check("text layout", true, out.stdout.contains("\npass  table        "));
+}
+
+#[test]
+fn doctor_fails_on_a_missing_table_and_on_another_key_schema() {
+    let case = Case::new("doctor-tables");
+    let out = case.run_with(&["-t", "it-no-such-table-for-doctor", "doctor"], |_| {});
+    out.expect_code(1);
+    out.check("checks", expected(&[("table", "fail"), ("ttl", "skip"), ("write", "skip")]), results(&out));
+    out.check(
+        "table detail",
+        true,
+        detail(&out, "table").starts_with("no table it-no-such-table-for-doctor in us-east-1"),
+    );
+
+    let name = Case::unique_table_name("doctor-wrong-schema");
+    let mut request = create_table_request(&name);
+    request["KeySchema"] =
+        json!([{ "AttributeName": "key", "KeyType": "HASH" }, { "AttributeName": "at", "KeyType": "RANGE" }]);
+    request["AttributeDefinitions"] =
+        json!([{ "AttributeName": "key", "AttributeType": "S" }, { "AttributeName": "at", "AttributeType": "N" }]);
+    if let Err(e) = client().call("CreateTable", &request) {
+        panic!("CreateTable {name}: {}", lock_exec::error_chain(&e));
+    }
+    let _table = Table::adopt(&name);
+    wait_until_active(&client(), &name);
+    let out = case.run_with(&["-t", &name, "doctor"], |_| {});
+    out.expect_code(1);
+    out.check("checks", expected(&[("table", "fail"), ("ttl", "fail"), ("write", "fail")]), results(&out));
+    out.check(
+        "table detail",
+        true,
+        detail(&out, "table").contains("partition key key (S), sort key at (N); lock-exec needs"),
+    );
+}
+
+#[test]
+fn doctor_fails_the_clock_when_the_server_date_is_an_hour_off() {
+    let case = Case::new("doctor-clock");
+    case.run(&["table", "create"]).expect_code(0);
+    let upstream = endpoint().to_owned();
+    let an_hour_ago = lock_exec::clock::unix_ns(Env::real().now()) / 1_000_000_000 - 3600;
+    let date = time::OffsetDateTime::from_unix_timestamp(an_hour_ago as i64)
+        .expect("a valid time")
+        .format(time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        ))
+        .expect("an HTTP date");
+    let server = Server::start(move |seen| {
+        let mut reply = forward(&upstream, seen);
+        reply.headers.push(("date".into(), date.clone()));
+        reply
+    });
+    let out = case.run_with(&["-t", case.table(), "doctor"], |env| {
+        env.insert("AWS_ENDPOINT_URL", server.url());
+    });
+    out.expect_code(1);
+    out.check("checks", expected(&[("clock", "fail")]), results(&out));
+    let clock = json_lines(&out).into_iter().find(|line| line["check"] == "clock").unwrap_or_default();
+    let offset = clock["offset_ms"].as_i64().unwrap_or_default();
+    out.check("about an hour ahead", true, (3_597_000..3_603_000).contains(&offset));
+    out.check("clock detail", true, detail(&out, "clock").contains("ahead of the server's"));
+}
+
+/// The moto server for [`doctor_with_iam_checks_on`]; panics when `LOCK_EXEC_TEST_OPS_AUTH_ENDPOINT` is unset.
+fn ops_auth_endpoint() -> String {
+    let endpoint = Env::real().var("LOCK_EXEC_TEST_OPS_AUTH_ENDPOINT").unwrap_or_else(|| {
+        panic!(
+            "LOCK_EXEC_TEST_OPS_AUTH_ENDPOINT is not set: this test needs its own moto server; run the tests with \
+             scripts/test.sh, which starts one on 127.0.0.1 and sets the variable"
+        )
+    });
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "LOCK_EXEC_TEST_OPS_AUTH_ENDPOINT={endpoint:?}: not local");
+    endpoint
+}
+
+/// Creates an IAM user allowed `actions` on every resource; returns its access key id and secret.
+fn user(http: &Http, endpoint: &str, admin: &Credentials, name: &str, actions: &[&str]) -> (String, String) {
+    iam(http, endpoint, admin, &[("Action", "CreateUser"), ("UserName", name)]);
+    let actions: Vec<String> = actions.iter().map(|action| format!("dynamodb:{action}")).collect();
+    let policy = json!({
+        "Version": "2012-10-17",
+        "Statement": [{ "Effect": "Allow", "Action": actions, "Resource": "*" }],
+    });
+    let document = policy.to_string();
+    let put = [("Action", "PutUserPolicy"), ("UserName", name), ("PolicyName", "ops"), ("PolicyDocument", &document)];
+    iam(http, endpoint, admin, &put);
+    let key = iam(http, endpoint, admin, &[("Action", "CreateAccessKey"), ("UserName", name)]);
+    let id = xml_tag(&key.body, "AccessKeyId").expect("CreateAccessKey answers an AccessKeyId");
+    let secret = xml_tag(&key.body, "SecretAccessKey").expect("CreateAccessKey answers a SecretAccessKey");
+    (id, secret)
+}
+
+#[test]
+fn doctor_with_iam_checks_on() {
+    let endpoint = ops_auth_endpoint();
+    let http = Http::new();
+    let admin = Credentials::new("AKIDLOCKEXECOPSADMIN", "it-ops-admin-secret", None, None, "ops auth setup");
+    let table = Case::unique_table_name("ops-auth");
+    let case = Case::with_table_name("ops-auth", &table);
+    let env_for = |(id, secret): &(String, String)| {
+        let mut env = case.env();
+        env.insert("AWS_ENDPOINT_URL", endpoint.clone());
+        env.insert("AWS_ACCESS_KEY_ID", id.clone());
+        env.insert("AWS_SECRET_ACCESS_KEY", secret.clone());
+        env
+    };
+    // 1. While checks are off: the table (TTL on), and four users.
+    let setup = env_for(&(admin.access_key_id().to_owned(), admin.secret_access_key().to_owned()));
+    case.run_env(&["table", "create"], setup).expect_code(0);
+    let item_actions = ["GetItem", "UpdateItem", "DeleteItem"];
+    let runner = user(&http, &endpoint, &admin, "ops-runner", &item_actions);
+    let doctor_actions = ["DescribeTable", "DescribeTimeToLive", "GetItem", "UpdateItem", "DeleteItem"];
+    let doctor = user(&http, &endpoint, &admin, "ops-doctor", &doctor_actions);
+    let reader = user(&http, &endpoint, &admin, "ops-reader", &["DescribeTable", "DescribeTimeToLive"]);
+    let operator =
+        user(&http, &endpoint, &admin, "ops-operator", &["CreateTable", "DescribeTable", "UpdateTimeToLive", "Scan"]);
+
+    // 2. Signature and IAM checks on.
+    let request = Request {
+        method: "POST",
+        url: &format!("{endpoint}/moto-api/reset-auth"),
+        headers: vec![("content-type".to_owned(), "text/plain".to_owned())],
+        body: b"0",
+        timeout: Duration::from_secs(10),
+        target: "moto reset-auth",
+    };
+    let reset = http.send(&request).unwrap_or_else(|e| panic!("reset-auth: {}", lock_exec::error_chain(&e)));
+    assert_eq!(reset.status, 200, "reset-auth answered {}: {}", reset.status, reset.body);
+
+    // 3. The run policy alone: what doctor cannot look at is skipped, the writes pass.
+    let out = case.run_env(&["doctor"], env_for(&runner));
+    out.expect_code(0);
+    out.check("runner", expected(&[("table", "skip"), ("ttl", "skip")]), results(&out));
+    out.check("table skipped", true, detail(&out, "table").starts_with("not allowed to call DescribeTable"));
+    out.check("ttl skipped", true, detail(&out, "ttl").starts_with("not allowed to call DescribeTimeToLive"));
+    case.run_env(&["list"], env_for(&runner)).expect_code(77);
+    case.run_env(&["table", "create"], env_for(&runner)).expect_code(77);
+
+    // 4. The README's doctor policy: everything passes.
+    let out = case.run_env(&["doctor"], env_for(&doctor));
+    out.expect_code(0);
+    out.check("doctor policy", expected(&[]), results(&out));
+
+    // 5. No item actions: the write fails, naming the call.
+    let out = case.run_env(&["doctor"], env_for(&reader));
+    out.expect_code(1);
+    out.check("reader", expected(&[("write", "fail")]), results(&out));
+    out.check(
+        "write detail",
+        true,
+        detail(&out, "write").starts_with("UpdateItem on the probe key: dynamodb answered"),
+    );
+
+    // 6. The README's table create and list policies: an existing table is fine, a new one is made with TTL.
+    case.run_env(&["table", "create"], env_for(&operator)).expect_code(0);
+    let fresh = Case::unique_table_name("ops-auth-fresh");
+    let out = case.run_env(&["-t", &fresh, "table", "create"], env_for(&operator));
+    out.expect_code(0);
+    out.check("TTL on the new table", true, out.has_log("time to live enabled"));
+    let out = case.run_env(&["list"], env_for(&operator));
+    out.expect_code(0);
+    out.check("empty table", "", out.stdout.as_str());
+}
+
+#[test]
 fn usage_errors_of_the_operator_subcommands_exit_64() {
     let case = Case::with_table_name("ops-usage", "unused-table");
     let cases: &[(&[&str], &str)] = &[
@@ -207,7 +437,9 @@ fn usage_errors_of_the_operator_subcommands_exit_64() {
         (&["table", "drop"], "table: unknown action \"drop\" (create)"),
         (&["table", "create", "extra"], "table create: unexpected argument \"extra\""),
         (&["list", "extra"], "list: unexpected argument \"extra\""),
+        (&["doctor", "extra"], "doctor: unexpected argument \"extra\""),
         (&["list", "--shell"], "--shell applies to run only"),
+        (&["doctor", "--delete"], "--delete applies to unlock only"),
         (&["table", "create", "--", "x"], "`--` applies to run only"),
     ];
     for (args, message) in cases {
