@@ -36,6 +36,8 @@ pub enum Command {
     TableCreate(Common),
     /// `doctor`: checks the configuration, the table and the permissions.
     Doctor(Common),
+    /// `completion SHELL`: a shell completion script.
+    Completion(Shell),
     /// `version`, `--version`, `-V`.
     Version,
     /// `help`, `--help`, `-h`; the subcommand whose help was asked for, if any.
@@ -57,6 +59,8 @@ pub enum Topic {
     Table,
     /// `doctor`.
     Doctor,
+    /// `completion`.
+    Completion,
 }
 
 impl Topic {
@@ -69,13 +73,25 @@ impl Topic {
             "list" => Topic::List,
             "table" => Topic::Table,
             "doctor" => Topic::Doctor,
+            "completion" => Topic::Completion,
             _ => return None,
         })
     }
 }
 
 /// The subcommands, as usage errors list them.
-const SUBCOMMANDS: &str = "run, unlock, status, list, table, doctor, version";
+const SUBCOMMANDS: &str = "run, unlock, status, list, table, doctor, completion, version";
+
+/// A shell `completion` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    /// bash.
+    Bash,
+    /// zsh.
+    Zsh,
+    /// fish.
+    Fish,
+}
 
 pub use crate::log::Format as LogFormat;
 
@@ -259,6 +275,7 @@ where
         Topic::List => no_arguments(rest, "list").map(|()| Command::List(common)),
         Topic::Doctor => no_arguments(rest, "doctor").map(|()| Command::Doctor(common)),
         Topic::Table => table(rest).map(|()| Command::TableCreate(common)),
+        Topic::Completion => completion(rest),
     }
 }
 
@@ -278,6 +295,21 @@ fn table(rest: Vec<OsString>) -> Result<(), Error> {
         Some(action) => return Err(Error::Usage(format!("table: unknown action {action:?} (create)"))),
     }
     no_arguments(rest.collect(), "table create")
+}
+
+/// `completion SHELL`.
+fn completion(rest: Vec<OsString>) -> Result<Command, Error> {
+    let mut rest = rest.into_iter();
+    let shell = match rest.next().as_ref().map(|shell| shell.to_string_lossy()) {
+        None => return Err(Error::Usage("completion: missing SHELL (bash, zsh, fish)".into())),
+        Some(shell) => match shell.as_ref() {
+            "bash" => Shell::Bash,
+            "zsh" => Shell::Zsh,
+            "fish" => Shell::Fish,
+            other => return Err(Error::Usage(format!("completion: unknown shell {other:?} (bash, zsh, fish)"))),
+        },
+    };
+    no_arguments(rest.collect(), "completion").map(|()| Command::Completion(shell))
 }
 
 fn usage(e: impl std::fmt::Display) -> Error {
@@ -581,6 +613,16 @@ mod tests {
         );
         assert_eq!(parse(&["doctor", "-h"]).ok(), Some(Command::Help(Some(Topic::Doctor))));
         assert!(usage_error(&["doctor", "k"]).contains("unexpected argument"));
+    }
+
+    #[test]
+    fn completion() {
+        assert_eq!(parse(&["completion", "zsh"]).ok(), Some(Command::Completion(Shell::Zsh)));
+        assert_eq!(parse(&["completion", "bash"]).ok(), Some(Command::Completion(Shell::Bash)));
+        assert_eq!(parse(&["completion", "fish"]).ok(), Some(Command::Completion(Shell::Fish)));
+        assert!(usage_error(&["completion"]).contains("missing SHELL"));
+        assert!(usage_error(&["completion", "tcsh"]).contains("unknown shell"));
+        assert!(usage_error(&["completion", "bash", "zsh"]).contains("unexpected argument"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ Usage:
   lock-exec [OPTIONS] list                            every lock item (needs dynamodb:Scan)
   lock-exec [OPTIONS] table create                    create the table (if missing) and enable TTL on ttl
   lock-exec [OPTIONS] doctor                          check settings, credentials, table, permissions, clock
+  lock-exec completion bash|zsh|fish                  shell completion script
   lock-exec version
 
 Options (before or after the subcommand):
@@ -100,6 +101,16 @@ key, and the local clock against the server's Date header. Exits 0 when every ch
 one failed. JSON lines with --log-format json, aligned text otherwise. Common options: see 'lock-exec --help'.
 ";
 
+const COMPLETION_USAGE: &str = "\
+Usage:
+  lock-exec completion bash|zsh|fish
+
+Prints a completion script for the shell:
+  bash   source <(lock-exec completion bash)        (in ~/.bashrc)
+  zsh    lock-exec completion zsh > \"${fpath[1]}/_lock-exec\"
+  fish   lock-exec completion fish > ~/.config/fish/completions/lock-exec.fish
+";
+
 fn main() -> ExitCode {
     let env = Env::real();
     let command = match cli::parse_from(std::env::args_os().skip(1), &env) {
@@ -125,6 +136,7 @@ fn main() -> ExitCode {
                     Some(Topic::List) => LIST_USAGE,
                     Some(Topic::Table) => TABLE_USAGE,
                     Some(Topic::Doctor) => DOCTOR_USAGE,
+                    Some(Topic::Completion) => COMPLETION_USAGE,
                 }
             );
             return ExitCode::SUCCESS;
@@ -167,6 +179,7 @@ fn main() -> ExitCode {
             let result = commands::doctor(&common, &env, &log);
             (log, result)
         }
+        Command::Completion(shell) => return ExitCode::from(commands::completion(shell).code()),
     };
     // lock-exec exits below, whatever the result: a credential_process helper still running in a thread that
     // is not waited for (a refresh during the lease) must not outlive it.

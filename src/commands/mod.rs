@@ -1,5 +1,6 @@
 //! The subcommands, one module each; `main` parses the command line and calls one of them.
 
+pub mod completion;
 pub mod doctor;
 pub mod list;
 pub mod run;
@@ -7,6 +8,7 @@ pub mod status;
 pub mod table;
 pub mod unlock;
 
+pub use completion::completion;
 pub use doctor::doctor;
 pub use list::list;
 pub use run::run;

@@ -1,10 +1,11 @@
-//! The operator subcommands: `table create`, `list`, `doctor`, and their usage errors.
+//! The operator subcommands: `table create`, `list`, `doctor`, `completion`, and their usage errors.
 //!
 //! `ops::table_create*` and `ops::list*` also run against dynalite (no TTL API there); the `doctor` tests need moto
 //! (TTL settings, IAM), and `doctor_with_iam_checks_on` its own moto server (`LOCK_EXEC_TEST_OPS_AUTH_ENDPOINT`),
 //! whose signature and IAM checks it switches on.
 
 use std::collections::BTreeMap;
+use std::process::Command;
 use std::time::Duration;
 
 use lock_exec::Env;
@@ -438,6 +439,9 @@ fn usage_errors_of_the_operator_subcommands_exit_64() {
         (&["table", "create", "extra"], "table create: unexpected argument \"extra\""),
         (&["list", "extra"], "list: unexpected argument \"extra\""),
         (&["doctor", "extra"], "doctor: unexpected argument \"extra\""),
+        (&["completion"], "completion: missing SHELL"),
+        (&["completion", "tcsh"], "completion: unknown shell \"tcsh\""),
+        (&["completion", "bash", "extra"], "completion: unexpected argument \"extra\""),
         (&["list", "--shell"], "--shell applies to run only"),
         (&["doctor", "--delete"], "--delete applies to unlock only"),
         (&["table", "create", "--", "x"], "`--` applies to run only"),
@@ -446,5 +450,74 @@ fn usage_errors_of_the_operator_subcommands_exit_64() {
         let out = case.run_with(args, |_| {});
         out.expect_code(64);
         out.expect_stderr_contains(message);
+    }
+}
+
+#[test]
+fn help_lists_the_operator_subcommands() {
+    let case = Case::with_table_name("ops-help", "unused-table");
+    let out = case.run_with(&["--help"], |_| {});
+    out.expect_code(0);
+    for line in ["lock-exec [OPTIONS] list", "lock-exec [OPTIONS] table create", "lock-exec [OPTIONS] doctor"] {
+        out.check(line, true, out.stdout.contains(line));
+    }
+    out.check("completion", true, out.stdout.contains("lock-exec completion bash|zsh|fish"));
+    for (topic, text) in [("table", "UpdateTimeToLive"), ("doctor", "Date header"), ("list", "dynamodb:Scan")] {
+        let out = case.run_with(&["help", topic], |_| {});
+        out.check(topic, true, out.stdout.contains(text));
+        let out = case.run_with(&[topic, "--help"], |_| {});
+        out.check(topic, true, out.stdout.contains(text));
+    }
+}
+
+/// Runs `script` in bash with the built binary first in PATH; its stdout.
+fn bash(script: &str) -> String {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_lock-exec")).parent().expect("the binary's folder");
+    let path = format!("{}:{}", bin.display(), Env::real().var("PATH").unwrap_or_default());
+    let out = Command::new("bash").arg("-c").arg(script).env("PATH", path).output().expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "bash {script:?}: {}\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[test]
+fn completion_scripts_load_and_complete() {
+    let registered = bash("source <(lock-exec completion bash); complete -p lock-exec");
+    assert_eq!(registered, "complete -F _lock_exec lock-exec\n");
+    // COMP_WORDS as bash fills them, the last one being completed.
+    let cases: &[(&str, &str)] = &[
+        ("lock-exec ta", "table"),
+        ("lock-exec table ''", "create"),
+        ("lock-exec -t tbl st", "status"),
+        ("lock-exec --log-format ''", "json text"),
+        ("lock-exec run k --kill-after ''", "10s 30s 1m 5m 10m 1h 24h"),
+        ("lock-exec run k true --wa", "--wait-descendants --wait"),
+        ("lock-exec unlock --de", "--delete"),
+        ("lock-exec status --de", ""),
+        ("lock-exec completion ''", "bash zsh fish"),
+        ("lock-exec help do", "doctor"),
+    ];
+    for (words, expected) in cases {
+        let script = format!(
+            "source <(lock-exec completion bash); COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             _lock_exec; echo \"${{COMPREPLY[*]}}\""
+        );
+        assert_eq!(bash(&script).trim_end(), *expected, "completing {words:?}");
+    }
+    for (shell, check) in [("zsh", "zsh -n"), ("fish", "fish -n")] {
+        let script = Command::new(env!("CARGO_BIN_EXE_lock-exec")).args(["completion", shell]).output().expect("run");
+        assert!(script.status.success());
+        let text = String::from_utf8_lossy(&script.stdout);
+        assert!(text.contains("lock-exec") && text.contains("kill-after"), "{shell}: {text}");
+        // Checked by the shell itself where it is installed.
+        let available = Command::new("sh").arg("-c").arg(format!("command -v {shell}")).output();
+        if available.is_ok_and(|out| out.status.success()) {
+            let path = std::env::temp_dir().join(format!("lock-exec-completion-{}.{shell}", std::process::id()));
+            std::fs::write(&path, text.as_bytes()).expect("write the script");
+            let parsed = Command::new("sh").arg("-c").arg(format!("{check} '{}'", path.display())).output();
+            let _ = std::fs::remove_file(&path);
+            let parsed = parsed.expect("run the shell");
+            assert!(parsed.status.success(), "{check}: {}", String::from_utf8_lossy(&parsed.stderr));
+        }
     }
 }
