@@ -2,13 +2,14 @@
 # Runs every test against local DynamoDB implementations that this script starts and stops:
 #   moto (LOCK_EXEC_TEST_ENDPOINT)            every test; moto also speaks STS and IAM
 #   moto (LOCK_EXEC_TEST_AUTH_ENDPOINT)       a second moto whose test switches signature and IAM checks on
+#   moto (LOCK_EXEC_TEST_OPS_AUTH_ENDPOINT)   a third, the same for the operator subcommands' IAM test
 #   dynalite (as LOCK_EXEC_TEST_ENDPOINT)     the DynamoDB-only integration tests again, on a second, stricter
 #                                             implementation (the credential and auth tests need moto's STS/IAM)
 # Extra arguments go to the first `cargo test` (e.g. `scripts/test.sh --test it lease`); with arguments, the
 # dynalite pass is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-trap 'scripts/emulator.sh stop moto-test; scripts/emulator.sh stop moto-auth-test; scripts/emulator.sh stop dynalite-test' EXIT
+trap 'scripts/emulator.sh stop moto-test; scripts/emulator.sh stop moto-auth-test; scripts/emulator.sh stop moto-ops-auth-test; scripts/emulator.sh stop dynalite-test' EXIT
 # The AWS SDKs' conformance vectors live beside the repository (CI has them); a clone alone runs without them.
 if [ -d ../shared/aws-sdk-test-data ]; then
   export LOCK_EXEC_REQUIRE_CONFORMANCE=1
@@ -18,11 +19,12 @@ else
 fi
 endpoint=$(scripts/emulator.sh start moto-test)
 auth_endpoint=$(scripts/emulator.sh start moto-auth-test)
-echo "moto at $endpoint, moto for auth tests at $auth_endpoint"
+ops_auth_endpoint=$(scripts/emulator.sh start moto-ops-auth-test)
+echo "moto at $endpoint, moto for auth tests at $auth_endpoint and $ops_auth_endpoint"
 log=.tmp/test-output.log
 set +e
 LOCK_EXEC_TEST_ENDPOINT=$endpoint LOCK_EXEC_TEST_AUTH_ENDPOINT=$auth_endpoint \
-  cargo test --locked --lib --bins --tests "$@" 2>&1 | tee "$log"
+  LOCK_EXEC_TEST_OPS_AUTH_ENDPOINT=$ops_auth_endpoint cargo test --locked --lib --bins --tests "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 if [ $# -eq 0 ]; then
@@ -30,7 +32,8 @@ if [ $# -eq 0 ]; then
   echo "dynalite at $dynalite_endpoint: the DynamoDB-only integration tests again"
   set +e
   LOCK_EXEC_TEST_ENDPOINT=$dynalite_endpoint LOCK_EXEC_TEST_AUTH_ENDPOINT=unused-on-dynalite \
-    cargo test --locked --test it -- run:: admin:: errors:: lock_protocol:: lease:: terminal:: migration:: 2>&1 | tee -a "$log"
+    LOCK_EXEC_TEST_OPS_AUTH_ENDPOINT=unused-on-dynalite cargo test --locked --test it -- run:: admin:: errors:: \
+    lock_protocol:: lease:: terminal:: migration:: ops::table_create ops::list 2>&1 | tee -a "$log"
   dynalite_status=${PIPESTATUS[0]}
   set -e
   [ "$status" -ne 0 ] || status=$dynalite_status

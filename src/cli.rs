@@ -30,6 +30,14 @@ pub enum Command {
     Unlock(Common, Unlock),
     /// `status KEY`.
     Status(Common, String),
+    /// `list`: every lock item of the table.
+    List(Common),
+    /// `table create`.
+    TableCreate(Common),
+    /// `doctor`: checks the configuration, the table and the permissions.
+    Doctor(Common),
+    /// `completion SHELL`: a shell completion script.
+    Completion(Shell),
     /// `version`, `--version`, `-V`.
     Version,
     /// `help`, `--help`, `-h`; the subcommand whose help was asked for, if any.
@@ -45,6 +53,44 @@ pub enum Topic {
     Unlock,
     /// `status`.
     Status,
+    /// `list`.
+    List,
+    /// `table create`.
+    Table,
+    /// `doctor`.
+    Doctor,
+    /// `completion`.
+    Completion,
+}
+
+impl Topic {
+    /// The topic a subcommand name stands for (`help NAME`, `NAME --help`).
+    fn from_name(name: &str) -> Option<Topic> {
+        Some(match name {
+            "run" => Topic::Run,
+            "unlock" => Topic::Unlock,
+            "status" => Topic::Status,
+            "list" => Topic::List,
+            "table" => Topic::Table,
+            "doctor" => Topic::Doctor,
+            "completion" => Topic::Completion,
+            _ => return None,
+        })
+    }
+}
+
+/// The subcommands, as usage errors list them.
+const SUBCOMMANDS: &str = "run, unlock, status, list, table, doctor, completion, version";
+
+/// A shell `completion` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    /// bash.
+    Bash,
+    /// zsh.
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 pub use crate::log::Format as LogFormat;
@@ -182,24 +228,16 @@ where
     let mut positionals = positionals.into_iter();
     let subcommand = match positionals.next() {
         None if flags.help => return Ok(Command::Help(None)),
-        None => return Err(Error::Usage("missing subcommand (run, unlock, status, version)".into())),
+        None => return Err(Error::Usage(format!("missing subcommand ({SUBCOMMANDS})"))),
         Some(sub) => sub.into_string().map_err(|_| Error::Usage("subcommand is not valid UTF-8".into()))?,
     };
     let topic = match subcommand.as_str() {
-        "run" => Topic::Run,
-        "unlock" => Topic::Unlock,
-        "status" => Topic::Status,
         "version" => return Ok(Command::Version),
         "help" => {
-            let topic = match positionals.next().as_ref().and_then(|t| t.to_str()) {
-                Some("run") => Some(Topic::Run),
-                Some("unlock") => Some(Topic::Unlock),
-                Some("status") => Some(Topic::Status),
-                _ => None,
-            };
-            return Ok(Command::Help(topic));
+            return Ok(Command::Help(positionals.next().as_ref().and_then(|t| t.to_str()).and_then(Topic::from_name)));
         }
-        other => return Err(Error::Usage(format!("unknown subcommand {other:?} (run, unlock, status, version)"))),
+        other => Topic::from_name(other)
+            .ok_or_else(|| Error::Usage(format!("unknown subcommand {other:?} ({SUBCOMMANDS})")))?,
     };
     if flags.help {
         return Ok(Command::Help(Some(topic)));
@@ -234,7 +272,44 @@ where
             Ok(Command::Unlock(common, Unlock { key, delete: flags.delete }))
         }
         Topic::Status => Ok(Command::Status(common, single_key(rest, "status")?)),
+        Topic::List => no_arguments(rest, "list").map(|()| Command::List(common)),
+        Topic::Doctor => no_arguments(rest, "doctor").map(|()| Command::Doctor(common)),
+        Topic::Table => table(rest).map(|()| Command::TableCreate(common)),
+        Topic::Completion => completion(rest),
     }
+}
+
+fn no_arguments(rest: Vec<OsString>, subcommand: &str) -> Result<(), Error> {
+    match rest.first() {
+        None => Ok(()),
+        Some(extra) => Err(Error::Usage(format!("{subcommand}: unexpected argument {extra:?} (it takes none)"))),
+    }
+}
+
+/// `table create`: the one action of `table`.
+fn table(rest: Vec<OsString>) -> Result<(), Error> {
+    let mut rest = rest.into_iter();
+    match rest.next().as_ref().map(|action| action.to_string_lossy()) {
+        None => return Err(Error::Usage("table: missing action (create)".into())),
+        Some(action) if action == "create" => {}
+        Some(action) => return Err(Error::Usage(format!("table: unknown action {action:?} (create)"))),
+    }
+    no_arguments(rest.collect(), "table create")
+}
+
+/// `completion SHELL`.
+fn completion(rest: Vec<OsString>) -> Result<Command, Error> {
+    let mut rest = rest.into_iter();
+    let shell = match rest.next().as_ref().map(|shell| shell.to_string_lossy()) {
+        None => return Err(Error::Usage("completion: missing SHELL (bash, zsh, fish)".into())),
+        Some(shell) => match shell.as_ref() {
+            "bash" => Shell::Bash,
+            "zsh" => Shell::Zsh,
+            "fish" => Shell::Fish,
+            other => return Err(Error::Usage(format!("completion: unknown shell {other:?} (bash, zsh, fish)"))),
+        },
+    };
+    no_arguments(rest.collect(), "completion").map(|()| Command::Completion(shell))
 }
 
 fn usage(e: impl std::fmt::Display) -> Error {
@@ -508,6 +583,46 @@ mod tests {
         assert_eq!(parse(&["help", "run"]).ok(), Some(Command::Help(Some(Topic::Run))));
         assert_eq!(parse(&["run", "--help"]).ok(), Some(Command::Help(Some(Topic::Run))));
         assert_eq!(parse(&["status", "-h"]).ok(), Some(Command::Help(Some(Topic::Status))));
+    }
+
+    #[test]
+    fn table_create() {
+        assert!(
+            matches!(parse(&["table", "create", "-t", "locks"]), Ok(Command::TableCreate(ref c)) if c.table == "locks")
+        );
+        assert_eq!(parse(&["table", "--help"]).ok(), Some(Command::Help(Some(Topic::Table))));
+        assert!(usage_error(&["table"]).contains("missing action"));
+        assert!(usage_error(&["table", "drop"]).contains("unknown action \"drop\""));
+        assert!(usage_error(&["table", "create", "x"]).contains("unexpected argument"));
+    }
+
+    #[test]
+    fn list() {
+        assert!(
+            matches!(parse(&["list", "--log-format", "text"]), Ok(Command::List(ref c)) if c.log_format == LogFormat::Text)
+        );
+        assert_eq!(parse(&["help", "list"]).ok(), Some(Command::Help(Some(Topic::List))));
+        assert!(usage_error(&["list", "k"]).contains("unexpected argument"));
+        assert!(usage_error(&["list", "--delete"]).contains("--delete applies to unlock only"));
+    }
+
+    #[test]
+    fn doctor() {
+        assert!(
+            matches!(parse(&["doctor", "-r", "eu-west-1"]), Ok(Command::Doctor(ref c)) if c.region.as_deref() == Some("eu-west-1"))
+        );
+        assert_eq!(parse(&["doctor", "-h"]).ok(), Some(Command::Help(Some(Topic::Doctor))));
+        assert!(usage_error(&["doctor", "k"]).contains("unexpected argument"));
+    }
+
+    #[test]
+    fn completion() {
+        assert_eq!(parse(&["completion", "zsh"]).ok(), Some(Command::Completion(Shell::Zsh)));
+        assert_eq!(parse(&["completion", "bash"]).ok(), Some(Command::Completion(Shell::Bash)));
+        assert_eq!(parse(&["completion", "fish"]).ok(), Some(Command::Completion(Shell::Fish)));
+        assert!(usage_error(&["completion"]).contains("missing SHELL"));
+        assert!(usage_error(&["completion", "tcsh"]).contains("unknown shell"));
+        assert!(usage_error(&["completion", "bash", "zsh"]).contains("unexpected argument"));
     }
 
     #[test]

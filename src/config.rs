@@ -13,6 +13,30 @@ use crate::env::Env;
 use crate::error::Error;
 use crate::log::Logger;
 
+/// A step of [`Aws::resolve`], in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    /// The profile files, the CA bundle, proxy and endpoint settings, `AWS_MAX_ATTEMPTS`.
+    Settings,
+    /// The region.
+    Region,
+    /// The DynamoDB endpoint.
+    Endpoint,
+    /// The credential source.
+    Credentials,
+}
+
+/// Why [`Aws::resolve_steps`] stopped.
+#[derive(Debug)]
+pub struct Unresolved {
+    /// The step that failed.
+    pub step: Step,
+    /// Its error.
+    pub error: Error,
+    /// The region, when it was resolved before the failure.
+    pub region: Option<String>,
+}
+
 /// Region, endpoint and credentials of a run.
 #[derive(Debug)]
 pub struct Aws {
@@ -34,8 +58,18 @@ impl Aws {
     /// Reads the profile files, resolves region and endpoint, and selects the credential source. Only the
     /// region may need the network (IMDS, when nothing else names a region).
     pub fn resolve(common: &Common, env: &Env) -> Result<Aws, Error> {
-        let profiles = ProfileSet::load(env, common.profile.as_deref())?;
-        let http = match ca_bundle(env, &profiles)? {
+        Aws::resolve_steps(common, env).map_err(|unresolved| unresolved.error)
+    }
+
+    /// [`Aws::resolve`], saying which [`Step`] failed and what the steps before it found (`doctor` reports
+    /// each step).
+    pub fn resolve_steps(common: &Common, env: &Env) -> Result<Aws, Box<Unresolved>> {
+        let at = |step: Step, region: Option<&str>| {
+            let region = region.map(str::to_owned);
+            move |error: Error| Box::new(Unresolved { step, error, region })
+        };
+        let profiles = ProfileSet::load(env, common.profile.as_deref()).map_err(at(Step::Settings, None))?;
+        let http = match ca_bundle(env, &profiles).map_err(at(Step::Settings, None))? {
             Some(bundle) => Http::from_env(env).with_roots(bundle),
             None => Http::from_env(env),
         };
@@ -48,19 +82,21 @@ impl Aws {
             && profiles.selected().is_none()
         {
             let (config, credentials) = profiles.paths_for_messages();
-            return Err(Error::Config(format!(
+            let error = Error::Config(format!(
                 "profile {:?} ({named_by}) is not in {config} or {credentials}",
                 profiles.selected_name(),
-            )));
+            ));
+            return Err(at(Step::Settings, None)(error));
         }
         // Before any request (the region may come from IMDS): proxies and every endpoint URL, used or not.
         let profile_endpoints = profile_endpoints(&profiles);
-        endpoint::check_settings(env, &profile_endpoints)?;
-        let region = resolve_region(common, env, http, &profiles)?;
-        let endpoint = endpoint::dynamodb(common.endpoint_url.as_deref(), env, &profile_endpoints, &region)?;
+        endpoint::check_settings(env, &profile_endpoints).map_err(at(Step::Settings, None))?;
+        let max_attempts = dynamodb::max_attempts(env).map_err(at(Step::Settings, None))?;
+        let region = resolve_region(common, env, http, &profiles).map_err(at(Step::Region, None))?;
+        let endpoint = endpoint::dynamodb(common.endpoint_url.as_deref(), env, &profile_endpoints, &region)
+            .map_err(at(Step::Endpoint, Some(&region)))?;
         let ctx = Context { env, http, profiles: &profiles, region: &region };
-        let source = credentials::select(&ctx)?;
-        let max_attempts = dynamodb::max_attempts(env)?;
+        let source = credentials::select(&ctx).map_err(at(Step::Credentials, Some(&region)))?;
         let http = http.clone();
         Ok(Aws { profiles, region, endpoint, credentials: Cache::new(source), max_attempts, http })
     }

@@ -69,12 +69,7 @@ impl<'a> Client<'a> {
     pub fn call(&self, operation: &str, body: &Value) -> Result<Value, Error> {
         match self.call_conditional(operation, body)? {
             Conditional::Done(value) => Ok(value),
-            Conditional::Failed(_) => Err(Error::Service(ServiceError {
-                service: "dynamodb",
-                status: 400,
-                code: "ConditionalCheckFailedException".into(),
-                message: "the conditional request failed".into(),
-            })),
+            Conditional::Failed(_) => Err(condition_failed()),
         }
     }
 
@@ -150,7 +145,38 @@ impl<'a> Client<'a> {
         self.refresh_credentials()
     }
 
+    /// One attempt without retries, with the `Date` header of the answer (an error answer has one too) and the
+    /// local clock around the exchange: `doctor` compares the clocks.
+    pub fn call_dated(&self, operation: &str, body: &Value) -> Dated {
+        let sent = self.ctx.env.now();
+        let exchange = self.signing_credentials().and_then(|credentials| {
+            let response = self.send(operation, body.to_string().as_bytes(), &credentials)?;
+            Ok((response, credentials))
+        });
+        let received = self.ctx.env.now();
+        match exchange {
+            Err(error) => Dated { result: Err(error), date: None, sent, received },
+            Ok((response, credentials)) => {
+                let secrets = [credentials.secret_access_key(), credentials.session_token().unwrap_or_default()];
+                let result = interpret(&response, &secrets).and_then(|answer| match answer {
+                    Conditional::Done(value) => Ok(value),
+                    Conditional::Failed(_) => Err(condition_failed()),
+                });
+                Dated { result, date: response.header("date").map(str::to_owned), sent, received }
+            }
+        }
+    }
+
     fn attempt(&self, operation: &str, payload: &[u8], credentials: &Credentials) -> Result<Conditional, Error> {
+        let response = self.send(operation, payload, credentials)?;
+        // An answer can quote our request: AWS's signature errors include the canonical request, with the
+        // x-amz-security-token header in it. Keep the secret and the session token out of the message.
+        let secrets = [credentials.secret_access_key(), credentials.session_token().unwrap_or_default()];
+        interpret(&response, &secrets)
+    }
+
+    /// Signs and sends one request; the answer whatever its status.
+    fn send(&self, operation: &str, payload: &[u8], credentials: &Credentials) -> Result<Response, Error> {
         let url = format!("{}/", self.endpoint.trim_end_matches('/'));
         let mut headers = vec![
             ("content-type".to_owned(), "application/x-amz-json-1.0".to_owned()),
@@ -159,19 +185,38 @@ impl<'a> Client<'a> {
         let scope = Scope { region: self.ctx.region, service: "dynamodb", time: self.ctx.env.now() };
         let signed = sign_request(credentials, scope, "POST", &url, &headers, payload)?;
         headers.extend(signed);
-        let response = self.ctx.http.send(&Request {
+        self.ctx.http.send(&Request {
             method: "POST",
             url: &url,
             headers,
             body: payload,
             timeout: self.timeout,
             target: "dynamodb",
-        })?;
-        // An answer can quote our request: AWS's signature errors include the canonical request, with the
-        // x-amz-security-token header in it. Keep the secret and the session token out of the message.
-        let secrets = [credentials.secret_access_key(), credentials.session_token().unwrap_or_default()];
-        interpret(&response, &secrets)
+        })
     }
+}
+
+/// The answer of [`Client::call_dated`].
+#[derive(Debug)]
+pub struct Dated {
+    /// The answer, as [`Client::call`] gives it.
+    pub result: Result<Value, Error>,
+    /// The answer's `Date` header (RFC 7231, whole seconds), if there was an answer with one.
+    pub date: Option<String>,
+    /// The local clock when the request was about to be signed.
+    pub sent: std::time::SystemTime,
+    /// The local clock when the answer had been read (or the attempt had failed).
+    pub received: std::time::SystemTime,
+}
+
+/// The error [`Client::call`] gives for a failed condition.
+fn condition_failed() -> Error {
+    Error::Service(ServiceError {
+        service: "dynamodb",
+        status: 400,
+        code: "ConditionalCheckFailedException".into(),
+        message: "the conditional request failed".into(),
+    })
 }
 
 /// The wait before attempt `attempt + 1`: random in [0, 2^(attempt-1)) seconds, capped at [`MAX_BACKOFF`].

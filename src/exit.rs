@@ -4,6 +4,7 @@
 //! |------|---------|
 //! | child's | the command ran; its exit code, or 128+N when it died of signal N (lock-exec then dies of N too) |
 //! | `--locked-exit-code` (0) | the key is held by someone else; the command did not run |
+//! | 1 | `doctor`: a check failed |
 //! | 3 | `status`: the key is held |
 //! | 64 | usage error |
 //! | 69 | DynamoDB unreachable, or throttled / failing after retries |
@@ -20,6 +21,8 @@
 pub enum Exit {
     /// Everything went fine (the command succeeded, or `status` found the key free).
     Success,
+    /// `doctor`: a check failed.
+    ChecksFailed,
     /// `status`: the key is held.
     Held,
     /// The command's own exit code.
@@ -54,6 +57,7 @@ impl Exit {
     pub fn code(self) -> u8 {
         match self {
             Exit::Success => 0,
+            Exit::ChecksFailed => 1,
             Exit::Held => 3,
             Exit::Child(code) | Exit::Locked(code) => code,
             Exit::Usage => 64,

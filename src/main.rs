@@ -16,6 +16,10 @@ Usage:
   lock-exec [OPTIONS] run <KEY> -- <PROGRAM> [ARGS]... exact argv
   lock-exec [OPTIONS] unlock [--delete] <KEY>         force release (or delete the item)
   lock-exec [OPTIONS] status <KEY>                    exit 0 when free, 3 when held
+  lock-exec [OPTIONS] list                            every lock item (needs dynamodb:Scan)
+  lock-exec [OPTIONS] table create                    create the table (if missing) and enable TTL on ttl
+  lock-exec [OPTIONS] doctor                          check settings, credentials, table, permissions, clock
+  lock-exec completion bash|zsh|fish                  shell completion script
   lock-exec version
 
 Options (before or after the subcommand):
@@ -29,7 +33,7 @@ Options (before or after the subcommand):
   -h, --help                this help
   -V, --version             the version
 
-Run 'lock-exec help run' for run's options. Exit codes are listed in the README.
+Run 'lock-exec help SUBCOMMAND' for its options. Exit codes are listed in the README.
 ";
 
 const RUN_USAGE: &str = "\
@@ -66,6 +70,47 @@ Prints the lock item (JSON with --log-format json, aligned text otherwise) and e
 or was never used, 3 when it is held. Common options: see 'lock-exec --help'.
 ";
 
+const LIST_USAGE: &str = "\
+Usage:
+  lock-exec [OPTIONS] list
+
+Prints every lock item of the table with its state (held or free), holder, pid, lease end, fence and, when the
+item has them, its last run: one JSON object per line with --log-format json (in scan order), aligned columns
+sorted by key with --log-format text. Needs dynamodb:Scan on the table. Common options: see 'lock-exec --help'.
+";
+
+const TABLE_USAGE: &str = "\
+Usage:
+  lock-exec [OPTIONS] table create
+
+Creates the table (-t, default lock-exec) with partition key 'key' (S) and on-demand billing, waits until it is
+ACTIVE, and enables Time to Live on the attribute 'ttl'. A table that already exists with that key schema is
+fine (TTL is still enabled); one with another key schema is an error (exit 78). When TTL cannot be enabled (an
+emulator without the TTL API, no permission) a warning says so and the exit status is 0. Needs
+dynamodb:CreateTable, dynamodb:DescribeTable and dynamodb:UpdateTimeToLive. Common options: see 'lock-exec --help'.
+";
+
+const DOCTOR_USAGE: &str = "\
+Usage:
+  lock-exec [OPTIONS] doctor
+
+Checks what a run needs and prints one line per check, pass, fail or skip: settings, region, endpoint,
+credentials (source, expiry), DynamoDB reachable, the table and its key schema (DescribeTable; skipped when not
+allowed), TTL on 'ttl' (DescribeTimeToLive; skipped when not allowed), UpdateItem/GetItem/DeleteItem on a probe
+key, and the local clock against the server's Date header. Exits 0 when every check that ran passed, 1 when
+one failed. JSON lines with --log-format json, aligned text otherwise. Common options: see 'lock-exec --help'.
+";
+
+const COMPLETION_USAGE: &str = "\
+Usage:
+  lock-exec completion bash|zsh|fish
+
+Prints a completion script for the shell:
+  bash   source <(lock-exec completion bash)        (in ~/.bashrc)
+  zsh    lock-exec completion zsh > \"${fpath[1]}/_lock-exec\"
+  fish   lock-exec completion fish > ~/.config/fish/completions/lock-exec.fish
+";
+
 fn main() -> ExitCode {
     let env = Env::real();
     let command = match cli::parse_from(std::env::args_os().skip(1), &env) {
@@ -88,6 +133,10 @@ fn main() -> ExitCode {
                     Some(Topic::Run) => RUN_USAGE,
                     Some(Topic::Unlock) => UNLOCK_USAGE,
                     Some(Topic::Status) => STATUS_USAGE,
+                    Some(Topic::List) => LIST_USAGE,
+                    Some(Topic::Table) => TABLE_USAGE,
+                    Some(Topic::Doctor) => DOCTOR_USAGE,
+                    Some(Topic::Completion) => COMPLETION_USAGE,
                 }
             );
             return ExitCode::SUCCESS;
@@ -117,6 +166,22 @@ fn main() -> ExitCode {
             let result = commands::status(&common, &key, &env, &log);
             (log, result)
         }
+        Command::List(common) => {
+            let log = logger(&common);
+            let result = commands::list(&common, &env, &log);
+            (log, result)
+        }
+        Command::TableCreate(common) => {
+            let log = logger(&common);
+            let result = commands::table_create(&common, &env, &log);
+            (log, result)
+        }
+        Command::Doctor(common) => {
+            let log = logger(&common);
+            let result = commands::doctor(&common, &env, &log);
+            (log, result)
+        }
+        Command::Completion(shell) => return ExitCode::from(commands::completion(shell).code()),
     };
     // lock-exec exits below, whatever the result: a credential_process helper still running in a thread that
     // is not waited for (a refresh during the lease) must not outlive it.

@@ -37,7 +37,7 @@ fn auth_endpoint() -> String {
 }
 
 /// Sends an IAM Query action (`Action=...&Version=2010-05-08&...`), signed for `iam` in us-east-1.
-fn iam(http: &Http, endpoint: &str, credentials: &Credentials, params: &[(&str, &str)]) -> Response {
+pub fn iam(http: &Http, endpoint: &str, credentials: &Credentials, params: &[(&str, &str)]) -> Response {
     let mut body = String::from("Version=2010-05-08");
     for (name, value) in params {
         body.push_str(&format!("&{name}={}", percent_encode(value)));

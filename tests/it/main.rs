@@ -10,6 +10,7 @@ mod errors;
 mod lease;
 mod lock_protocol;
 mod migration;
+mod ops;
 mod proxy;
 mod run;
 mod supervision;

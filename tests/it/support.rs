@@ -914,3 +914,20 @@ impl Case {
         }
     }
 }
+
+impl Table {
+    /// A table the test made itself under `name` (with `lock-exec table create`, say): deleted on drop.
+    pub fn adopt(name: &str) -> Table {
+        Table { name: name.to_owned(), delete_on_drop: true }
+    }
+}
+
+/// Whether the emulator has DynamoDB's Time to Live API: moto has; dynalite answers `UpdateTimeToLive` with
+/// UnknownOperationException (its `DescribeTimeToLive` always says DISABLED).
+pub fn emulator_has_ttl_api() -> bool {
+    let request = json!({
+        "TableName": "it-no-such-table-for-a-ttl-probe",
+        "TimeToLiveSpecification": { "AttributeName": "ttl", "Enabled": true },
+    });
+    !matches!(client().call("UpdateTimeToLive", &request), Err(lock_exec::Error::Service(e)) if e.code == "UnknownOperationException")
+}

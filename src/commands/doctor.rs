@@ -1,0 +1,444 @@
+//! `doctor`: checks, one line each (pass, fail or skip), what a run needs: settings, region, endpoint,
+//! credentials, DynamoDB reachable, the table and its key schema, TTL on `ttl`, the writes a run makes (on a probe
+//! key), and the local clock against the server's `Date` header. Exit 0 only when every check that ran passed.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value, json};
+
+use super::table::{TTL_ATTRIBUTE, has_lock_schema, key_schema};
+use crate::cli::{Common, LogFormat};
+use crate::config::{Aws, Step};
+use crate::dynamodb::{Client, Conditional, Dated};
+use crate::env::Env;
+use crate::error::{Error, ServiceErrorKind};
+use crate::exit::Exit;
+use crate::log::{Escape, Logger, escape_controls};
+
+/// The largest difference between the local clock and the server's that passes: the safety margin a lease keeps
+/// before its end (min(lease/10, 1 s)), so a host whose clock is off by more can take a key before its holder's
+/// command has been stopped.
+pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(1);
+/// How long a probe item that could not be deleted stays, through TTL.
+const PROBE_TTL: Duration = Duration::from_secs(3600);
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It passed.
+    Pass,
+    /// It failed: `doctor` exits non-zero.
+    Fail,
+    /// It did not run (not allowed, not supported, or an earlier check failed).
+    Skip,
+}
+
+impl Verdict {
+    fn word(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Skip => "skip",
+        }
+    }
+}
+
+/// The lines printed so far, and whether one failed.
+struct Report {
+    format: LogFormat,
+    failed: bool,
+}
+
+impl Report {
+    /// Prints one line at once (a check that hangs shows which one).
+    fn line(&mut self, check: &str, verdict: Verdict, detail: &str, fields: &[(&str, Value)]) {
+        self.failed |= verdict == Verdict::Fail;
+        print!("{}", format_line(self.format, check, verdict, detail, fields));
+    }
+
+    fn exit(&self) -> Exit {
+        if self.failed { Exit::ChecksFailed } else { Exit::Success }
+    }
+}
+
+/// One check as a JSON object (`check`, `result`, `detail`, then `fields`) or an aligned text line; control
+/// characters escaped (details quote servers).
+pub fn format_line(format: LogFormat, check: &str, verdict: Verdict, detail: &str, fields: &[(&str, Value)]) -> String {
+    match format {
+        LogFormat::Json => {
+            let mut object = Map::new();
+            object.insert("check".into(), check.into());
+            object.insert("result".into(), verdict.word().into());
+            object.insert("detail".into(), detail.into());
+            for (name, value) in fields {
+                object.insert((*name).to_owned(), value.clone());
+            }
+            format!("{}\n", escape_controls(&Value::Object(object).to_string(), Escape::Json))
+        }
+        LogFormat::Text => format!("{}  {check:<11}  {}\n", verdict.word(), escape_controls(detail, Escape::Text)),
+    }
+}
+
+/// The checks after configuration, in order, for the lines skipped when one cannot run.
+const NETWORK_CHECKS: [&str; 5] = ["dynamodb", "table", "ttl", "write", "clock"];
+
+/// `doctor`: run every check, print one line each.
+pub fn doctor(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
+    let mut report = Report { format: common.log_format, failed: false };
+    let aws = match Aws::resolve_steps(common, env) {
+        Ok(aws) => aws,
+        Err(unresolved) => {
+            let steps = [(Step::Settings, "settings"), (Step::Region, "region"), (Step::Endpoint, "endpoint")];
+            let steps = steps.into_iter().chain([(Step::Credentials, "credentials")]);
+            for (step, check) in steps {
+                if step < unresolved.step {
+                    let detail = match (step, &unresolved.region) {
+                        (Step::Region, Some(region)) => region.clone(),
+                        _ => "ok".to_owned(),
+                    };
+                    report.line(check, Verdict::Pass, &detail, &[]);
+                } else if step == unresolved.step {
+                    report.line(check, Verdict::Fail, &crate::error_chain(&unresolved.error), &[]);
+                } else {
+                    report.line(check, Verdict::Skip, "needs the checks above", &[]);
+                }
+            }
+            for check in NETWORK_CHECKS {
+                report.line(check, Verdict::Skip, "needs the checks above", &[]);
+            }
+            return Ok(report.exit());
+        }
+    };
+    aws.log_endpoints(log);
+    report.line("settings", Verdict::Pass, &format!("profile {:?}", aws.profiles.selected_name()), &[]);
+    report.line("region", Verdict::Pass, &aws.region, &[]);
+    let endpoint = match aws.http.proxy_for(&aws.endpoint) {
+        Some(proxy) => format!("{} (through proxy {proxy})", aws.endpoint),
+        None => aws.endpoint.clone(),
+    };
+    report.line("endpoint", Verdict::Pass, &endpoint, &[]);
+    let client = aws.client(env, log);
+    if !check_credentials(&client, &mut report, env.now()) {
+        for check in NETWORK_CHECKS {
+            report.line(check, Verdict::Skip, "no credentials", &[]);
+        }
+        return Ok(report.exit());
+    }
+    let table = common.table.as_str();
+    let described = client.call_dated("DescribeTable", &json!({ "TableName": table }));
+    if !check_reachable(&described, &aws.endpoint, &mut report) {
+        for check in &NETWORK_CHECKS[1..] {
+            report.line(check, Verdict::Skip, "DynamoDB not reachable", &[]);
+        }
+        return Ok(report.exit());
+    }
+    let table_exists = check_table(&described.result, table, &aws.region, &mut report);
+    if table_exists == Some(false) {
+        report.line("ttl", Verdict::Skip, "no table", &[]);
+        report.line("write", Verdict::Skip, "no table", &[]);
+    } else {
+        check_ttl(&client, table, &mut report);
+        check_write(&client, table, env.now(), &mut report);
+    }
+    check_clock(&described, &mut report);
+    Ok(report.exit())
+}
+
+/// `credentials`: the source and its expiry; false when there are none.
+fn check_credentials(client: &Client<'_>, report: &mut Report, now: SystemTime) -> bool {
+    let source = client.credentials.source_name();
+    match client.refresh_credentials() {
+        Ok(credentials) => {
+            let (detail, expiry) = match credentials.expiry() {
+                None => (format!("{source}, no expiry"), Value::Null),
+                Some(expiry) => {
+                    let at = crate::clock::rfc3339_ns(crate::clock::unix_ns(expiry));
+                    let left = expiry.duration_since(now).unwrap_or_default();
+                    let left = crate::duration::format(Duration::from_secs(left.as_secs()));
+                    (format!("{source}, expire {at} (in {left})"), at.into())
+                }
+            };
+            report.line("credentials", Verdict::Pass, &detail, &[("source", source.into()), ("expiry", expiry)]);
+            true
+        }
+        Err(e) => {
+            report.line("credentials", Verdict::Fail, &crate::error_chain(&e), &[("source", source.into())]);
+            false
+        }
+    }
+}
+
+/// Whether a service error rejects the identity or the signature itself (rather than one action).
+fn rejects_identity(error: &Error) -> bool {
+    matches!(error, Error::Service(e) if e.kind() == ServiceErrorKind::AccessDenied && !is_not_allowed(e.code.as_str()))
+}
+
+/// An IAM refusal of one action (the identity itself was accepted).
+fn is_not_allowed(code: &str) -> bool {
+    matches!(code, "AccessDeniedException" | "AccessDenied")
+}
+
+fn not_allowed(error: &Error) -> bool {
+    matches!(error, Error::Service(e) if is_not_allowed(&e.code))
+}
+
+/// `dynamodb`: an answer came back (any answer but a rejection of the credentials); false when none came.
+fn check_reachable(described: &Dated, endpoint: &str, report: &mut Report) -> bool {
+    let elapsed = described.received.duration_since(described.sent).unwrap_or_default();
+    let elapsed_ms = Value::from(elapsed.as_millis() as u64);
+    match &described.result {
+        Err(e @ (Error::Transport { .. } | Error::Credentials { .. })) => {
+            report.line("dynamodb", Verdict::Fail, &crate::error_chain(e), &[]);
+            false
+        }
+        Err(e) if rejects_identity(e) => {
+            let detail = format!("answered, but refused the credentials: {}", crate::error_chain(e));
+            report.line("dynamodb", Verdict::Fail, &detail, &[("elapsed_ms", elapsed_ms)]);
+            true
+        }
+        Err(Error::Service(e)) if e.kind() == ServiceErrorKind::Server => {
+            report.line("dynamodb", Verdict::Fail, &e.to_string(), &[("elapsed_ms", elapsed_ms)]);
+            true
+        }
+        _ => {
+            let detail = format!("{endpoint} answered in {} ms", elapsed.as_millis());
+            report.line("dynamodb", Verdict::Pass, &detail, &[("elapsed_ms", elapsed_ms)]);
+            true
+        }
+    }
+}
+
+/// `table`: exists, ACTIVE, partition key `key` (S). `Some(false)` when it does not exist, `None` when unknown.
+fn check_table(described: &Result<Value, Error>, table: &str, region: &str, report: &mut Report) -> Option<bool> {
+    match described {
+        Ok(answer) => {
+            let description = &answer["Table"];
+            let schema = key_schema(description);
+            let status = description["TableStatus"].as_str().unwrap_or("unknown");
+            let fields = [("status", Value::from(status)), ("key_schema", schema.clone().into())];
+            if !has_lock_schema(description) {
+                let detail = format!("{table}: {schema}; lock-exec needs partition key key (S) and no sort key");
+                report.line("table", Verdict::Fail, &detail, &fields);
+            } else if matches!(status, "ACTIVE" | "UPDATING") {
+                report.line("table", Verdict::Pass, &format!("{table}: {status}, {schema}"), &fields);
+            } else {
+                report.line("table", Verdict::Fail, &format!("{table}: {status}, not ACTIVE"), &fields);
+            }
+            Some(true)
+        }
+        Err(e) if not_allowed(e) => {
+            let detail = "not allowed to call DescribeTable (locking does not need it)";
+            report.line("table", Verdict::Skip, detail, &[]);
+            None
+        }
+        Err(Error::Service(e)) if e.kind() == ServiceErrorKind::ResourceNotFound => {
+            let detail = format!("no table {table} in {region} (lock-exec table create makes it)");
+            report.line("table", Verdict::Fail, &detail, &[]);
+            Some(false)
+        }
+        Err(e) => {
+            report.line("table", Verdict::Fail, &crate::error_chain(e), &[]);
+            None
+        }
+    }
+}
+
+/// `ttl`: DescribeTimeToLive says TTL is enabled (or being enabled) on `ttl`.
+fn check_ttl(client: &Client<'_>, table: &str, report: &mut Report) {
+    match client.call("DescribeTimeToLive", &json!({ "TableName": table })) {
+        Ok(answer) => {
+            let description = &answer["TimeToLiveDescription"];
+            let status = description["TimeToLiveStatus"].as_str().unwrap_or("DISABLED");
+            let attribute = description["AttributeName"].as_str();
+            let fields = [("status", Value::from(status)), ("attribute", attribute.into())];
+            let (verdict, detail) = match (status, attribute) {
+                ("ENABLED" | "ENABLING", Some(TTL_ATTRIBUTE)) => {
+                    (Verdict::Pass, format!("{} on {TTL_ATTRIBUTE}", status.to_ascii_lowercase()))
+                }
+                ("ENABLED" | "ENABLING", Some(other)) => (
+                    Verdict::Fail,
+                    format!(
+                        "{} on {other:?}, not on {TTL_ATTRIBUTE}: items of unused keys are never removed",
+                        status.to_ascii_lowercase()
+                    ),
+                ),
+                _ => (
+                    Verdict::Fail,
+                    format!(
+                        "not enabled ({}): items of unused keys are never removed (lock-exec table create enables it)",
+                        status.to_ascii_lowercase()
+                    ),
+                ),
+            };
+            report.line("ttl", verdict, &detail, &fields);
+        }
+        Err(e) if not_allowed(&e) => {
+            report.line("ttl", Verdict::Skip, "not allowed to call DescribeTimeToLive (locking does not need it)", &[]);
+        }
+        Err(Error::Service(e)) if e.code == "UnknownOperationException" || e.code == "NotImplementedException" => {
+            report.line("ttl", Verdict::Skip, &format!("the endpoint has no Time to Live API ({})", e.code), &[]);
+        }
+        Err(e) => report.line("ttl", Verdict::Fail, &crate::error_chain(&e), &[]),
+    }
+}
+
+/// `write`: on a probe key of its own, the calls a run makes: a conditional `UpdateItem`, a consistent `GetItem`,
+/// a conditional `DeleteItem` (what `unlock --delete` needs). The probe carries a `ttl` an hour ahead, so a probe
+/// that could not be deleted goes by itself where TTL is on.
+fn check_write(client: &Client<'_>, table: &str, now: SystemTime, report: &mut Report) {
+    let key = format!("lock-exec-doctor-probe-{}", crate::random::token128());
+    let fields = [("probe_key", Value::from(key.as_str()))];
+    let ttl = crate::clock::unix_ns(now + PROBE_TTL) / 1_000_000_000;
+    let update = json!({
+        "TableName": table,
+        "Key": { "key": { "S": key } },
+        "ConditionExpression": "attribute_not_exists(#key)",
+        "UpdateExpression": "SET #expire = :zero, #ttl = :ttl",
+        "ExpressionAttributeNames": { "#key": "key", "#expire": "expire", "#ttl": TTL_ATTRIBUTE },
+        "ExpressionAttributeValues": { ":zero": { "N": "0" }, ":ttl": { "N": ttl.to_string() } },
+    });
+    let get = json!({ "TableName": table, "Key": { "key": { "S": key } }, "ConsistentRead": true });
+    let delete = json!({
+        "TableName": table,
+        "Key": { "key": { "S": key } },
+        "ConditionExpression": "attribute_exists(#key)",
+        "ExpressionAttributeNames": { "#key": "key" },
+    });
+    let failed = |action: &str, e: &Error| format!("{action} on the probe key: {}", crate::error_chain(e));
+    match client.call_conditional("UpdateItem", &update) {
+        Ok(Conditional::Done(_)) => {}
+        Ok(Conditional::Failed(_)) => {
+            return report.line("write", Verdict::Fail, "UpdateItem: a new probe key already exists", &fields);
+        }
+        Err(e) => return report.line("write", Verdict::Fail, &failed("UpdateItem", &e), &fields),
+    }
+    let read = match client.call("GetItem", &get) {
+        Ok(answer) if answer.get("Item").is_some() => None,
+        Ok(_) => Some("GetItem on the probe key: the item just written is not there".to_owned()),
+        Err(e) => Some(failed("GetItem", &e)),
+    };
+    let deleted = client.call("DeleteItem", &delete);
+    match (read, deleted) {
+        (None, Ok(_)) => {
+            report.line("write", Verdict::Pass, "UpdateItem, GetItem and DeleteItem on a probe key", &fields)
+        }
+        (Some(problem), Ok(_)) => report.line("write", Verdict::Fail, &problem, &fields),
+        (read, Err(e)) => {
+            let left = format!("{}; the probe item stays (its ttl is an hour ahead)", failed("DeleteItem", &e));
+            let detail = read.map_or(left.clone(), |problem| format!("{problem}; {left}"));
+            report.line("write", Verdict::Fail, &detail, &fields);
+        }
+    }
+}
+
+/// `clock`: the local clock against the `Date` header of the DescribeTable answer.
+fn check_clock(described: &Dated, report: &mut Report) {
+    let Some(date) = &described.date else {
+        return report.line("clock", Verdict::Skip, "the answer had no Date header", &[]);
+    };
+    let Some(server) = parse_http_date(date) else {
+        return report.line("clock", Verdict::Skip, &format!("cannot read the Date header {date:?}"), &[]);
+    };
+    let skew = Skew::measure(described.sent, described.received, server);
+    let fields = [("offset_ms", Value::from(skew.offset_ms)), ("date", Value::from(date.as_str()))];
+    let direction = if skew.offset_ms >= 0 { "ahead of" } else { "behind" };
+    let offset = format!("{:.1} s", (skew.offset_ms.abs() as f64) / 1000.0);
+    if skew.at_least <= CLOCK_TOLERANCE {
+        let detail = format!("about {offset} {direction} the server's (Date: {date}; whole seconds)");
+        report.line("clock", Verdict::Pass, &detail, &fields);
+    } else {
+        let detail = format!(
+            "{offset} {direction} the server's (Date: {date}): more than {} s; lease decisions need clocks that \
+             agree (NTP)",
+            CLOCK_TOLERANCE.as_secs()
+        );
+        report.line("clock", Verdict::Fail, &detail, &fields);
+    }
+}
+
+/// The difference between the local clock and a server's whole-second `Date`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skew {
+    /// Local minus server, best estimate (the middle of the exchange against the middle of the `Date` second),
+    /// in ms: positive when the local clock is ahead.
+    pub offset_ms: i64,
+    /// The smallest difference consistent with what was seen: the gap between the exchange's local interval and
+    /// the server's second (zero when they overlap).
+    pub at_least: Duration,
+}
+
+impl Skew {
+    /// From the local clock when the request was sent and when the answer came, and the server's `Date` second.
+    pub fn measure(sent: SystemTime, received: SystemTime, server_second: SystemTime) -> Skew {
+        let ns = |t: SystemTime| crate::clock::unix_ns(t);
+        let (sent, received, second) = (ns(sent), ns(received), ns(server_second));
+        let (second_end, received) = (second + 1_000_000_000, received.max(sent));
+        let offset_ns = (sent + received) / 2 - (second + 500_000_000);
+        let gap = if sent > second_end {
+            sent - second_end
+        } else if received < second {
+            second - received
+        } else {
+            0
+        };
+        Skew {
+            offset_ms: (offset_ns / 1_000_000) as i64,
+            at_least: Duration::from_nanos(u64::try_from(gap).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+/// An HTTP date (RFC 7231 IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`).
+pub fn parse_http_date(text: &str) -> Option<SystemTime> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let at = time::PrimitiveDateTime::parse(text.trim(), format).ok()?.assume_utc();
+    Some(SystemTime::from(at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(UNIX_EPOCH + Duration::from_secs(784111777)));
+        assert_eq!(parse_http_date("Tue, 14 Nov 2023 22:13:20 GMT"), Some(at(1_700_000_000_000)));
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date(""), None);
+    }
+
+    #[test]
+    fn skew_counts_the_whole_second_of_the_date() {
+        let check = |sent: u64, received: u64, second: u64, offset_ms: i64, at_least_ms: u64| {
+            let skew = Skew::measure(at(sent), at(received), at(second));
+            assert_eq!(
+                skew,
+                Skew { offset_ms, at_least: Duration::from_millis(at_least_ms) },
+                "{sent} {received} {second}"
+            );
+        };
+        // The exchange falls inside the server's second: no difference can be shown.
+        check(10_100, 10_300, 10_000, -300, 0);
+        check(10_900, 11_100, 10_000, 500, 0);
+        // The local clock is ahead: the exchange starts after the server's second ended.
+        check(14_000, 14_200, 10_000, 3_600, 3_000);
+        // Behind.
+        check(5_000, 5_100, 10_000, -5_450, 4_900);
+    }
+
+    #[test]
+    fn lines() {
+        let line = format_line(LogFormat::Text, "table", Verdict::Pass, "t: ACTIVE\u{1b}", &[]);
+        assert_eq!(line, "pass  table        t: ACTIVE\\x1b\n");
+        let line = format_line(LogFormat::Json, "clock", Verdict::Fail, "off", &[("offset_ms", 5.into())]);
+        let value: Value = serde_json::from_str(&line).expect("a JSON line");
+        assert_eq!(value, json!({ "check": "clock", "result": "fail", "detail": "off", "offset_ms": 5 }));
+    }
+}
