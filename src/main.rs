@@ -142,8 +142,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Run(common, args) => {
-            // Signals are registered before any thread starts.
-            let signals = match Signals::new(lock_exec::supervise::caught_signals()) {
+            // Before any thread starts, every signal the run catches is blocked (pending, not acted on), in this
+            // thread and so in every thread it creates; the signal thread registers the handlers and unblocks
+            // them for itself, while the acquire is under way (registering ~50 signals costs about a millisecond).
+            let blocked = lock_exec::process::block_signals(&lock_exec::supervise::caught_signals());
+            let signals = match blocked.and_then(|()| Signals::new(std::iter::empty::<i32>())) {
                 Ok(signals) => signals,
                 Err(e) => {
                     eprintln!("lock-exec: cannot register signal handlers: {e}");

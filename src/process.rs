@@ -78,6 +78,7 @@ pub fn spawn(argv: &[OsString], options: &Spawn<'_>) -> io::Result<Tree> {
         command.env(name, value);
     }
     sys::kill_with_parent(&mut command);
+    sys::empty_signal_mask_in_child(&mut command);
     sys::default_terminal_output_stops_in_child(&mut command);
     // From an interactive terminal, the command's new process group becomes the terminal's foreground group,
     // or reading stdin stops it with SIGTTIN (a shell does the same for each job).
@@ -246,6 +247,24 @@ fn descendants() -> Vec<Process> {
 pub fn proc_is_ours() -> bool {
     let own = std::process::id().to_string();
     std::fs::read_link("/proc/self").is_ok_and(|link| link.to_str() == Some(own.as_str()))
+}
+
+/// Blocks `signals` in the calling thread and every thread it creates afterwards: such a signal stays pending
+/// (instead of taking its default action) until a thread that has a handler unblocks it. The command does not
+/// inherit the mask: `std::process` empties it in the child before exec.
+pub fn block_signals(signals: &[i32]) -> io::Result<()> {
+    sys::mask(libc::SIG_BLOCK, signals)
+}
+
+/// A child of lock-exec (a `credential_process` helper) starts with an empty signal mask, not the blocked
+/// signals of the thread that spawns it.
+pub fn empty_signal_mask_in_child(command: &mut Command) {
+    sys::empty_signal_mask_in_child(command);
+}
+
+/// Unblocks `signals` in the calling thread, which then receives those pending and to come.
+pub fn unblock_signals(signals: &[i32]) -> io::Result<()> {
+    sys::mask(libc::SIG_UNBLOCK, signals)
 }
 
 /// SIGTTOU is ignored during a run (and set back to its default in the command): lock-exec writes its log lines
@@ -526,11 +545,47 @@ mod sys {
         }
     }
 
+    /// Blocks (`how` = `SIG_BLOCK`) or unblocks (`SIG_UNBLOCK`) `signals` for the calling thread.
+    pub fn mask(how: libc::c_int, signals: &[i32]) -> io::Result<()> {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises the set it is given; sigaddset and pthread_sigmask take that
+        // initialised set and plain integers; a null old-set pointer is allowed.
+        unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
+            for &signal in signals {
+                if libc::sigaddset(set.as_mut_ptr(), signal) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            match libc::pthread_sigmask(how, set.as_ptr(), std::ptr::null_mut()) {
+                0 => Ok(()),
+                errno => Err(io::Error::from_raw_os_error(errno)),
+            }
+        }
+    }
+
     /// Sets `signal`'s disposition to ignored.
     pub fn ignore(signal: i32) {
         // SAFETY: signal takes a plain integer and the constant SIG_IGN.
         unsafe {
             libc::signal(signal, libc::SIG_IGN);
+        }
+    }
+
+    /// In the child, before exec: an empty signal mask. lock-exec's threads block the signals it catches (see
+    /// [`super::block_signals`]); a mask survives fork and exec, and `std::process` leaves it as it is.
+    pub fn empty_signal_mask_in_child(command: &mut Command) {
+        // SAFETY: runs in the forked child before exec; sigemptyset and pthread_sigmask are async-signal-safe
+        // (sigprocmask is), take a set initialised by sigemptyset, and a null old-set pointer is allowed.
+        unsafe {
+            command.pre_exec(|| {
+                let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+                libc::sigemptyset(set.as_mut_ptr());
+                match libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) {
+                    0 => Ok(()),
+                    errno => Err(io::Error::from_raw_os_error(errno)),
+                }
+            });
         }
     }
 

@@ -180,8 +180,13 @@ pub const AWS_CREDENTIAL_VARIABLES: [&str; 12] = [
     "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
 ];
 
-/// Forwards every caught signal into the run's event channel.
+/// Registers a handler for every signal the run catches, unblocks them for this thread (`main` blocked them in
+/// every thread before any started, so none was lost or acted on meanwhile), then forwards each into the run's
+/// event channel. A signal whose registration failed (none can in practice) stays blocked: pending, harmless.
 fn signal_thread(mut signals: Signals, events: Sender<Event>) {
+    let caught = supervise::caught_signals();
+    let registered: Vec<i32> = caught.into_iter().filter(|&signal| signals.add_signal(signal).is_ok()).collect();
+    let _ = process::unblock_signals(&registered);
     for signal in signals.forever() {
         if events.send(Event::Signal(signal)).is_err() {
             return;

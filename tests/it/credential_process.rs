@@ -289,3 +289,33 @@ fn a_helper_running_when_status_or_unlock_gets_a_signal_is_killed() {
         out.expect_death_by(sig);
     }
 }
+
+/// lock-exec's threads block the signals it catches until its signal thread handles them; neither the command
+/// nor a helper inherits that mask (a blocked SIGTERM would make either deaf to it). Both are awk and grep, not
+/// a shell: dash and bash clear their mask when they start.
+#[test]
+fn neither_the_helper_nor_the_command_inherits_a_blocked_signal_mask() {
+    let case = Case::new("process_signal_mask");
+    let document_file = case.file("document.json");
+    std::fs::write(&document_file, document()).expect("write the helper's answer");
+    let helper_mask = case.file("helper.mask");
+    let awk = case.file("helper.awk");
+    std::fs::write(
+        &awk,
+        format!(
+            "BEGIN {{ while ((getline l < \"/proc/self/status\") > 0) if (l ~ /^SigBlk/) print l > \"{helper_mask}\"; \
+             while ((getline l < \"{document_file}\") > 0) print l }}\n"
+        ),
+    )
+    .expect("write the awk helper");
+    case.write_aws_file("config", &format!("[profile proc]\ncredential_process = awk -f {awk}\n"));
+    let env = case.env_without_credentials();
+    let args = ["-t", case.table(), "--profile", "proc", "run", "k", "--", "grep", "SigBlk", "/proc/self/status"];
+    let out = case.spawn_raw(&args, env).wait(Duration::from_secs(30));
+    out.expect_code(0);
+    let helper_line =
+        std::fs::read_to_string(&helper_mask).unwrap_or_else(|e| panic!("the helper wrote its mask: {e}"));
+    for (who, line) in [("helper", helper_line.trim()), ("command", out.stdout.trim())] {
+        out.check(&format!("the {who}'s blocked signals"), "SigBlk:\t0000000000000000", line);
+    }
+}

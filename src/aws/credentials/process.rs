@@ -133,6 +133,7 @@ pub fn load_with_timeout(
     let mut builder = Command::new(program);
     // Its own process group, so the deadline kills whatever it started in it too.
     builder.args(args).process_group(0).stdout(Stdio::from(OwnedFd::from(helper_end))).stderr(Stdio::inherit());
+    crate::process::empty_signal_mask_in_child(&mut builder);
     let terminal = crate::process::foreground_terminal_group();
     match terminal {
         Some(_) => {
