@@ -30,7 +30,7 @@ if [ $# -eq 0 ]; then
   echo "dynalite at $dynalite_endpoint: the DynamoDB-only integration tests again"
   set +e
   LOCK_EXEC_TEST_ENDPOINT=$dynalite_endpoint LOCK_EXEC_TEST_AUTH_ENDPOINT=unused-on-dynalite \
-    cargo test --locked --test it -- run:: admin:: errors:: lock_protocol:: lease:: terminal:: migration:: 2>&1 | tee -a "$log"
+    cargo test --locked --test it -- run:: admin:: errors:: lock_protocol:: lease:: terminal:: migration:: cron:: 2>&1 | tee -a "$log"
   dynalite_status=${PIPESTATUS[0]}
   set -e
   [ "$status" -ne 0 ] || status=$dynalite_status

@@ -161,9 +161,11 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
         },
     };
     // Everything is gone: release at once (an in-flight renewal is abandoned; the release is owner-conditioned).
-    // With --keep, a command that ended early leaves the lock held until acquired + keep (no waiting here).
+    // With --keep, a command that ended early leaves the lock held until acquired + keep (no waiting here); a
+    // run that lost its lock keeps nothing, even if the owner-conditioned write would still go through.
+    let keep = args.keep.filter(|_| !matches!(exit, Exit::LockLost));
     let finish = Finish {
-        keep_until_ns: args.keep.map(|keep| acquired.acquired_ns + keep.as_nanos() as i128),
+        keep_until_ns: keep.map(|keep| acquired.acquired_ns + keep.as_nanos() as i128),
         last_run: Some(last_run(world, exit, started_ns)),
     };
     worker::release(&world.release_client(), world, &finish);

@@ -813,7 +813,7 @@ fn an_acquire_whose_answer_is_unknown_gets_one_owner_conditioned_cleanup() {
     let cleanup: serde_json::Value = serde_json::from_str(&exchanges[1].request.body).unwrap_or_default();
     out.check(
         "the cleanup (condition, update)",
-        json!(["#owner = :me", "SET #expire = :zero REMOVE #owner"]),
+        json!(["#owner = :me", "SET #expire = :zero, #ttl = :ttl REMOVE #owner, #owner_id"]),
         json!([cleanup["ConditionExpression"], cleanup["UpdateExpression"]]),
     );
 }
