@@ -20,6 +20,14 @@ pub const MIN_EXPIRE: Duration = Duration::from_secs(1);
 pub const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 /// The longest key DynamoDB accepts as a partition key, in bytes.
 pub const MAX_KEY_BYTES: usize = 2048;
+/// How long an unused lock item is kept by default (its `ttl`): 30 days.
+pub const DEFAULT_RETAIN: Duration = Duration::from_secs(720 * 3600);
+/// The shortest retention accepted.
+pub const MIN_RETAIN: Duration = Duration::from_secs(3600);
+/// The most holders `--limit` allows (each attempt tries every slot item).
+pub const MAX_LIMIT: u32 = 100;
+/// The longest `--owner` identity, in bytes.
+pub const MAX_OWNER_ID_BYTES: usize = 1024;
 
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +140,8 @@ pub struct Common {
     pub log_format: LogFormat,
     /// `-q` / `-v`.
     pub verbosity: Verbosity,
+    /// How long an unused lock item is kept (the `ttl` every write sets counts from its lease end).
+    pub retain: Duration,
 }
 
 /// `run`'s arguments.
@@ -154,6 +164,14 @@ pub struct Run {
     pub wait_descendants: bool,
     /// Remove the AWS credential variables from the command's environment.
     pub clean_env_aws: bool,
+    /// `--keep`: hold the lock at least this long after the acquire, even when the command ends sooner.
+    pub keep: Option<Duration>,
+    /// `--wait`: keep trying this long while the key is held.
+    pub wait: Option<Duration>,
+    /// `--owner`: a stable owner identity that reclaims its own lock at once.
+    pub owner_id: Option<String>,
+    /// `--limit`: at most this many holders at once (slot items `KEY#0`..); 1 is the plain `KEY`.
+    pub limit: u32,
 }
 
 /// `unlock`'s arguments.
@@ -181,6 +199,11 @@ struct Flags {
     kill_after: Option<String>,
     wait_descendants: bool,
     clean_env_aws: bool,
+    keep: Option<String>,
+    wait: Option<String>,
+    owner: Option<String>,
+    limit: Option<String>,
+    retain: Option<String>,
     delete: bool,
     help: bool,
 }
@@ -218,6 +241,11 @@ where
             Long("kill-after") => flags.kill_after = Some(string_value(&mut parser, "--kill-after")?),
             Long("wait-descendants") => flags.wait_descendants = true,
             Long("clean-env-aws") => flags.clean_env_aws = true,
+            Long("keep") => flags.keep = Some(string_value(&mut parser, "--keep")?),
+            Long("wait") => flags.wait = Some(string_value(&mut parser, "--wait")?),
+            Long("owner") => flags.owner = Some(string_value(&mut parser, "--owner")?),
+            Long("limit") => flags.limit = Some(string_value(&mut parser, "--limit")?),
+            Long("retain") => flags.retain = Some(string_value(&mut parser, "--retain")?),
             Long("delete") => flags.delete = true,
             Short('h') | Long("help") => flags.help = true,
             Short('V') | Long("version") => return Ok(Command::Version),
@@ -252,6 +280,10 @@ where
     only_run(flags.kill_after.is_some(), "--kill-after")?;
     only_run(flags.wait_descendants, "--wait-descendants")?;
     only_run(flags.clean_env_aws, "--clean-env-aws")?;
+    only_run(flags.keep.is_some(), "--keep")?;
+    only_run(flags.wait.is_some(), "--wait")?;
+    only_run(flags.owner.is_some(), "--owner")?;
+    only_run(flags.limit.is_some(), "--limit")?;
     // `-e` is a persistent flag in the Go tool: every subcommand accepts it, only `run` uses it. It is still
     // checked everywhere, so a typo is caught where it is written.
     let expire =
@@ -266,7 +298,7 @@ where
         return Err(Error::Usage("`--` applies to run only".into()));
     }
     match topic {
-        Topic::Run => Ok(Command::Run(common, run(&flags, expire, rest, after_dashes)?)),
+        Topic::Run => Ok(Command::Run(common, run(&flags, env, expire, rest, after_dashes)?)),
         Topic::Unlock => {
             let key = single_key(rest, "unlock")?;
             Ok(Command::Unlock(common, Unlock { key, delete: flags.delete }))
@@ -346,7 +378,14 @@ fn common(flags: &Flags, env: &Env) -> Result<Common, Error> {
             crate::aws::proxy::endpoint_for_messages(url)
         )));
     }
+    // Like `-e`, accepted by every subcommand (checked everywhere); the ones that write use it.
+    let retain =
+        duration_flag(flags.retain.clone().or_else(|| env.var("LOCK_EXEC_RETAIN")), DEFAULT_RETAIN, "--retain")?;
+    if retain < MIN_RETAIN {
+        return Err(Error::Usage(format!("--retain {} is shorter than the minimum 1h", duration::format(retain))));
+    }
     Ok(Common {
+        retain,
         table,
         region: non_empty(&flags.region, "--region")?,
         endpoint_url,
@@ -395,6 +434,7 @@ fn duration_flag(given: Option<String>, default: Duration, flag: &str) -> Result
 
 fn run(
     flags: &Flags,
+    env: &Env,
     expire: Duration,
     rest: Vec<OsString>,
     after_dashes: Option<Vec<OsString>>,
@@ -443,7 +483,38 @@ fn run(
             .parse::<u8>()
             .map_err(|_| Error::Usage(format!("--locked-exit-code {text:?}: expected a number from 0 to 255")))?,
     };
+    let keep = flags.keep.clone().map(|text| duration_flag(Some(text), Duration::ZERO, "--keep")).transpose()?;
+    let wait = flags.wait.clone().map(|text| duration_flag(Some(text), Duration::ZERO, "--wait")).transpose()?;
+    let owner_id = match flags.owner.clone() {
+        Some(id) => Some(id),
+        None => env.var("LOCK_EXEC_OWNER_ID").filter(|id| !id.trim().is_empty()),
+    };
+    if let Some(id) = &owner_id {
+        if id.trim().is_empty() {
+            return Err(Error::Usage("--owner is empty".into()));
+        }
+        if id.len() > MAX_OWNER_ID_BYTES || id.chars().any(char::is_control) {
+            return Err(Error::Usage(format!(
+                "--owner: at most {MAX_OWNER_ID_BYTES} bytes without control characters (got {} bytes)",
+                id.len()
+            )));
+        }
+    }
+    let limit = match &flags.limit {
+        None => 1,
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => return Err(Error::Usage(format!("--limit {text:?}: expected a number from 1 to {MAX_LIMIT}"))),
+        },
+    };
+    if limit > 1 && key.len() + 1 + (limit - 1).to_string().len() > MAX_KEY_BYTES {
+        return Err(Error::Usage(format!("KEY is too long for its slot items (KEY#N) with --limit {limit}")));
+    }
     Ok(Run {
+        keep,
+        wait,
+        owner_id,
+        limit,
         key,
         argv,
         display,
@@ -566,6 +637,47 @@ mod tests {
     }
 
     #[test]
+    fn cron_options() {
+        let run = run_of(&["run", "k", "true"]);
+        assert_eq!((run.keep, run.wait, run.owner_id.as_deref(), run.limit), (None, None, None, 1));
+        let run = run_of(&["run", "k", "true", "--keep", "90s", "--wait", "1m", "--owner", "job-1", "--limit", "3"]);
+        assert_eq!(run.keep, Some(Duration::from_secs(90)));
+        assert_eq!(run.wait, Some(Duration::from_secs(60)));
+        assert_eq!(run.owner_id.as_deref(), Some("job-1"));
+        assert_eq!(run.limit, 3);
+        let env = Env::from_pairs(&[("LOCK_EXEC_OWNER_ID", "from-env"), ("LOCK_EXEC_RETAIN", "2h")]);
+        match parse_from(["run", "k", "true"], &env) {
+            Ok(Command::Run(common, run)) => {
+                assert_eq!(run.owner_id.as_deref(), Some("from-env"));
+                assert_eq!(common.retain, Duration::from_secs(7200));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_from(["run", "k", "true", "--owner", "flag", "--retain", "1h"], &env) {
+            Ok(Command::Run(common, run)) => {
+                assert_eq!(run.owner_id.as_deref(), Some("flag"));
+                assert_eq!(common.retain, Duration::from_secs(3600));
+            }
+            other => panic!("{other:?}"),
+        }
+        // a blank variable (an empty downward-API field) counts as unset
+        let blank = Env::from_pairs(&[("LOCK_EXEC_OWNER_ID", " ")]);
+        assert!(matches!(parse_from(["run", "k", "true"], &blank), Ok(Command::Run(_, Run { owner_id: None, .. }))));
+        match parse(&["unlock", "k", "--retain", "48h"]) {
+            Ok(Command::Unlock(common, _)) => assert_eq!(common.retain, Duration::from_secs(48 * 3600)),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["status", "k"]) {
+            Ok(Command::Status(common, _)) => assert_eq!(common.retain, DEFAULT_RETAIN),
+            other => panic!("{other:?}"),
+        }
+        // the slot items KEY#N must fit DynamoDB's key length
+        let long_key = "k".repeat(2046);
+        assert!(matches!(parse(&["run", &long_key, "true", "--limit", "10"]), Ok(Command::Run(..))));
+        assert!(usage_error(&["run", &long_key, "true", "--limit", "11"]).contains("slot items"));
+    }
+
+    #[test]
     fn other_subcommands() {
         let quiet_json = |cmd: Command| cmd;
         assert!(
@@ -660,6 +772,19 @@ mod tests {
             (&["status"], "missing KEY"),
             (&["unlock", "a", "b"], "too many arguments"),
             (&["unlock", "--", "a"], "applies to run only"),
+            (&["run", "k", "true", "--keep", "5x"], "--keep: invalid duration"),
+            (&["run", "k", "true", "--wait", "-1s"], "--wait"),
+            (&["run", "k", "true", "--limit", "0"], "--limit \"0\": expected a number from 1 to 100"),
+            (&["run", "k", "true", "--limit", "101"], "from 1 to 100"),
+            (&["run", "k", "true", "--limit", "x"], "--limit"),
+            (&["run", "k", "true", "--owner", " "], "--owner is empty"),
+            (&["run", "k", "true", "--owner", "a\nb"], "control characters"),
+            (&["run", "k", "true", "--retain", "59m"], "--retain 59m0s is shorter than the minimum 1h"),
+            (&["unlock", "k", "--retain", "1x"], "--retain: invalid duration"),
+            (&["unlock", "k", "--keep", "1s"], "--keep applies to run only"),
+            (&["status", "k", "--wait", "1s"], "--wait applies to run only"),
+            (&["unlock", "k", "--owner", "x"], "--owner applies to run only"),
+            (&["unlock", "k", "--limit", "2"], "--limit applies to run only"),
         ];
         for (args, expected) in cases {
             let message = usage_error(args);

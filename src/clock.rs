@@ -18,3 +18,10 @@ pub fn rfc3339_ns(ns: i128) -> String {
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| ns.to_string())
 }
+
+/// Unix ns of an RFC 3339 text (`None` when it is not one).
+pub fn parse_rfc3339_ns(text: &str) -> Option<i128> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp_nanos())
+}

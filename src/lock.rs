@@ -7,27 +7,18 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-pub use crate::clock::{rfc3339_ns, unix_ns};
+pub use crate::clock::{parse_rfc3339_ns, rfc3339_ns, unix_ns};
 use crate::dynamodb::{Client, Conditional};
 use crate::error::{Error, ServiceError};
-
-/// Item attributes lock-exec writes besides `key` and `expire`.
-const NAMES: [(&str, &str); 8] = [
-    ("#key", "key"),
-    ("#expire", "expire"),
-    ("#owner", "owner"),
-    ("#host", "host"),
-    ("#pid", "pid"),
-    ("#command", "command"),
-    ("#acquired", "acquired"),
-    ("#fence", "fence"),
-];
 
 /// Who we are when we take a lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
-    /// Random 128-bit token, hex.
+    /// Random 128-bit token of this process, hex: every owner-conditioned write checks it.
     pub token: String,
+    /// A stable owner identity (`--owner`): an acquire also takes an item whose `owner_id` is this, even before
+    /// its lease ends (a retried pod reclaiming its crashed predecessor's lock).
+    pub id: Option<String>,
     /// This machine's host name.
     pub host: String,
     /// This process's pid.
@@ -45,6 +36,8 @@ pub struct Item {
     pub expire_ns: i128,
     /// Owner token, absent when released or written by the Go tool.
     pub owner: Option<String>,
+    /// The holder's stable identity (`--owner`), when it gave one.
+    pub owner_id: Option<String>,
     /// Holder's host.
     pub host: Option<String>,
     /// Holder's pid.
@@ -55,6 +48,30 @@ pub struct Item {
     pub acquired: Option<String>,
     /// Fencing token.
     pub fence: Option<u64>,
+    /// When DynamoDB TTL may delete the item, Unix seconds (absent on items lock-exec has not written).
+    pub ttl: Option<i64>,
+    /// The last run's record, written by its release.
+    pub last_run: Option<LastRun>,
+}
+
+/// What the release of a run records about it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LastRun {
+    /// lock-exec's exit code for that run (the command's, 128+N for signal N, 75 for a lost lock).
+    pub exit_code: i32,
+    /// The host it ran on.
+    pub host: String,
+    /// When the command started, Unix ns.
+    pub started_ns: i128,
+    /// When the command and everything it started were gone, Unix ns.
+    pub finished_ns: i128,
+}
+
+impl LastRun {
+    /// The run's duration in milliseconds.
+    pub fn duration_ms(&self) -> i128 {
+        (self.finished_ns - self.started_ns).max(0) / 1_000_000
+    }
 }
 
 /// The lease we hold.
@@ -62,11 +79,15 @@ pub struct Item {
 pub struct Lease {
     /// The fencing token of this acquisition.
     pub fence: u64,
+    /// When the acquire was made (the item's `acquired`), Unix ns.
+    pub acquired_ns: i128,
     /// The lease end written, Unix ns.
     pub expire_ns: i128,
 }
 
 /// The outcome of an acquire.
+// One per request answer, moved once: the size of an `Item` costs nothing here.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquire {
     /// We hold the lock.
@@ -76,12 +97,39 @@ pub enum Acquire {
 }
 
 /// The outcome of a renewal or release that the owner condition may refuse.
+// One per request answer, moved once: the size of an `Item` costs nothing here.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owned {
     /// The write happened: we still owned the item.
     Done,
     /// The item is no longer ours; what it holds now (None when the item is gone).
     NotOwner(Option<Item>),
+}
+
+/// How a release ends our hold on the item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// The release time.
+    pub now: SystemTime,
+    /// How long the item is kept after it is last used (its `ttl` is counted from its lease end or release).
+    pub retain: Duration,
+    /// `--keep`: hold the lock until this instant (Unix ns) instead of freeing it, when it is still ahead.
+    pub keep_until_ns: Option<i128>,
+    /// The run's record, when a command ran.
+    pub last_run: Option<LastRun>,
+}
+
+impl Release {
+    /// A plain release at `now`: frees the item, records no run.
+    pub fn plain(now: SystemTime, retain: Duration) -> Release {
+        Release { now, retain, keep_until_ns: None, last_run: None }
+    }
+
+    /// The lease end a `--keep` release writes, when there is one still ahead of the release time.
+    pub fn kept_until(&self) -> Option<i128> {
+        self.keep_until_ns.filter(|&until| until > unix_ns(self.now))
+    }
 }
 
 /// Whether the item is held at `now_ns`.
@@ -112,12 +160,18 @@ fn key_attr(key: &str) -> Value {
     json!({ "key": { "S": key } })
 }
 
-fn names(used: &[&str]) -> Value {
-    let map: serde_json::Map<String, Value> = NAMES
-        .iter()
-        .filter(|(placeholder, _)| used.contains(placeholder))
-        .map(|(placeholder, name)| ((*placeholder).to_owned(), Value::from(*name)))
-        .collect();
+/// `ExpressionAttributeNames` for the expressions: every `#name` placeholder used stands for the attribute
+/// `name` (DynamoDB rejects both an undeclared placeholder and a declared one left unused). Names such as `ttl`
+/// are DynamoDB reserved words: only placeholders may name them.
+fn names(expressions: &[&str]) -> Value {
+    let mut map = serde_json::Map::new();
+    for expression in expressions {
+        for token in expression.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '#')) {
+            if let Some(name) = token.strip_prefix('#') {
+                map.insert(token.to_owned(), Value::from(name));
+            }
+        }
+    }
     Value::Object(map)
 }
 
@@ -125,68 +179,132 @@ fn n(value: impl ToString) -> Value {
     json!({ "N": value.to_string() })
 }
 
-/// The acquire `UpdateItem`: taken when absent, expired, or already ours.
-pub fn acquire_request(table: &str, key: &str, owner: &Owner, now: SystemTime, lease: Duration) -> Value {
+/// The `ttl` attribute (Unix seconds, what DynamoDB TTL reads) for an item last used at `ns`.
+pub fn ttl_seconds(ns: i128, retain: Duration) -> i128 {
+    ns.div_euclid(1_000_000_000) + retain.as_secs() as i128
+}
+
+/// The acquire `UpdateItem`: taken when absent, expired, already ours, or (with an owner id) held by our id.
+pub fn acquire_request(
+    table: &str,
+    key: &str,
+    owner: &Owner,
+    now: SystemTime,
+    lease: Duration,
+    retain: Duration,
+) -> Value {
     let now_ns = unix_ns(now);
     let now_ms = now_ns / 1_000_000;
+    let expire_ns = now_ns + lease.as_nanos() as i128;
+    let mut condition = "attribute_not_exists(#key) OR #expire < :now OR #owner = :me".to_owned();
+    let mut update = "SET #expire = :expire, #owner = :me, #host = :host, #pid = :pid, #command = :command, \
+        #acquired = :acquired, #fence = if_not_exists(#fence, :seed) + :one, #ttl = :ttl"
+        .to_owned();
+    let mut values = json!({
+        ":now": n(now_ns),
+        ":expire": n(expire_ns),
+        ":me": { "S": owner.token },
+        ":host": { "S": owner.host },
+        ":pid": n(owner.pid),
+        ":command": { "S": owner.command },
+        ":acquired": { "S": rfc3339_ns(now_ns) },
+        ":seed": n(now_ms),
+        ":one": n(1),
+        ":ttl": n(ttl_seconds(expire_ns, retain)),
+    });
+    match &owner.id {
+        Some(id) => {
+            condition.push_str(" OR #owner_id = :id");
+            update.push_str(", #owner_id = :id");
+            values[":id"] = json!({ "S": id });
+        }
+        // A stale identity of an earlier holder must not let its retried pod take our lock.
+        None => update.push_str(" REMOVE #owner_id"),
+    }
     json!({
         "TableName": table,
         "Key": key_attr(key),
-        "ConditionExpression": "attribute_not_exists(#key) OR #expire < :now OR #owner = :me",
-        "UpdateExpression": "SET #expire = :expire, #owner = :me, #host = :host, #pid = :pid, #command = :command, \
-            #acquired = :acquired, #fence = if_not_exists(#fence, :seed) + :one",
-        "ExpressionAttributeNames": names(&["#key", "#expire", "#owner", "#host", "#pid", "#command", "#acquired", "#fence"]),
-        "ExpressionAttributeValues": {
-            ":now": n(now_ns),
-            ":expire": n(now_ns + lease.as_nanos() as i128),
-            ":me": { "S": owner.token },
-            ":host": { "S": owner.host },
-            ":pid": n(owner.pid),
-            ":command": { "S": owner.command },
-            ":acquired": { "S": rfc3339_ns(now_ns) },
-            ":seed": n(now_ms),
-            ":one": n(1),
-        },
+        "ExpressionAttributeNames": names(&[&condition, &update]),
+        "ConditionExpression": condition,
+        "UpdateExpression": update,
+        "ExpressionAttributeValues": values,
         "ReturnValues": "ALL_NEW",
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     })
 }
 
 /// The renewal `UpdateItem`: a new lease end, only while we own the item.
-pub fn renew_request(table: &str, key: &str, token: &str, expire_ns: i128) -> Value {
+pub fn renew_request(table: &str, key: &str, token: &str, expire_ns: i128, retain: Duration) -> Value {
+    let (condition, update) = ("#owner = :me", "SET #expire = :expire, #ttl = :ttl");
     json!({
         "TableName": table,
         "Key": key_attr(key),
-        "ConditionExpression": "#owner = :me",
-        "UpdateExpression": "SET #expire = :expire",
-        "ExpressionAttributeNames": names(&["#owner", "#expire"]),
-        "ExpressionAttributeValues": { ":me": { "S": token }, ":expire": n(expire_ns) },
+        "ConditionExpression": condition,
+        "UpdateExpression": update,
+        "ExpressionAttributeNames": names(&[condition, update]),
+        "ExpressionAttributeValues": {
+            ":me": { "S": token },
+            ":expire": n(expire_ns),
+            ":ttl": n(ttl_seconds(expire_ns, retain)),
+        },
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     })
 }
 
-/// The release `UpdateItem`: lease end 0 and no owner, only while we own the item; `fence` is kept.
-pub fn release_request(table: &str, key: &str, token: &str) -> Value {
+/// The release `UpdateItem`, only while we own the item; `fence` is kept. It frees the item (lease end 0, no
+/// owner), or with a `--keep` instant still ahead sets the lease end to it and keeps the owner; it records the
+/// run when there was one.
+pub fn release_request(table: &str, key: &str, token: &str, release: &Release) -> Value {
+    let now_ns = unix_ns(release.now);
+    let condition = "#owner = :me";
+    let mut values = json!({ ":me": { "S": token } });
+    let mut update = match release.kept_until() {
+        Some(until) => {
+            values[":until"] = n(until);
+            values[":ttl"] = n(ttl_seconds(until, release.retain));
+            "SET #expire = :until, #ttl = :ttl".to_owned()
+        }
+        None => {
+            values[":zero"] = n(0);
+            values[":ttl"] = n(ttl_seconds(now_ns, release.retain));
+            "SET #expire = :zero, #ttl = :ttl".to_owned()
+        }
+    };
+    if let Some(run) = &release.last_run {
+        update.push_str(
+            ", #last_exit_code = :last_exit_code, #last_host = :last_host, #last_started = :last_started, \
+             #last_finished = :last_finished, #last_duration_ms = :last_duration_ms",
+        );
+        values[":last_exit_code"] = n(run.exit_code);
+        values[":last_host"] = json!({ "S": run.host });
+        values[":last_started"] = json!({ "S": rfc3339_ns(run.started_ns) });
+        values[":last_finished"] = json!({ "S": rfc3339_ns(run.finished_ns) });
+        values[":last_duration_ms"] = n(run.duration_ms());
+    }
+    if release.kept_until().is_none() {
+        update.push_str(" REMOVE #owner, #owner_id");
+    }
     json!({
         "TableName": table,
         "Key": key_attr(key),
-        "ConditionExpression": "#owner = :me",
-        "UpdateExpression": "SET #expire = :zero REMOVE #owner",
-        "ExpressionAttributeNames": names(&["#owner", "#expire"]),
-        "ExpressionAttributeValues": { ":me": { "S": token }, ":zero": n(0) },
+        "ExpressionAttributeNames": names(&[condition, &update]),
+        "ConditionExpression": condition,
+        "UpdateExpression": update,
+        "ExpressionAttributeValues": values,
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     })
 }
 
 /// The forced unlock `UpdateItem`: lease end 0 and no owner, whoever holds it; only if the item exists.
-pub fn force_unlock_request(table: &str, key: &str) -> Value {
+pub fn force_unlock_request(table: &str, key: &str, now: SystemTime, retain: Duration) -> Value {
+    let (condition, update) = ("attribute_exists(#key)", "SET #expire = :zero, #ttl = :ttl REMOVE #owner, #owner_id");
     json!({
         "TableName": table,
         "Key": key_attr(key),
-        "ConditionExpression": "attribute_exists(#key)",
-        "UpdateExpression": "SET #expire = :zero REMOVE #owner",
-        "ExpressionAttributeNames": names(&["#key", "#owner", "#expire"]),
-        "ExpressionAttributeValues": { ":zero": n(0) },
+        "ConditionExpression": condition,
+        "UpdateExpression": update,
+        "ExpressionAttributeNames": names(&[condition, update]),
+        "ExpressionAttributeValues": { ":zero": n(0), ":ttl": n(ttl_seconds(unix_ns(now), retain)) },
         "ReturnValues": "ALL_OLD",
     })
 }
@@ -205,15 +323,28 @@ pub fn get_request(table: &str, key: &str) -> Value {
 pub fn parse_item(attributes: &Value) -> Option<Item> {
     let s = |name: &str| attributes.get(name)?.get("S")?.as_str().map(str::to_owned);
     let num = |name: &str| attributes.get(name)?.get("N")?.as_str().map(str::to_owned);
+    let int = |name: &str| num(name).and_then(|v| parse_number(&v));
+    let last_run = match (int("last_exit_code"), s("last_started"), s("last_finished")) {
+        (Some(exit_code), Some(started), Some(finished)) => Some(LastRun {
+            exit_code: exit_code as i32,
+            host: s("last_host").unwrap_or_default(),
+            started_ns: parse_rfc3339_ns(&started).unwrap_or(0),
+            finished_ns: parse_rfc3339_ns(&finished).unwrap_or(0),
+        }),
+        _ => None,
+    };
     Some(Item {
         key: s("key")?,
-        expire_ns: num("expire").and_then(|v| parse_number(&v)).unwrap_or(0),
+        expire_ns: int("expire").unwrap_or(0),
         owner: s("owner"),
+        owner_id: s("owner_id"),
         host: s("host"),
         pid: num("pid").and_then(|v| v.parse().ok()),
         command: s("command"),
         acquired: s("acquired"),
         fence: num("fence").and_then(|v| v.parse().ok()),
+        ttl: int("ttl").map(|v| v as i64),
+        last_run,
     })
 }
 
@@ -223,7 +354,7 @@ fn parse_number(text: &str) -> Option<i128> {
 }
 
 /// Acquires the lock: one conditional `UpdateItem`, and a consistent `GetItem` for the holder when the server
-/// did not return the old item.
+/// did not return the old item. `retain` is how long the item is kept after its lease ends (its `ttl`).
 pub fn acquire(
     client: &Client<'_>,
     table: &str,
@@ -231,8 +362,9 @@ pub fn acquire(
     owner: &Owner,
     now: SystemTime,
     lease: Duration,
+    retain: Duration,
 ) -> Result<Acquire, Error> {
-    let request = acquire_request(table, key, owner, now, lease);
+    let request = acquire_request(table, key, owner, now, lease, retain);
     match client.call_conditional("UpdateItem", &request)? {
         Conditional::Done(answer) => {
             let item = answer.get("Attributes").and_then(parse_item);
@@ -244,7 +376,8 @@ pub fn acquire(
                     message: format!("the acquire's answer has no fence attribute: {answer}"),
                 })
             })?;
-            Ok(Acquire::Acquired(Lease { fence, expire_ns: unix_ns(now) + lease.as_nanos() as i128 }))
+            let acquired_ns = unix_ns(now);
+            Ok(Acquire::Acquired(Lease { fence, acquired_ns, expire_ns: acquired_ns + lease.as_nanos() as i128 }))
         }
         Conditional::Failed(old) => Ok(Acquire::Held(condition_item(client, table, key, old)?)),
     }
@@ -259,13 +392,20 @@ fn condition_item(client: &Client<'_>, table: &str, key: &str, returned: Option<
 }
 
 /// Renews the lease to `expire_ns`, only while we own the item.
-pub fn renew(client: &Client<'_>, table: &str, key: &str, token: &str, expire_ns: i128) -> Result<Owned, Error> {
-    owned_write(client, table, key, &renew_request(table, key, token, expire_ns))
+pub fn renew(
+    client: &Client<'_>,
+    table: &str,
+    key: &str,
+    token: &str,
+    expire_ns: i128,
+    retain: Duration,
+) -> Result<Owned, Error> {
+    owned_write(client, table, key, &renew_request(table, key, token, expire_ns, retain))
 }
 
-/// Releases the lock, only while we own the item.
-pub fn release(client: &Client<'_>, table: &str, key: &str, token: &str) -> Result<Owned, Error> {
-    owned_write(client, table, key, &release_request(table, key, token))
+/// Releases the lock (or keeps it until `--keep` ends), only while we own the item.
+pub fn release(client: &Client<'_>, table: &str, key: &str, token: &str, release: &Release) -> Result<Owned, Error> {
+    owned_write(client, table, key, &release_request(table, key, token, release))
 }
 
 fn owned_write(client: &Client<'_>, table: &str, key: &str, request: &Value) -> Result<Owned, Error> {
@@ -275,9 +415,15 @@ fn owned_write(client: &Client<'_>, table: &str, key: &str, request: &Value) -> 
     }
 }
 
-/// Forced unlock: returns the item as it was, `None` when there was none.
-pub fn force_unlock(client: &Client<'_>, table: &str, key: &str) -> Result<Option<Item>, Error> {
-    match client.call_conditional("UpdateItem", &force_unlock_request(table, key))? {
+/// Forced unlock at `now`: returns the item as it was, `None` when there was none.
+pub fn force_unlock(
+    client: &Client<'_>,
+    table: &str,
+    key: &str,
+    now: SystemTime,
+    retain: Duration,
+) -> Result<Option<Item>, Error> {
+    match client.call_conditional("UpdateItem", &force_unlock_request(table, key, now, retain))? {
         Conditional::Done(answer) => Ok(answer.get("Attributes").and_then(parse_item)),
         Conditional::Failed(_) => Ok(None),
     }
@@ -299,20 +445,50 @@ pub fn get(client: &Client<'_>, table: &str, key: &str) -> Result<Option<Item>, 
 mod tests {
     use super::*;
 
+    const RETAIN: Duration = Duration::from_secs(720 * 3600);
+
     fn owner() -> Owner {
-        Owner { token: "t0k".into(), host: "h".into(), pid: 42, command: "echo hi".into() }
+        Owner { token: "t0k".into(), id: None, host: "h".into(), pid: 42, command: "echo hi".into() }
+    }
+
+    fn at_ms(ms: u64) -> SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    /// Every placeholder used is declared, and no declared one is unused (DynamoDB rejects both); every `:value`
+    /// used is given and every one given is used.
+    #[track_caller]
+    fn check_placeholders(r: &Value) {
+        let text = format!("{} {}", r["ConditionExpression"].as_str().unwrap_or(""), r["UpdateExpression"]);
+        let tokens: Vec<&str> =
+            text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '#' || c == ':')).collect();
+        let used = |prefix: char| {
+            let mut v: Vec<String> = tokens.iter().filter(|t| t.starts_with(prefix)).map(|t| (*t).to_owned()).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let declared = |field: &str| {
+            let mut v: Vec<String> = r[field].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+            v.sort();
+            v
+        };
+        assert_eq!(used('#'), declared("ExpressionAttributeNames"), "{r}");
+        assert_eq!(used(':'), declared("ExpressionAttributeValues"), "{r}");
+        for (placeholder, name) in r["ExpressionAttributeNames"].as_object().into_iter().flatten() {
+            assert_eq!(Some(&placeholder[1..]), name.as_str());
+        }
     }
 
     #[test]
     fn acquire_request_is_conditional_and_counts_the_fence() {
-        let now = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let r = acquire_request("tbl", "k", &owner(), now, Duration::from_secs(60));
+        let r = acquire_request("tbl", "k", &owner(), at_ms(1_700_000_000_123), Duration::from_secs(60), RETAIN);
         assert_eq!(r["TableName"], "tbl");
         assert_eq!(r["Key"], json!({"key": {"S": "k"}}));
         assert_eq!(r["ConditionExpression"], "attribute_not_exists(#key) OR #expire < :now OR #owner = :me");
-        assert!(
-            r["UpdateExpression"].as_str().is_some_and(|u| u.contains("#fence = if_not_exists(#fence, :seed) + :one"))
-        );
+        let update = r["UpdateExpression"].as_str().unwrap_or_default();
+        assert!(update.contains("#fence = if_not_exists(#fence, :seed) + :one"), "{update}");
+        assert!(update.ends_with(" REMOVE #owner_id"), "a stale owner id is removed: {update}");
         let values = &r["ExpressionAttributeValues"];
         assert_eq!(values[":now"]["N"], "1700000000123000000");
         assert_eq!(values[":expire"]["N"], "1700000060123000000");
@@ -320,31 +496,111 @@ mod tests {
         assert_eq!(values[":me"]["S"], "t0k");
         assert_eq!(values[":pid"]["N"], "42");
         assert_eq!(values[":acquired"]["S"], "2023-11-14T22:13:20.123Z");
+        // ttl: the lease end in Unix seconds plus 30 days
+        assert_eq!(values[":ttl"]["N"], (1_700_000_060 + 720 * 3600).to_string());
         assert_eq!(r["ExpressionAttributeNames"]["#owner"], "owner");
+        assert_eq!(r["ExpressionAttributeNames"]["#ttl"], "ttl");
         assert_eq!(r["ReturnValuesOnConditionCheckFailure"], "ALL_OLD");
-        // every placeholder used is declared, and no declared one is unused (DynamoDB rejects both)
-        let text = format!("{} {}", r["ConditionExpression"], r["UpdateExpression"]);
-        for (placeholder, _) in NAMES {
-            assert_eq!(
-                text.contains(placeholder),
-                r["ExpressionAttributeNames"].get(placeholder).is_some(),
-                "{placeholder}"
-            );
-        }
+        check_placeholders(&r);
     }
 
     #[test]
-    fn owner_checked_requests() {
-        let renew = renew_request("tbl", "k", "me", 5);
+    fn an_owner_id_takes_its_own_item_before_it_expires() {
+        let who = Owner { id: Some("job-uid-1".into()), ..owner() };
+        let r = acquire_request("tbl", "k", &who, at_ms(1_000), Duration::from_secs(60), RETAIN);
+        assert_eq!(
+            r["ConditionExpression"],
+            "attribute_not_exists(#key) OR #expire < :now OR #owner = :me OR #owner_id = :id"
+        );
+        let update = r["UpdateExpression"].as_str().unwrap_or_default();
+        assert!(update.contains("#owner_id = :id") && !update.contains("REMOVE"), "{update}");
+        assert_eq!(r["ExpressionAttributeValues"][":id"]["S"], "job-uid-1");
+        // the per-process token still owns the item: renewals and the release check it, not the id
+        assert_eq!(r["ExpressionAttributeValues"][":me"]["S"], "t0k");
+        check_placeholders(&r);
+    }
+
+    #[test]
+    fn renewals_move_the_ttl_with_the_lease() {
+        let renew = renew_request("tbl", "k", "me", 5_000_000_000, Duration::from_secs(3600));
         assert_eq!(renew["ConditionExpression"], "#owner = :me");
-        assert_eq!(renew["ExpressionAttributeValues"][":expire"]["N"], "5");
-        let release = release_request("tbl", "k", "me");
-        assert_eq!(release["UpdateExpression"], "SET #expire = :zero REMOVE #owner");
+        assert_eq!(renew["UpdateExpression"], "SET #expire = :expire, #ttl = :ttl");
+        assert_eq!(renew["ExpressionAttributeValues"][":expire"]["N"], "5000000000");
+        assert_eq!(renew["ExpressionAttributeValues"][":ttl"]["N"], "3605");
+        check_placeholders(&renew);
+    }
+
+    #[test]
+    fn a_plain_release_frees_the_item_and_counts_the_ttl_from_now() {
+        let release = release_request("tbl", "k", "me", &Release::plain(at_ms(10_500), Duration::from_secs(3600)));
+        assert_eq!(release["ConditionExpression"], "#owner = :me");
+        assert_eq!(release["UpdateExpression"], "SET #expire = :zero, #ttl = :ttl REMOVE #owner, #owner_id");
         assert_eq!(release["ExpressionAttributeValues"][":me"]["S"], "me");
-        let force = force_unlock_request("tbl", "k");
+        assert_eq!(release["ExpressionAttributeValues"][":ttl"]["N"], "3610");
+        check_placeholders(&release);
+    }
+
+    #[test]
+    fn a_keep_release_holds_the_item_until_the_keep_instant() {
+        let last_run =
+            LastRun { exit_code: 3, host: "h1".into(), started_ns: 9_000_000_000, finished_ns: 10_250_000_000 };
+        let keep = Release {
+            now: at_ms(10_500),
+            retain: Duration::from_secs(3600),
+            keep_until_ns: Some(70_000_000_000),
+            last_run: Some(last_run.clone()),
+        };
+        let r = release_request("tbl", "k", "me", &keep);
+        let update = r["UpdateExpression"].as_str().unwrap_or_default();
+        assert!(update.starts_with("SET #expire = :until, #ttl = :ttl, #last_exit_code"), "{update}");
+        assert!(!update.contains("REMOVE"), "the owner stays until the keep instant: {update}");
+        let values = &r["ExpressionAttributeValues"];
+        assert_eq!(values[":until"]["N"], "70000000000");
+        assert_eq!(values[":ttl"]["N"], "3670");
+        assert_eq!(values[":last_exit_code"]["N"], "3");
+        assert_eq!(values[":last_host"]["S"], "h1");
+        assert_eq!(values[":last_started"]["S"], "1970-01-01T00:00:09Z");
+        assert_eq!(values[":last_finished"]["S"], "1970-01-01T00:00:10.25Z");
+        assert_eq!(values[":last_duration_ms"]["N"], "1250");
+        check_placeholders(&r);
+
+        // a keep instant already passed is a plain release (with the record)
+        let late = Release { keep_until_ns: Some(10_000_000_000), ..keep };
+        let r = release_request("tbl", "k", "me", &late);
+        let update = r["UpdateExpression"].as_str().unwrap_or_default();
+        assert!(update.starts_with("SET #expire = :zero, #ttl = :ttl, #last_exit_code"), "{update}");
+        assert!(update.ends_with("REMOVE #owner, #owner_id"), "{update}");
+        check_placeholders(&r);
+
+        // the record reads back
+        let item = json!({"key": {"S": "k"}, "expire": {"N": "0"}, "ttl": {"N": "3670"},
+            "last_exit_code": values[":last_exit_code"], "last_host": values[":last_host"],
+            "last_started": values[":last_started"], "last_finished": values[":last_finished"],
+            "last_duration_ms": values[":last_duration_ms"]});
+        let item = parse_item(&item).expect("an item");
+        assert_eq!(item.last_run, Some(last_run));
+        assert_eq!(item.ttl, Some(3670));
+    }
+
+    #[test]
+    fn admin_requests() {
+        let force = force_unlock_request("tbl", "k", at_ms(2_000), Duration::from_secs(3600));
         assert_eq!(force["ConditionExpression"], "attribute_exists(#key)");
+        assert_eq!(force["UpdateExpression"], "SET #expire = :zero, #ttl = :ttl REMOVE #owner, #owner_id");
+        assert_eq!(force["ExpressionAttributeValues"][":ttl"]["N"], "3602");
         assert!(force["ExpressionAttributeValues"].get(":me").is_none());
+        check_placeholders(&force);
         assert_eq!(get_request("tbl", "k")["ConsistentRead"], true);
+    }
+
+    #[test]
+    fn ttl_is_unix_seconds_plus_the_retention() {
+        let check = |ns: i128, retain_s: u64, expected: i128| {
+            assert_eq!(ttl_seconds(ns, Duration::from_secs(retain_s)), expected, "{ns} + {retain_s}s");
+        };
+        check(0, 3600, 3600);
+        check(1_999_999_999, 0, 1);
+        check(1_700_000_000_123_456_789, 2_592_000, 1_702_592_000);
     }
 
     #[test]
@@ -352,11 +608,13 @@ mod tests {
         let go = json!({"key": {"S": "k"}, "expire": {"N": "1700000000000000000"}});
         let item = parse_item(&go).expect("a Go item has key and expire");
         assert_eq!(item.expire_ns, 1_700_000_000_000_000_000);
-        assert_eq!((item.owner, item.fence), (None, None));
+        assert_eq!((item.owner, item.fence, item.ttl, item.last_run), (None, None, None, None));
         let ours = json!({"key": {"S": "k"}, "expire": {"N": "5"}, "owner": {"S": "o"}, "host": {"S": "h"},
-            "pid": {"N": "9"}, "fence": {"N": "12"}, "acquired": {"S": "x"}, "command": {"S": "c"}});
+            "pid": {"N": "9"}, "fence": {"N": "12"}, "acquired": {"S": "x"}, "command": {"S": "c"},
+            "owner_id": {"S": "id"}});
         let item = parse_item(&ours).expect("our item");
         assert_eq!((item.pid, item.fence, item.owner.as_deref()), (Some(9), Some(12), Some("o")));
+        assert_eq!(item.owner_id.as_deref(), Some("id"));
         assert_eq!(parse_item(&json!({"expire": {"N": "1"}})), None);
         assert_eq!(parse_number("1.7E+18"), Some(1_700_000_000_000_000_000));
     }

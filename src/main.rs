@@ -28,6 +28,8 @@ Options (before or after the subcommand):
       --endpoint-url URL    DynamoDB endpoint [env AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL]
       --profile NAME        shared config profile [env AWS_PROFILE]
       --log-format FORMAT   json (default) or text
+      --retain DURATION     keep an unused lock item this long (its ttl) [env LOCK_EXEC_RETAIN] (default
+                            720h, min 1h); used by the subcommands that write
   -q, --quiet               errors only
   -v, --verbose             request-level debug lines
   -h, --help                this help
@@ -50,6 +52,15 @@ Run options:
       --shell                 run COMMAND as /bin/sh -c COMMAND
       --locked-exit-code N    exit status when the key is held (default 0)
       --kill-after DURATION   grace between a forwarded signal and SIGKILL (default 10s)
+      --wait-descendants      keep the lock until every process the command started has exited
+      --clean-env-aws         remove the AWS credential variables from the command's environment
+      --wait DURATION         while KEY is held, keep trying this long (then --locked-exit-code)
+      --keep DURATION         hold the lock at least this long after the acquire, even when the command
+                              ends sooner (the exit is not delayed): for cron jobs in several clusters
+      --owner ID              stable owner identity [env LOCK_EXEC_OWNER_ID]: a run with the same ID (a
+                              retried pod) takes the lock at once; default a random token per process
+      --limit N               at most N holders at once, as slot items KEY#0..KEY#N-1 (default 1: KEY);
+                              the command gets LOCK_EXEC_SLOT
 
 Durations use Go syntax: 300ms, 90s, 1h30m. Common options: see 'lock-exec --help'.
 ";

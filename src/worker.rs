@@ -6,6 +6,7 @@
 //! process (a [`World`] leaked once per run), so an abandoned worker never holds a borrow of the main thread.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use crate::config::Aws;
 use crate::dynamodb::Client;
 use crate::env::Env;
 use crate::error::Error;
-use crate::lock::{self, Acquire, Owned, Owner};
+use crate::lock::{self, Acquire, Item, LastRun, Owned, Owner, Release};
 use crate::log::Logger;
 use crate::supervise::Event;
 
@@ -27,15 +28,33 @@ pub struct World {
     pub aws: Aws,
     /// The table.
     pub table: String,
-    /// The key.
+    /// The key as given (the item's key when `slots` is 1).
     pub key: String,
     /// Who we are.
     pub owner: Owner,
     /// The run's logger.
     pub log: Logger,
+    /// The lease length.
+    pub expire: Duration,
+    /// How long the item is kept after its last use (`ttl`).
+    pub retain: Duration,
+    /// `--limit`: the number of slot items (`KEY#0`..); 1 means the plain `KEY`.
+    pub slots: u32,
+    /// The slot tried last, then held: only the DynamoDB worker changes it, during the acquire phase.
+    slot: Mutex<u32>,
 }
 
 impl World {
+    /// The slot tried last (the one we hold once acquired).
+    pub fn slot(&self) -> u32 {
+        *self.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The item key of the slot tried last: `KEY` with one slot, `KEY#N` with more.
+    pub fn item_key(&self) -> String {
+        slot_key(&self.key, self.slots, self.slot())
+    }
+
     /// A DynamoDB client with the defaults.
     pub fn client(&self) -> Client<'_> {
         self.aws.client(&self.env, &self.log)
@@ -74,6 +93,10 @@ pub struct Setup {
     pub owner: Owner,
     /// The lease length.
     pub expire: Duration,
+    /// How long the item is kept after its last use.
+    pub retain: Duration,
+    /// `--limit`.
+    pub slots: u32,
     /// The run's logger.
     pub log: Logger,
 }
@@ -83,6 +106,8 @@ pub struct Setup {
 pub enum Job {
     /// Resolve the configuration (reported as [`Event::Resolved`]), then acquire ([`Event::Acquired`]).
     Acquire(Box<Setup>),
+    /// Try to acquire again (`--wait`), with the configuration resolved before ([`Event::Acquired`]).
+    Retry,
     /// Renew to `expire_ns` (reported as [`Event::Renewed`] with `sent`).
     Renew {
         /// When the supervisor sent it.
@@ -111,27 +136,24 @@ pub fn dynamodb_worker(jobs: Receiver<Job>, events: Sender<Event>) {
     for job in jobs {
         let outcome = catch_unwind(AssertUnwindSafe(|| match job {
             Job::Acquire(setup) => {
-                let Setup { common, env, key, owner, expire, log } = *setup;
+                let Setup { common, env, key, owner, expire, retain, slots, log } = *setup;
                 let aws = match Aws::resolve(&common, &env) {
                     Ok(aws) => aws,
                     Err(e) => return vec![Event::Acquired(Err(e))],
                 };
                 aws.log_endpoints(&log);
+                let table = common.table;
+                let slot = Mutex::new(0);
                 let leaked: &'static World =
-                    Box::leak(Box::new(World { env, aws, table: common.table, key, owner, log }));
+                    Box::leak(Box::new(World { env, aws, table, key, owner, log, expire, retain, slots, slot }));
                 world = Some(leaked);
                 let _ = events.send(Event::Resolved(leaked));
-                let sent = Instant::now();
-                let result = lock::acquire(
-                    &leaked.client(),
-                    &leaked.table,
-                    &leaked.key,
-                    &leaked.owner,
-                    leaked.env.now(),
-                    expire,
-                );
-                vec![Event::Acquired(result.map(|acquire| (sent, acquire)))]
+                vec![Event::Acquired(attempt(leaked))]
             }
+            Job::Retry => match world {
+                Some(world) => vec![Event::Acquired(attempt(world))],
+                None => vec![Event::Acquired(Err(Error::Internal("a retry before the configuration".into())))],
+            },
             Job::Renew { sent, expire_ns, timeout } => {
                 let Some(world) = world else {
                     return vec![Event::Renewed { sent, expire_ns, result: Err(Error::LockLost("no lock".into())) }];
@@ -141,7 +163,8 @@ pub fn dynamodb_worker(jobs: Receiver<Job>, events: Sender<Event>) {
                 client.sign_with_cached = true;
                 client.max_attempts = 1;
                 client.timeout = timeout;
-                let result = lock::renew(&client, &world.table, &world.key, &world.owner.token, expire_ns);
+                let key = world.item_key();
+                let result = lock::renew(&client, &world.table, &key, &world.owner.token, expire_ns, world.retain);
                 vec![Event::Renewed { sent, expire_ns, result }]
             }
             Job::Refresh(_) => Vec::new(),
@@ -173,11 +196,69 @@ pub fn fault(env: &Env, point: &str) {
     }
 }
 
+/// `KEY` with one slot, `KEY#N` with more (`--limit`).
+pub fn slot_key(key: &str, slots: u32, slot: u32) -> String {
+    if slots <= 1 { key.to_owned() } else { format!("{key}#{slot}") }
+}
+
+/// One acquire attempt: every slot once, in a random order, until one is ours. With one slot, the plain key.
+/// Held: the holder whose lease ends first (the first slot to free up). An error ends the attempt at once (the
+/// cleanup release after an unknown outcome targets the slot tried last).
+fn attempt(world: &World) -> Acquired {
+    let mut order: Vec<u32> = (0..world.slots).collect();
+    for i in (1..order.len()).rev() {
+        let j = (crate::random::u64() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    let mut first_free: Option<Item> = None;
+    for slot in order {
+        *world.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = slot;
+        let sent = Instant::now();
+        let key = world.item_key();
+        match lock::acquire(
+            &world.client(),
+            &world.table,
+            &key,
+            &world.owner,
+            world.env.now(),
+            world.expire,
+            world.retain,
+        )? {
+            Acquire::Acquired(lease) => return Ok((sent, Acquire::Acquired(lease))),
+            Acquire::Held(Some(item)) => {
+                if first_free.as_ref().is_none_or(|best| item.expire_ns < best.expire_ns) {
+                    first_free = Some(item);
+                }
+            }
+            Acquire::Held(None) => {}
+        }
+    }
+    Ok((Instant::now(), Acquire::Held(first_free)))
+}
+
+/// How a release ends a run's hold on the lock.
+#[derive(Debug, Clone, Default)]
+pub struct Finish {
+    /// `--keep`: hold the lock until this instant (Unix ns) when it is still ahead.
+    pub keep_until_ns: Option<i128>,
+    /// The run's record, when the command ran.
+    pub last_run: Option<LastRun>,
+}
+
 /// Releases the lock (owner-conditioned) and logs what happened.
-pub fn release(client: &Client<'_>, world: &World) {
+pub fn release(client: &Client<'_>, world: &World, finish: &Finish) {
     let log = &world.log;
-    match lock::release(client, &world.table, &world.key, &world.owner.token) {
-        Ok(Owned::Done) => log.info("lock released", &[]),
+    let release = Release {
+        now: world.env.now(),
+        retain: world.retain,
+        keep_until_ns: finish.keep_until_ns,
+        last_run: finish.last_run.clone(),
+    };
+    match lock::release(client, &world.table, &world.item_key(), &world.owner.token, &release) {
+        Ok(Owned::Done) => match release.kept_until() {
+            Some(until) => log.info("lock kept until --keep ends", &[("expire", lock::rfc3339_ns(until).into())]),
+            None => log.info("lock released", &[]),
+        },
         Ok(Owned::NotOwner(item)) => {
             let now_ns = lock::unix_ns(world.env.now());
             match item {

@@ -3,7 +3,7 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use signal_hook::iterator::Signals;
@@ -13,11 +13,11 @@ use crate::env::Env;
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::lease::Lease;
-use crate::lock::{self, Acquire, Owned, Owner, holder_fields};
+use crate::lock::{self, Acquire, Item, LastRun, Owned, Owner, Release, holder_fields};
 use crate::log::Logger;
 use crate::process;
 use crate::supervise::{self, Event, Outcome, Start};
-use crate::worker::{self, Job, Setup, World};
+use crate::worker::{self, Finish, Job, Setup, World};
 
 /// This machine's host name.
 fn host_name(env: &Env) -> String {
@@ -67,6 +67,7 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
 
     let owner = Owner {
         token: crate::random::token128(),
+        id: args.owner_id.clone(),
         host: host_name(env),
         pid: std::process::id(),
         command: args.display.clone(),
@@ -77,13 +78,15 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
         key: args.key.clone(),
         owner,
         expire: args.expire,
+        retain: common.retain,
+        slots: args.limit,
         log: log.clone(),
     };
     if worker_tx.send(Job::Acquire(Box::new(setup))).is_err() {
         return Err(Error::Internal("the DynamoDB worker is gone".into()));
     }
-    let (world, sent, fence) = match acquire_phase(&events, job_control, args, log)? {
-        Acquiring::Acquired { world, sent, fence } => (world, sent, fence),
+    let (world, sent, acquired) = match acquire_phase(&events, job_control, args, log, &worker_tx)? {
+        Acquiring::Acquired { world, sent, lease } => (world, sent, lease),
         Acquiring::Done(exit) => return Ok(exit),
     };
     let lease = Lease::new(sent, args.expire, args.kill_after);
@@ -94,16 +97,19 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
             "lock lost",
             &[("error", "the acquire took so long that the lease was about to end; not running the command".into())],
         );
-        worker::release(&world.release_client(), world);
+        worker::release(&world.release_client(), world, &Finish::default());
         return Ok(Exit::LockLost);
     }
+    let fence = acquired.fence;
     let vars = [
         ("LOCK_EXEC_KEY", world.key.clone()),
         ("LOCK_EXEC_TABLE", world.table.clone()),
         ("LOCK_EXEC_OWNER", world.owner.token.clone()),
         ("LOCK_EXEC_FENCE", fence.to_string()),
+        ("LOCK_EXEC_SLOT", world.slot().to_string()),
     ];
     let remove: &[&str] = if args.clean_env_aws { &AWS_CREDENTIAL_VARIABLES } else { &[] };
+    let started_ns = lock::unix_ns(env.now());
     let spawned = process::spawn(&args.argv, &process::Spawn { vars: &vars, remove, give_terminal });
     let tree = match spawned {
         Ok(tree) => Arc::new(tree),
@@ -112,7 +118,9 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
             let error = Error::Spawn { program, source };
             let exit = error.exit();
             log.error(&crate::error_chain(&error), &[("exit_code", exit.code().into())]);
-            worker::release(&world.release_client(), world);
+            // Nothing ran, so no --keep; the attempt is recorded.
+            let last_run = last_run(world, exit, started_ns);
+            worker::release(&world.release_client(), world, &Finish { keep_until_ns: None, last_run: Some(last_run) });
             return Ok(exit);
         }
     };
@@ -144,8 +152,23 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
         }
     }
     let outcome = supervisor.join().ok().flatten();
+    let exit = match &outcome {
+        Some(Outcome { lost: Some(_), .. }) | None => Exit::LockLost,
+        Some(Outcome { status: None, .. }) => Exit::LockLost,
+        Some(Outcome { status: Some(status), .. }) => match status.signal() {
+            Some(signal) => Exit::Signaled(signal),
+            None => Exit::Child(process::exit_code(*status)),
+        },
+    };
     // Everything is gone: release at once (an in-flight renewal is abandoned; the release is owner-conditioned).
-    worker::release(&world.release_client(), world);
+    // With --keep, a command that ended early leaves the lock held until acquired + keep (no waiting here); a
+    // run that lost its lock keeps nothing, even if the owner-conditioned write would still go through.
+    let keep = args.keep.filter(|_| !matches!(exit, Exit::LockLost));
+    let finish = Finish {
+        keep_until_ns: keep.map(|keep| acquired.acquired_ns + keep.as_nanos() as i128),
+        last_run: Some(last_run(world, exit, started_ns)),
+    };
+    worker::release(&world.release_client(), world, &finish);
     if let Some(Outcome { status: Some(status), lost: None }) = &outcome
         && status.signal() == Some(libc::SIGINT)
         && tree.has_terminal()
@@ -154,14 +177,17 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
         // script's shell), which then stops its script as it would have without lock-exec in between.
         process::signal_own_group_others(libc::SIGINT);
     }
-    Ok(match outcome {
-        Some(Outcome { lost: Some(_), .. }) | None => Exit::LockLost,
-        Some(Outcome { status: None, .. }) => Exit::LockLost,
-        Some(Outcome { status: Some(status), .. }) => match status.signal() {
-            Some(signal) => Exit::Signaled(signal),
-            None => Exit::Child(process::exit_code(status)),
-        },
-    })
+    Ok(exit)
+}
+
+/// The last-run record of a run that ends now with `exit`.
+fn last_run(world: &World, exit: Exit, started_ns: i128) -> LastRun {
+    LastRun {
+        exit_code: i32::from(exit.code()),
+        host: world.owner.host.clone(),
+        started_ns,
+        finished_ns: lock::unix_ns(world.env.now()),
+    }
 }
 
 /// The credential variables `--clean-env-aws` removes from the command's environment.
@@ -195,25 +221,84 @@ fn signal_thread(mut signals: Signals, events: Sender<Event>) {
 }
 
 enum Acquiring {
-    Acquired { world: &'static World, sent: Instant, fence: u64 },
+    Acquired { world: &'static World, sent: Instant, lease: lock::Lease },
     Done(Exit),
 }
 
+/// `--wait`: the next try comes no sooner than a second after the last answer and no later than the holder's lease
+/// end (so a crashed holder is replaced at once); in between, a backoff from 1 s by half each try up to 10 s,
+/// jittered down by up to half (`fraction` in [0, 1)) so waiting runs spread out.
+fn poll_delay(tries: u32, holder_left: Option<Duration>, fraction: f64) -> Duration {
+    const FLOOR: Duration = Duration::from_secs(1);
+    let backoff = Duration::from_secs_f64((1.5f64).powi(tries.min(20) as i32)).min(Duration::from_secs(10));
+    let base = match holder_left {
+        Some(left) => backoff.min(left + Duration::from_millis(50)),
+        None => backoff,
+    };
+    base.mul_f64(1.0 - 0.5 * fraction.clamp(0.0, 1.0)).max(FLOOR)
+}
+
+/// Where a `--wait` stands between two tries.
+struct Waiting {
+    /// When the wait ends.
+    deadline: Instant,
+    /// Tries so far.
+    tries: u32,
+    /// When the next try goes out (`None` while one is in flight).
+    next_try: Option<Instant>,
+    /// The next timer ends the wait instead of trying again (too close to the deadline for another try).
+    give_up: bool,
+    /// The holder as last seen, for the final `did not run` line.
+    holder: Option<Item>,
+}
+
 /// Waits for the acquire while acting on signals at once: a stop signal abandons the acquire, clears a write
-/// that may have landed (owner-conditioned, 1 s budget), and ends lock-exec by that signal.
+/// that may have landed (owner-conditioned, 1 s budget), and ends lock-exec by that signal. With `--wait`, a held
+/// key is tried again until the wait is over.
 fn acquire_phase(
     events: &Receiver<Event>,
     job_control: bool,
     args: &cli::Run,
     log: &Logger,
+    worker: &Sender<Job>,
 ) -> Result<Acquiring, Error> {
     let mut world: Option<&'static World> = None;
+    let gone = || Error::Internal("the DynamoDB worker is gone".into());
+    let mut waiting = args.wait.map(|wait| Waiting {
+        deadline: Instant::now() + wait,
+        tries: 0,
+        next_try: None,
+        give_up: false,
+        holder: None,
+    });
     loop {
-        let event = events.recv().map_err(|_| Error::Internal("the DynamoDB worker is gone".into()))?;
+        let timer = waiting.as_ref().and_then(|w| w.next_try);
+        let event = match timer {
+            None => events.recv().map_err(|_| gone())?,
+            Some(at) => match events.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(event) => event,
+                Err(RecvTimeoutError::Disconnected) => return Err(gone()),
+                Err(RecvTimeoutError::Timeout) => {
+                    let Some(w) = waiting.as_mut() else { continue };
+                    if w.give_up {
+                        log.info("did not run command. key is locked", &holder_fields(w.holder.as_ref()));
+                        return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
+                    }
+                    w.next_try = None;
+                    w.tries += 1;
+                    worker.send(Job::Retry).map_err(|_| gone())?;
+                    continue;
+                }
+            },
+        };
+        // A request is out unless we are between two tries of a --wait.
+        let in_flight = waiting.as_ref().is_none_or(|w| w.next_try.is_none());
         match event {
             Event::Signal(signal) if supervise::STOP_SIGNALS.contains(&signal) => {
                 log.warn("signal received before the command started; not running it", &[("signal", signal.into())]);
-                if let Some(world) = world {
+                if let Some(world) = world
+                    && in_flight
+                {
                     cleanup_release(world);
                 }
                 return Ok(Acquiring::Done(Exit::Signaled(signal)));
@@ -224,19 +309,38 @@ fn acquire_phase(
             }
             Event::Resolved(resolved) => world = Some(resolved),
             Event::Acquired(Ok((_, Acquire::Held(item)))) => {
-                log.info("did not run command. key is locked", &holder_fields(item.as_ref()));
-                return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
+                let now = Instant::now();
+                let Some(w) = waiting.as_mut().filter(|w| now < w.deadline) else {
+                    log.info("did not run command. key is locked", &holder_fields(item.as_ref()));
+                    return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
+                };
+                if w.tries == 0 {
+                    let mut fields = holder_fields(item.as_ref());
+                    fields.push(("wait", crate::duration::format(w.deadline - now).into()));
+                    log.info("waiting for lock", &fields);
+                }
+                let now_ns = world.map(|world| lock::unix_ns(world.env.now())).unwrap_or_default();
+                let holder_left =
+                    item.as_ref().map(|item| Duration::from_nanos(u64::try_from(item.expire_ns - now_ns).unwrap_or(0)));
+                let delay = poll_delay(w.tries, holder_left, crate::random::fraction());
+                log.debug("lock still held; trying again", &[("in_ms", (delay.as_millis() as u64).into())]);
+                // The last try is at the deadline, unless that comes within a second of this answer.
+                let at = (now + delay).min(w.deadline);
+                w.give_up = at < now + Duration::from_secs(1);
+                w.next_try = Some(if w.give_up { w.deadline } else { at });
+                w.holder = item;
             }
             Event::Acquired(Ok((sent, Acquire::Acquired(lease)))) => {
                 let Some(world) = world else { return Err(Error::Internal("acquired without a configuration".into())) };
-                log.info(
-                    "lock acquired",
-                    &[
-                        ("fence", lease.fence.into()),
-                        ("expire", lock::rfc3339_ns(lease.expire_ns).into()),
-                        ("owner", world.owner.token.clone().into()),
-                    ],
-                );
+                let mut fields: Vec<(&str, serde_json::Value)> = vec![
+                    ("fence", lease.fence.into()),
+                    ("expire", lock::rfc3339_ns(lease.expire_ns).into()),
+                    ("owner", world.owner.token.clone().into()),
+                ];
+                if world.slots > 1 {
+                    fields.push(("slot", world.slot().into()));
+                }
+                log.info("lock acquired", &fields);
                 // A signal that came with the answer: release and end by it, without running anything.
                 while let Ok(event) = events.try_recv() {
                     if let Event::Signal(signal) = event
@@ -246,11 +350,11 @@ fn acquire_phase(
                             "signal received before the command started; not running it",
                             &[("signal", signal.into())],
                         );
-                        worker::release(&world.release_client(), world);
+                        worker::release(&world.release_client(), world, &Finish::default());
                         return Ok(Acquiring::Done(Exit::Signaled(signal)));
                     }
                 }
-                return Ok(Acquiring::Acquired { world, sent, fence: lease.fence });
+                return Ok(Acquiring::Acquired { world, sent, lease });
             }
             Event::Acquired(Err(e)) => {
                 // A write whose answer was lost may have been applied: clear it if it is ours, so the key does
@@ -280,10 +384,41 @@ fn cleanup_release(world: &World) {
         world.log.debug("acquire abandoned before any request was signed; nothing to clean up", &[]);
         return;
     };
-    let outcome = match lock::release(&client, &world.table, &world.key, &world.owner.token) {
+    let release = Release::plain(world.env.now(), world.retain);
+    let outcome = match lock::release(&client, &world.table, &world.item_key(), &world.owner.token, &release) {
         Ok(Owned::Done) => "released a lock the acquire had taken".to_owned(),
         Ok(Owned::NotOwner(_)) => "the acquire had taken nothing".to_owned(),
         Err(e) => format!("cleanup release failed: {}", crate::error_chain(&e)),
     };
     world.log.debug("acquire abandoned; cleanup", &[("outcome", outcome.into())]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn polls_come_no_faster_than_a_second_and_no_later_than_the_holder_s_lease_end() {
+        // (tries, holder's lease left, jitter fraction) -> delay
+        let check = |tries: u32, left: Option<Duration>, fraction: f64, expected: Duration| {
+            assert_eq!(poll_delay(tries, left, fraction), expected, "{tries} {left:?} {fraction}");
+        };
+        check(0, None, 0.0, SECOND);
+        check(0, Some(Duration::from_millis(10)), 0.0, SECOND);
+        check(0, None, 0.99, SECOND);
+        check(2, None, 0.0, Duration::from_millis(2250));
+        check(2, None, 0.5, Duration::from_secs_f64(2.25 * 0.75));
+        check(30, None, 0.0, 10 * SECOND);
+        check(30, None, 0.999_999, SECOND.mul_f64(10.0 * (1.0 - 0.5 * 0.999_999)));
+        check(30, Some(3 * SECOND), 0.0, Duration::from_millis(3050));
+        check(30, Some(Duration::ZERO), 0.0, SECOND);
+        for tries in 0..40 {
+            for fraction in [0.0, 0.3, 0.999] {
+                let delay = poll_delay(tries, Some(4 * SECOND), fraction);
+                assert!(delay >= SECOND && delay <= Duration::from_millis(4050), "{tries} {fraction}: {delay:?}");
+            }
+        }
+    }
 }

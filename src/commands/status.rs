@@ -32,6 +32,20 @@ pub fn status(common: &Common, key: &str, env: &Env, log: &Logger) -> Result<Exi
         rows.push(("acquired", optional(&item.acquired)));
         rows.push(("expire", if item.expire_ns > 0 { lock::rfc3339_ns(item.expire_ns).into() } else { Value::Null }));
         rows.push(("fence", item.fence.map(Value::from).unwrap_or(Value::Null)));
+        rows.push(("owner_id", optional(&item.owner_id)));
+        rows.push((
+            "ttl",
+            item.ttl.map(|ttl| lock::rfc3339_ns(i128::from(ttl) * 1_000_000_000).into()).unwrap_or(Value::Null),
+        ));
+        // The last run's record (written by its release; absent on items of the Go tool or before a first release).
+        let last = item.last_run.as_ref();
+        let last_time =
+            |ns: fn(&lock::LastRun) -> i128| last.map(|run| lock::rfc3339_ns(ns(run)).into()).unwrap_or(Value::Null);
+        rows.push(("last_exit_code", last.map(|run| run.exit_code.into()).unwrap_or(Value::Null)));
+        rows.push(("last_host", last.map(|run| run.host.clone().into()).unwrap_or(Value::Null)));
+        rows.push(("last_started", last_time(|run| run.started_ns)));
+        rows.push(("last_finished", last_time(|run| run.finished_ns)));
+        rows.push(("last_duration_ms", last.map(|run| Value::from(run.duration_ms() as u64)).unwrap_or(Value::Null)));
     }
     // The item's text comes from whoever wrote it: no control character of it reaches the terminal (one line per
     // field in text; in JSON, DEL and C1 escaped too, which serde_json leaves raw).
@@ -44,9 +58,9 @@ pub fn status(common: &Common, key: &str, env: &Env, log: &Logger) -> Result<Exi
         cli::LogFormat::Text => rows
             .into_iter()
             .map(|(k, v)| match v {
-                Value::String(s) => format!("{k:<9} {}\n", escape_controls(&s, Escape::Text)),
-                Value::Null => format!("{k:<9} -\n"),
-                other => format!("{k:<9} {other}\n"),
+                Value::String(s) => format!("{k:<16} {}\n", escape_controls(&s, Escape::Text)),
+                Value::Null => format!("{k:<16} -\n"),
+                other => format!("{k:<16} {other}\n"),
             })
             .collect(),
     };

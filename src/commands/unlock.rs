@@ -16,7 +16,7 @@ pub fn unlock(common: &Common, args: &cli::Unlock, env: &Env, log: &Logger) -> R
     let previous = if args.delete {
         lock::delete(&client, &common.table, &args.key)?
     } else {
-        lock::force_unlock(&client, &common.table, &args.key)?
+        lock::force_unlock(&client, &common.table, &args.key, env.now(), common.retain)?
     };
     let message = match (&previous, args.delete) {
         (None, _) => "no lock item; nothing to unlock",

@@ -11,7 +11,15 @@ use crate::support::{Case, client, owner};
 /// Takes `key` through the library as host `it-host`, pid 4242; returns the fence.
 fn hold(case: &Case, key: &str) -> u64 {
     let who = owner("it-host", 4242);
-    match lock::acquire(&client(), case.table(), key, &who, Env::real().now(), Duration::from_secs(60)) {
+    match lock::acquire(
+        &client(),
+        case.table(),
+        key,
+        &who,
+        Env::real().now(),
+        Duration::from_secs(60),
+        lock_exec::cli::DEFAULT_RETAIN,
+    ) {
         Ok(Acquire::Acquired(lease)) => lease.fence,
         other => panic!("could not take {key}: {other:?}"),
     }
@@ -83,17 +91,21 @@ fn status_text_prints_aligned_lines() {
     let out = case.run(&["status", "--log-format", "text", "k"]);
     out.expect_code(3);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    out.check("first two lines", vec!["key       k", "state     held"], lines.iter().take(2).copied().collect());
+    out.check(
+        "first two lines",
+        vec!["key              k", "state            held"],
+        lines.iter().take(2).copied().collect(),
+    );
     for line in &lines {
-        // `label` padded to 9 columns, one space, the value.
-        let aligned = line.len() > 10 && line.as_bytes()[9] == b' ' && line.as_bytes()[10] != b' ';
-        out.check(&format!("value starts in column 11: {line:?}"), true, aligned);
+        // `label` padded to 16 columns (the longest, `last_duration_ms`), one space, the value.
+        let aligned = line.len() > 17 && line.as_bytes()[16] == b' ' && line.as_bytes()[17] != b' ';
+        out.check(&format!("value starts in column 18: {line:?}"), true, aligned);
     }
-    out.check("host line", true, lines.contains(&"host      it-host"));
+    out.check("host line", true, lines.contains(&"host             it-host"));
 
     let out = case.run(&["status", "--log-format", "text", "nothing"]);
     out.expect_code(0);
-    out.check("never used", "key       nothing\nstate     never used\n", out.stdout.as_str());
+    out.check("never used", "key              nothing\nstate            never used\n", out.stdout.as_str());
 }
 
 /// Every text attribute of an item, and the key, with ESC sequences, a newline, a tab, DEL and a C1 control
@@ -112,6 +124,7 @@ fn status_escapes_control_characters_of_the_item() {
         "command": {"S": nasty("command")},
         "acquired": {"S": nasty("acquired")},
         "fence": {"N": "7"},
+        "owner_id": {"S": nasty("id")},
     }));
     let raw_controls = |text: &str| text.chars().filter(|c| c.is_control() && *c != '\n').collect::<Vec<char>>();
 
@@ -119,10 +132,11 @@ fn status_escapes_control_characters_of_the_item() {
     out.expect_code(3);
     out.check("raw control characters in stdout", Vec::<char>::new(), raw_controls(&out.stdout));
     let lines: Vec<&str> = out.stdout.lines().collect();
-    out.check("one line per field", 9, lines.len());
+    out.check("one line per field", 16, lines.len());
     let escaped = "\\x1b[2J\\x1b]0;title\\x07\\nsecond line\\tx\\x7f\\x9b31m";
-    for (label, value) in [("key", "k"), ("host", "host"), ("owner", "owner"), ("command", "command")] {
-        let expected = format!("{label:<9} {value}{escaped}");
+    let labels = [("key", "k"), ("host", "host"), ("owner", "owner"), ("command", "command"), ("owner_id", "id")];
+    for (label, value) in labels {
+        let expected = format!("{label:<16} {value}{escaped}");
         out.check(&format!("the {label} line"), true, lines.contains(&expected.as_str()));
     }
 

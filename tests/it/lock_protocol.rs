@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use lock_exec::Env;
+use lock_exec::cli::DEFAULT_RETAIN;
 use lock_exec::lock::{self, Acquire, Item, Owned};
 
 use crate::support::{Table, client, now_ns, owner};
@@ -13,7 +14,8 @@ fn get(table: &Table, key: &str) -> Option<Item> {
 }
 
 fn acquire(table: &Table, key: &str, who: &lock::Owner, lease: Duration) -> Acquire {
-    lock::acquire(&client(), &table.name, key, who, Env::real().now(), lease).expect("the acquire UpdateItem")
+    lock::acquire(&client(), &table.name, key, who, Env::real().now(), lease, DEFAULT_RETAIN)
+        .expect("the acquire UpdateItem")
 }
 
 #[test]
@@ -46,7 +48,11 @@ fn fences_grow_with_every_acquisition() {
     let table = Table::create("fences_grow");
     let a = owner("host-a", 1);
     let Acquire::Acquired(first) = acquire(&table, "k", &a, Duration::from_secs(60)) else { panic!("first acquire") };
-    assert_eq!(lock::release(&client(), &table.name, "k", &a.token).expect("release"), Owned::Done);
+    assert_eq!(
+        lock::release(&client(), &table.name, "k", &a.token, &lock::Release::plain(Env::real().now(), DEFAULT_RETAIN))
+            .expect("release"),
+        Owned::Done
+    );
     let b = owner("host-b", 2);
     let Acquire::Acquired(second) = acquire(&table, "k", &b, Duration::from_secs(60)) else { panic!("second") };
     assert!(second.fence > first.fence, "fences: first {} then {}", first.fence, second.fence);
@@ -68,13 +74,17 @@ fn release_never_removes_another_owners_lock() {
         panic!("B could not take the expired lock")
     };
 
-    match lock::release(&client(), &table.name, "k", &a.token).expect("A's release") {
+    match lock::release(&client(), &table.name, "k", &a.token, &lock::Release::plain(Env::real().now(), DEFAULT_RETAIN))
+        .expect("A's release")
+    {
         Owned::NotOwner(Some(item)) => {
             assert_eq!(item.owner.as_deref(), Some(b.token.as_str()), "the item A's release saw: {item:?}")
         }
         other => panic!("expected NotOwner(Some(B's item)) for A's release, got {other:?}"),
     }
-    match lock::renew(&client(), &table.name, "k", &a.token, now_ns() + 60_000_000_000).expect("A's renewal") {
+    match lock::renew(&client(), &table.name, "k", &a.token, now_ns() + 60_000_000_000, DEFAULT_RETAIN)
+        .expect("A's renewal")
+    {
         Owned::NotOwner(Some(_)) => {}
         other => panic!("expected NotOwner for A's renewal, got {other:?}"),
     }
@@ -87,11 +97,16 @@ fn release_never_removes_another_owners_lock() {
 #[test]
 fn force_unlock_and_delete_report_the_previous_item() {
     let table = Table::create("force_unlock_and_delete");
-    assert_eq!(lock::force_unlock(&client(), &table.name, "k").expect("unlock of nothing"), None);
+    assert_eq!(
+        lock::force_unlock(&client(), &table.name, "k", Env::real().now(), DEFAULT_RETAIN).expect("unlock of nothing"),
+        None
+    );
     assert_eq!(get(&table, "k"), None, "force_unlock of a missing key must not create an item");
     let a = owner("host-a", 1);
     let Acquire::Acquired(lease) = acquire(&table, "k", &a, Duration::from_secs(60)) else { panic!("acquire") };
-    let previous = lock::force_unlock(&client(), &table.name, "k").expect("force unlock").expect("the old item");
+    let previous = lock::force_unlock(&client(), &table.name, "k", Env::real().now(), DEFAULT_RETAIN)
+        .expect("force unlock")
+        .expect("the old item");
     assert_eq!(previous.owner.as_deref(), Some(a.token.as_str()), "previous item: {previous:?}");
     let item = get(&table, "k").expect("the item stays");
     assert_eq!((item.owner, item.expire_ns, item.fence), (None, 0, Some(lease.fence)), "after force unlock");

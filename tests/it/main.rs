@@ -6,6 +6,7 @@ mod auth;
 mod credential_limits;
 mod credential_process;
 mod credentials;
+mod cron;
 mod errors;
 mod lease;
 mod lock_protocol;

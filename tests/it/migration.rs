@@ -188,7 +188,7 @@ fn status_of_a_go_holder_shows_no_owner_host_pid_or_fence() {
     let out = case.run(&["status", "--log-format", "text", "k"]);
     out.expect_code(3);
     for label in ["owner", "host", "pid", "fence"] {
-        let line = format!("{label:<9} -");
+        let line = format!("{label:<16} -");
         out.check(&format!("the {label} line"), true, out.stdout.lines().any(|l| l == line));
     }
 }

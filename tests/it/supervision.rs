@@ -215,8 +215,14 @@ fn a_lost_lock_kills_a_grandchild_that_ignores_sigterm() {
     let mut running = case.spawn_raw(&run_args(&case, &["-e", "3s", "--kill-after", "1s"], &script), case.env());
     let grandchild = running.wait_for_pid(&case.path("grandchild.pid"), WAIT);
     leftovers.add(grandchild);
-    lock_exec::lock::force_unlock(&client(), case.table(), "k")
-        .unwrap_or_else(|e| panic!("force unlock: {}", lock_exec::error_chain(&e)));
+    lock_exec::lock::force_unlock(
+        &client(),
+        case.table(),
+        "k",
+        lock_exec::Env::real().now(),
+        lock_exec::cli::DEFAULT_RETAIN,
+    )
+    .unwrap_or_else(|e| panic!("force unlock: {}", lock_exec::error_chain(&e)));
     let out = running.wait(WAIT);
     expect_gone_after_exit(&out, "the grandchild ignoring SIGTERM", grandchild);
     out.expect_code(75);
@@ -807,7 +813,7 @@ fn an_acquire_whose_answer_is_unknown_gets_one_owner_conditioned_cleanup() {
     let cleanup: serde_json::Value = serde_json::from_str(&exchanges[1].request.body).unwrap_or_default();
     out.check(
         "the cleanup (condition, update)",
-        json!(["#owner = :me", "SET #expire = :zero REMOVE #owner"]),
+        json!(["#owner = :me", "SET #expire = :zero, #ttl = :ttl REMOVE #owner, #owner_id"]),
         json!([cleanup["ConditionExpression"], cleanup["UpdateExpression"]]),
     );
 }

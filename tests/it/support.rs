@@ -111,7 +111,7 @@ pub fn host_name() -> String {
 
 /// An owner for library-level calls.
 pub fn owner(host: &str, pid: u32) -> Owner {
-    Owner { token: lock_exec::random::token128(), host: host.into(), pid, command: "integration test".into() }
+    Owner { token: lock_exec::random::token128(), id: None, host: host.into(), pid, command: "integration test".into() }
 }
 
 /// Waits until a new table is ACTIVE: DynamoDB (and dynalite) create tables asynchronously, and item

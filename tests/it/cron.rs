@@ -1,0 +1,381 @@
+//! The cron options of `run` (`--wait`, `--keep`, `--owner`, `--limit`), the last-run record, and the `ttl` every
+//! write sets (`--retain`), through the binary against the emulator.
+
+use std::time::{Duration, Instant};
+
+use lock_exec::lock::{self, Item};
+use serde_json::json;
+
+use crate::support::{Case, Outcome, eventually, host_name, now_ns, signal};
+
+const LOCKED: &str = "did not run command. key is locked";
+const WAIT: Duration = Duration::from_secs(30);
+const HOUR: i128 = 3600;
+const DEFAULT_RETAIN_S: i128 = 720 * HOUR;
+
+/// `run k --locked-exit-code 9 [flags] -- sh -c 'touch marker'`: returns the outcome and whether the command ran
+/// (the marker file was made; it is removed again).
+fn try_run(case: &Case, flags: &[&str]) -> (Outcome, bool) {
+    let script = case.marker_script();
+    let mut args = vec!["run", "k", "--locked-exit-code", "9"];
+    args.extend_from_slice(flags);
+    args.extend(["--", "sh", "-c", &script]);
+    let out = case.spawn(&args).wait(Duration::from_secs(120));
+    let ran = case.exists("marker");
+    let _ = std::fs::remove_file(case.path("marker"));
+    (out, ran)
+}
+
+/// The item of `key`, which must exist.
+#[track_caller]
+fn item(case: &Case, key: &str) -> Item {
+    case.item(key).unwrap_or_else(|| panic!("no item for {key}"))
+}
+
+/// `acquired` of an item, Unix ns.
+#[track_caller]
+fn acquired_ns(item: &Item) -> i128 {
+    item.acquired.as_deref().and_then(lock::parse_rfc3339_ns).unwrap_or_else(|| panic!("acquired of {item:?}"))
+}
+
+/// Checks that `ttl` is the Unix seconds of a moment within [before, after] plus `retain_s`, give or take a second.
+#[track_caller]
+fn expect_ttl_between(what: &str, item: &Item, before_ns: i128, after_ns: i128, retain_s: i128) {
+    let ttl = i128::from(item.ttl.unwrap_or_else(|| panic!("{what}: no ttl on {item:?}")));
+    let (low, high) = (before_ns / 1_000_000_000 + retain_s - 1, after_ns / 1_000_000_000 + retain_s + 1);
+    assert!((low..=high).contains(&ttl), "{what}: ttl {ttl} not within [{low}, {high}] ({item:?})");
+}
+
+#[test]
+fn wait_takes_the_lock_once_the_holder_releases_it() {
+    let case = Case::new("wait_takes_the_lock");
+    let mut first = case.spawn(&["run", "k", "--", "sh", "-c", &case.holding_script("started", "release")]);
+    first.wait_for_line(&case.path("started"), WAIT);
+    let waiter = {
+        let script = case.marker_script();
+        case.spawn(&["run", "k", "--wait", "60s", "--locked-exit-code", "9", "--", "sh", "-c", &script])
+    };
+    // It waits: after 3 s (three tries at least) the command has not run and one line said so.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!case.exists("marker"), "the waiting run started its command while the key was held");
+    case.release("release");
+    let released_at = Instant::now();
+    first.wait(WAIT).expect_code(0);
+    let out = waiter.wait(WAIT);
+    out.expect_code(0);
+    out.check("the command ran after the wait", true, case.exists("marker"));
+    let waits = out.messages().iter().filter(|m| *m == "waiting for lock").count();
+    out.check("one `waiting for lock` line", 1, waits);
+    out.check("waiting line names the holder", json!(host_name()), out.log("waiting for lock")["holder"].clone());
+    out.check("no `did not run` line", false, out.has_log(LOCKED));
+    // Polls are at most 10 s apart (the backoff's cap), so it took the key well within that of the release.
+    let took = released_at.elapsed();
+    out.check("taken within 15 s of the release", true, took < Duration::from_secs(15));
+}
+
+#[test]
+fn wait_gives_up_with_the_locked_exit_code_after_about_the_wait_time() {
+    let case = Case::new("wait_gives_up");
+    let mut first = case.spawn(&["run", "k", "--", "sh", "-c", &case.holding_script("started", "release")]);
+    first.wait_for_line(&case.path("started"), WAIT);
+    let start = Instant::now();
+    let (out, ran) = try_run(&case, &["--wait", "3s"]);
+    let took = start.elapsed();
+    out.expect_code(9);
+    out.check("the command ran", false, ran);
+    out.check("messages", vec!["waiting for lock", LOCKED], out.messages().iter().map(String::as_str).collect());
+    out.check("waited about 3 s (at least 2.5 s, under 15 s)", true, took >= Duration::from_millis(2500));
+    out.check("waited about 3 s (at least 2.5 s, under 15 s)", true, took < Duration::from_secs(15));
+    case.release("release");
+    first.wait(WAIT).expect_code(0);
+}
+
+#[test]
+fn sigterm_while_waiting_ends_at_once_holding_nothing() {
+    let case = Case::new("sigterm_while_waiting");
+    let mut first = case.spawn(&["run", "k", "--", "sh", "-c", &case.holding_script("started", "release")]);
+    first.wait_for_line(&case.path("started"), WAIT);
+    let script = case.marker_script();
+    let waiter = case.spawn(&["run", "k", "--wait", "60s", "--", "sh", "-c", &script]);
+    let pid = waiter.pid();
+    assert!(
+        eventually(WAIT, || waiter.stderr_so_far().contains("waiting for lock")),
+        "no `waiting for lock` line:\n{}",
+        waiter.stderr_so_far()
+    );
+    signal(pid, libc::SIGTERM);
+    let sent = Instant::now();
+    let out = waiter.wait(WAIT);
+    out.expect_death_by(libc::SIGTERM);
+    out.check("ended within 5 s of SIGTERM", true, sent.elapsed() < Duration::from_secs(5));
+    out.check("the command ran", false, case.exists("marker"));
+    // the first run still holds the key
+    case.release("release");
+    let first = first.wait(WAIT);
+    first.expect_code(0);
+    first.check("the holder released its own lock", true, first.has_log("lock released"));
+}
+
+#[test]
+fn keep_holds_the_key_until_acquired_plus_keep_without_delaying_the_exit() {
+    let case = Case::new("keep_holds_the_key");
+    let start = Instant::now();
+    let out = case.run(&["run", "k", "--keep", "5s", "--", "sh", "-c", "sleep 0.1; exit 3"]);
+    let took = start.elapsed();
+    out.expect_code(3);
+    out.check("exit not delayed by --keep (under 4 s)", true, took < Duration::from_secs(4));
+    out.check("no `lock released`", false, out.has_log("lock released"));
+    let kept = out.log("lock kept until --keep ends");
+    let held = item(&case, "k");
+    let keep_until = acquired_ns(&held) + 5_000_000_000;
+    out.check("expire is acquired + 5 s", keep_until, held.expire_ns);
+    out.check("logged expire", json!(lock::rfc3339_ns(keep_until)), kept["expire"].clone());
+    out.check(
+        "ttl counts from the keep instant",
+        Some((keep_until / 1_000_000_000 + DEFAULT_RETAIN_S) as i64),
+        held.ttl,
+    );
+
+    // Meanwhile the key is held: another run does not run its command.
+    if now_ns() + 500_000_000 < keep_until {
+        let (second, ran) = try_run(&case, &[]);
+        second.expect_code(9);
+        second.check("second run's command ran during --keep", false, ran);
+        case.run(&["status", "k"]).expect_code(3);
+    }
+    // Once the keep instant has passed, the key is free.
+    while now_ns() < keep_until + 200_000_000 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    case.run(&["status", "k"]).expect_state("free");
+    let (third, ran) = try_run(&case, &[]);
+    third.expect_code(0);
+    third.check("third run's command ran after --keep", true, ran);
+}
+
+#[test]
+fn keep_shorter_than_the_command_releases_at_once() {
+    let case = Case::new("keep_shorter_than_the_command");
+    let out = case.run(&["run", "k", "--keep", "100ms", "--", "sh", "-c", "sleep 0.5"]);
+    out.expect_code(0);
+    out.check("released", true, out.has_log("lock released"));
+    case.run(&["status", "k"]).expect_state("free");
+}
+
+#[test]
+fn owner_id_reclaims_a_crashed_holder_s_lock_at_once_and_only_for_that_id() {
+    let case = Case::new("owner_id_reclaims");
+    let mut holder =
+        case.spawn(&["run", "k", "--owner", "job-1", "--", "sh", "-c", &case.holding_script("started", "release")]);
+    holder.wait_for_line(&case.path("started"), WAIT);
+    signal(holder.pid(), libc::SIGKILL);
+    holder.wait(WAIT).expect_death_by(libc::SIGKILL);
+    let crashed = item(&case, "k");
+    assert!(crashed.expire_ns > now_ns() + 30_000_000_000, "the crashed holder's lease runs on: {crashed:?}");
+    assert_eq!(crashed.owner_id.as_deref(), Some("job-1"));
+
+    let (other, ran) = try_run(&case, &["--owner", "job-2"]);
+    other.expect_code(9);
+    other.check("another id's command ran", false, ran);
+
+    let mut env = case.env();
+    env.insert("LOCK_EXEC_OWNER_ID", "job-1".into());
+    let start = Instant::now();
+    let script = case.marker_script();
+    let args = ["-t", case.table(), "run", "k", "--locked-exit-code", "9", "--", "sh", "-c", &script];
+    let same = case.spawn_raw(&args, env).wait(WAIT);
+    same.expect_code(0);
+    same.check("the same id's command ran", true, case.exists("marker"));
+    same.check("at once (under 10 s, not after the 60 s lease)", true, start.elapsed() < Duration::from_secs(10));
+    let fence = same.log("lock acquired")["fence"].as_u64();
+    same.check("a new acquisition: the fence went up", crashed.fence.map(|f| f + 1), fence);
+    let released = item(&case, "k");
+    same.check("the release removes the id", None, released.owner_id);
+}
+
+/// Two live runs with one id: the second takes the lock over, and the first loses it at its next renewal
+/// (its per-process token no longer matches), stops its command and exits 75.
+#[test]
+fn a_second_live_run_with_the_same_owner_id_takes_over_and_the_first_exits_75() {
+    let case = Case::new("same_owner_id_live");
+    let mut first = case.spawn(&[
+        "run",
+        "k",
+        "-e",
+        "3s",
+        "--owner",
+        "job-1",
+        "--",
+        "sh",
+        "-c",
+        &case.holding_script("started", "release"),
+    ]);
+    first.wait_for_line(&case.path("started"), WAIT);
+    let script = format!("echo $LOCK_EXEC_FENCE > '{}'", case.file("second"));
+    let second = case.run(&["run", "k", "--owner", "job-1", "--", "sh", "-c", &script]);
+    second.expect_code(0);
+    let first = first.wait(WAIT);
+    first.expect_code(75);
+    first.check("lock lost", true, first.has_log("lock lost"));
+}
+
+#[test]
+fn limit_3_runs_at_most_3_commands_at_once_and_all_10_with_wait() {
+    let case = Case::new("limit_3");
+    let events = case.file("events");
+    let script = format!(
+        "echo \"S $(date +%s%N) $LOCK_EXEC_SLOT $LOCK_EXEC_KEY\" >> '{events}'; sleep 2; echo \"E $(date +%s%N)\" >> '{events}'"
+    );
+    let running: Vec<_> = (0..10)
+        .map(|_| case.spawn(&["run", "k", "--limit", "3", "--wait", "120s", "--", "sh", "-c", &script]))
+        .collect();
+    let outs: Vec<Outcome> = running.into_iter().map(|r| r.wait(Duration::from_secs(180))).collect();
+    for out in &outs {
+        out.expect_code(0);
+    }
+    let text = std::fs::read_to_string(case.path("events")).expect("the events file");
+    let mut events: Vec<(i128, i32)> = Vec::new();
+    let mut slots = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let at: i128 = fields.get(1).and_then(|t| t.parse().ok()).unwrap_or_else(|| panic!("bad line {line:?}"));
+        match fields[0] {
+            "S" => {
+                events.push((at, 1));
+                slots.push(fields.get(2).copied().unwrap_or("").to_owned());
+                assert_eq!(fields.get(3).copied(), Some("k"), "LOCK_EXEC_KEY is the key as given: {line:?}");
+            }
+            _ => events.push((at, -1)),
+        }
+    }
+    assert_eq!(slots.len(), 10, "every run started its command once:\n{text}");
+    assert!(slots.iter().all(|s| ["0", "1", "2"].contains(&s.as_str())), "LOCK_EXEC_SLOT in 0..3: {slots:?}");
+    // Ends before starts at the same instant: a slot is released only after its command ended.
+    events.sort_by_key(|&(at, delta)| (at, delta));
+    let (mut now, mut most) = (0, 0);
+    for (_, delta) in &events {
+        now += delta;
+        most = most.max(now);
+    }
+    assert!(most <= 3, "{most} commands ran at once:\n{text}");
+    assert!(most >= 2, "the slots never ran side by side (at most {most} at once):\n{text}");
+    for slot in 0..3 {
+        assert!(case.item(&format!("k#{slot}")).is_some(), "slot item k#{slot}");
+    }
+    assert_eq!(case.item("k#3"), None, "no fourth slot");
+    assert_eq!(case.item("k"), None, "--limit 3 does not use the plain key");
+}
+
+#[test]
+fn the_release_records_the_last_run_and_status_shows_it() {
+    let case = Case::new("last_run_record");
+    let before = now_ns();
+    case.run(&["run", "k", "--", "sh", "-c", "sleep 0.3; exit 4"]).expect_code(4);
+    let after = now_ns();
+    let out = case.run(&["status", "k"]);
+    out.expect_code(0);
+    let json = out.stdout_json();
+    out.check("last_exit_code", json!(4), json["last_exit_code"].clone());
+    out.check("last_host", json!(host_name()), json["last_host"].clone());
+    let time = |field: &str| json[field].as_str().and_then(lock::parse_rfc3339_ns);
+    let (started, finished) = (time("last_started"), time("last_finished"));
+    let in_run = |t: Option<i128>| t.is_some_and(|t| (before..=after).contains(&t));
+    out.check("last_started within the run", true, in_run(started));
+    out.check("last_finished within the run", true, in_run(finished));
+    let duration = json["last_duration_ms"].as_i64().unwrap_or(-1);
+    out.check("last_duration_ms from 300 ms, under 30 s", true, (300..30_000).contains(&duration));
+    out.check(
+        "last_duration_ms is finished - started",
+        Some(i128::from(duration)),
+        started.zip(finished).map(|(s, f)| (f - s) / 1_000_000),
+    );
+
+    let text = case.run(&["status", "--log-format", "text", "k"]);
+    text.check("text status shows the last exit code", true, text.stdout.lines().any(|l| l == "last_exit_code   4"));
+
+    // A second run replaces the record.
+    case.run(&["run", "k", "true"]).expect_code(0);
+    let json = case.run(&["status", "k"]).stdout_json();
+    assert_eq!(json["last_exit_code"], json!(0), "{json}");
+}
+
+#[test]
+fn every_write_sets_ttl_to_the_lease_end_or_release_plus_the_retention() {
+    let case = Case::new("ttl_on_every_write");
+    // acquire (and renewals): the lease end plus 720 h
+    let mut running =
+        case.spawn(&["run", "k", "-e", "3s", "--", "sh", "-c", &case.holding_script("started", "release")]);
+    running.wait_for_line(&case.path("started"), WAIT);
+    let held = item(&case, "k");
+    assert_eq!(held.ttl.map(i128::from), Some(held.expire_ns / 1_000_000_000 + DEFAULT_RETAIN_S), "{held:?}");
+    // a renewal (every second with -e 3s) moves it with the lease
+    assert!(
+        eventually(WAIT, || item(&case, "k").expire_ns > held.expire_ns),
+        "no renewal within 30 s: {:?}",
+        case.item("k")
+    );
+    let renewed = item(&case, "k");
+    assert_eq!(renewed.ttl.map(i128::from), Some(renewed.expire_ns / 1_000_000_000 + DEFAULT_RETAIN_S));
+    // release: the release time plus 720 h
+    let before = now_ns();
+    case.release("release");
+    running.wait(WAIT).expect_code(0);
+    expect_ttl_between("after a run", &item(&case, "k"), before, now_ns(), DEFAULT_RETAIN_S);
+
+    // --retain 1h, through the flag and the variable
+    let before = now_ns();
+    case.run(&["run", "k", "--retain", "1h", "true"]).expect_code(0);
+    expect_ttl_between("after a run with --retain 1h", &item(&case, "k"), before, now_ns(), HOUR);
+    let mut env = case.env();
+    env.insert("LOCK_EXEC_RETAIN", "2h".into());
+    let before = now_ns();
+    case.run_env(&["run", "k", "true"], env).expect_code(0);
+    expect_ttl_between("after a run with LOCK_EXEC_RETAIN=2h", &item(&case, "k"), before, now_ns(), 2 * HOUR);
+
+    // unlock
+    let before = now_ns();
+    case.run(&["unlock", "k", "--retain", "3h"]).expect_code(0);
+    expect_ttl_between("after unlock", &item(&case, "k"), before, now_ns(), 3 * HOUR);
+
+    // a --keep release: the keep instant plus the retention
+    case.run(&["run", "k", "--keep", "10m", "--retain", "1h", "true"]).expect_code(0);
+    let kept = item(&case, "k");
+    let until = acquired_ns(&kept) + 600_000_000_000;
+    assert_eq!(kept.ttl.map(i128::from), Some(until / 1_000_000_000 + HOUR), "{kept:?}");
+}
+
+#[test]
+fn an_item_of_the_go_tool_gets_a_ttl_only_when_lock_exec_writes_it() {
+    let case = Case::new("go_item_ttl");
+    case.put_go_item("k", 1);
+    case.run(&["status", "k"]).expect_state("free");
+    assert_eq!(item(&case, "k").ttl, None, "status does not write");
+    case.run(&["run", "k", "true"]).expect_code(0);
+    assert!(item(&case, "k").ttl.is_some());
+}
+
+#[test]
+fn bad_cron_options_are_usage_errors_and_nothing_runs() {
+    let case = Case::new("bad_cron_options");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--keep", "5x"], "--keep"),
+        (&["--wait", "soon"], "--wait"),
+        (&["--limit", "0"], "--limit"),
+        (&["--limit", "-1"], "--limit"),
+        (&["--retain", "30m"], "--retain"),
+        (&["--owner", ""], "--owner"),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec!["-t", case.table(), "run", "k"];
+        args.extend_from_slice(flags);
+        let out = case.run_not_started(&args, case.env());
+        out.expect_code(64);
+        out.expect_stderr_contains(expected);
+    }
+    let mut env = case.env();
+    env.insert("LOCK_EXEC_RETAIN", "59m".into());
+    let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
+    out.expect_code(64);
+    out.expect_stderr_contains("--retain");
+    assert_eq!(case.item("k"), None, "nothing was written");
+}
