@@ -60,6 +60,8 @@ pub enum Error {
     LockLost(String),
     /// Something inside lock-exec failed that should not have (a thread panicked before the command started).
     Internal(String),
+    /// Standard output could not be written (not a broken pipe, which ends the output quietly).
+    Output(io::Error),
     /// A thread lock-exec needs could not be created (a process or thread limit); nothing was run.
     Thread {
         /// The thread's job, e.g. `lease renewals`.
@@ -178,6 +180,7 @@ impl Error {
             Error::LockLost(_) => Exit::LockLost,
             Error::Thread { .. } => Exit::OsError,
             Error::Internal(_) => Exit::Software,
+            Error::Output(_) => Exit::OutputError,
         }
     }
 
@@ -222,6 +225,7 @@ impl fmt::Display for Error {
             Error::LockLost(message) => write!(f, "lock lost: {message}"),
             Error::Thread { what, .. } => write!(f, "cannot create the thread for {what}; nothing was run"),
             Error::Internal(message) => write!(f, "internal error: {message}"),
+            Error::Output(e) => write!(f, "cannot write to standard output: {e}"),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | 69 | DynamoDB unreachable, or throttled / failing after retries |
 //! | 70 | an unexpected answer from DynamoDB (a bug on one side) |
 //! | 71 | a thread lock-exec needs, or the command's process, could not be created (a process limit); nothing was run |
+//! | 74 | standard output could not be written (a full disk, a closed stdout); a reader that went away is not an error |
 //! | 75 | the lock was lost while the command ran; the command was stopped |
 //! | 77 | access denied, or credentials rejected |
 //! | 78 | configuration: no credentials, no region, a bad profile file, the table missing |
@@ -40,6 +41,8 @@ pub enum Exit {
     Software,
     /// 71: an operating-system resource (a thread, a process) could not be had.
     OsError,
+    /// 74: standard output could not be written.
+    OutputError,
     /// 75: the lock was lost during the run.
     LockLost,
     /// 77: access denied or credentials rejected.
@@ -65,6 +68,7 @@ impl Exit {
             Exit::Software => 70,
             Exit::OsError => 71,
             Exit::Signaled(signal) => (128 + signal).clamp(0, 255) as u8,
+            Exit::OutputError => 74,
             Exit::LockLost => 75,
             Exit::Denied => 77,
             Exit::Config => 78,

@@ -19,6 +19,7 @@ pub mod exit;
 pub mod lease;
 pub mod lock;
 pub mod log;
+pub mod output;
 pub mod process;
 pub mod random;
 pub mod supervise;

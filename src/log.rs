@@ -166,9 +166,39 @@ pub fn escape_controls(text: &str, style: Escape) -> String {
     out
 }
 
+/// The most bytes of display text (a command line, a host name) lock-exec stores in an item or puts in a log
+/// field: a 480 KB command line must neither make the item too large for DynamoDB nor every log line huge.
+pub const DISPLAY_LIMIT: usize = 1024;
+
+/// `text` cut to at most [`DISPLAY_LIMIT`] bytes on a character boundary, with a marker giving the original
+/// length (`... [480000 bytes]`); unchanged when it fits.
+pub fn clip_display(text: &str) -> String {
+    if text.len() <= DISPLAY_LIMIT {
+        return text.to_owned();
+    }
+    let marker = format!("... [{} bytes]", text.len());
+    let mut end = DISPLAY_LIMIT - marker.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{marker}", &text[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_text_is_clipped_on_a_character_boundary_with_its_length() {
+        assert_eq!(clip_display("echo hi"), "echo hi");
+        let exact = "x".repeat(DISPLAY_LIMIT);
+        assert_eq!(clip_display(&exact), exact);
+        let long = "é".repeat(300_000);
+        let clipped = clip_display(&long);
+        assert!(clipped.len() <= DISPLAY_LIMIT, "{}", clipped.len());
+        assert!(clipped.ends_with("... [600000 bytes]"), "{}", &clipped[clipped.len() - 30..]);
+        assert!(clipped.starts_with("éé"));
+    }
     use std::time::Duration;
 
     const NOW: Duration = Duration::from_millis(1_700_000_000_250);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use lock_exec::cli::{self, Command, Topic};
 use lock_exec::log::Logger;
-use lock_exec::{Env, Exit, commands, error_chain};
+use lock_exec::{Env, Exit, commands, error_chain, output};
 use signal_hook::iterator::Signals;
 
 const USAGE: &str = "\
@@ -127,19 +127,19 @@ fn main() -> ExitCode {
     let command = match cli::parse_from(std::env::args_os().skip(1), &env) {
         Ok(command) => command,
         Err(e) => {
-            eprintln!("lock-exec: {}\nRun 'lock-exec --help' for usage.", error_chain(&e));
+            output::error_line(&format!("lock-exec: {}\nRun 'lock-exec --help' for usage.", error_chain(&e)));
             return ExitCode::from(e.exit().code());
         }
     };
     let (log, result) = match command {
         Command::Version => {
-            println!("lock-exec {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
+            return finish_output(
+                output::print(&format!("lock-exec {}\n", env!("CARGO_PKG_VERSION"))).map(|()| Exit::Success),
+            );
         }
         Command::Help(topic) => {
-            print!(
-                "{}",
-                match topic {
+            return finish_output(
+                output::print(match topic {
                     None => USAGE,
                     Some(Topic::Run) => RUN_USAGE,
                     Some(Topic::Unlock) => UNLOCK_USAGE,
@@ -148,9 +148,9 @@ fn main() -> ExitCode {
                     Some(Topic::Table) => TABLE_USAGE,
                     Some(Topic::Doctor) => DOCTOR_USAGE,
                     Some(Topic::Completion) => COMPLETION_USAGE,
-                }
+                })
+                .map(|()| Exit::Success),
             );
-            return ExitCode::SUCCESS;
         }
         Command::Run(common, args) => {
             // Before any thread starts, every signal the run catches is blocked (pending, not acted on), in this
@@ -160,11 +160,13 @@ fn main() -> ExitCode {
             let signals = match blocked.and_then(|()| Signals::new(std::iter::empty::<i32>())) {
                 Ok(signals) => signals,
                 Err(e) => {
-                    eprintln!("lock-exec: cannot register signal handlers: {e}");
+                    output::error_line(&format!("lock-exec: cannot register signal handlers: {e}"));
                     return ExitCode::from(Exit::Software.code());
                 }
             };
-            let log = logger(&common).with("key", args.key.clone()).with("command", args.display.clone());
+            let log = logger(&common)
+                .with("key", args.key.clone())
+                .with("command", lock_exec::log::clip_display(&args.display));
             let result = commands::run(&common, &args, &env, signals, &log);
             (log, result)
         }
@@ -195,7 +197,7 @@ fn main() -> ExitCode {
             let result = commands::doctor(&common, &env, &log);
             (log, result)
         }
-        Command::Completion(shell) => return ExitCode::from(commands::completion(shell).code()),
+        Command::Completion(shell) => return finish_output(commands::completion(shell)),
     };
     // lock-exec exits below, whatever the result: a credential_process helper still running in a thread that
     // is not waited for (a refresh during the lease) must not outlive it.
@@ -235,6 +237,18 @@ fn kill_helpers_on_signals() {
             std::process::exit(128 + signal);
         }
     });
+}
+
+/// The exit code of a command that only prints (version, help, completion); a failed write is one line on
+/// stderr and exit 74.
+fn finish_output(result: Result<Exit, lock_exec::Error>) -> ExitCode {
+    match result {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(e) => {
+            output::error_line(&format!("lock-exec: {}", error_chain(&e)));
+            ExitCode::from(e.exit().code())
+        }
+    }
 }
 
 fn logger(common: &cli::Common) -> Logger {

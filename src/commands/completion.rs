@@ -2,6 +2,7 @@
 //! (durations, log formats, shells), written from one table so the three shells offer the same.
 
 use crate::cli::Shell;
+use crate::error::Error;
 use crate::exit::Exit;
 
 /// What a flag takes.
@@ -96,9 +97,9 @@ fn flags() -> impl Iterator<Item = &'static Flag> {
 }
 
 /// `completion`: print the script.
-pub fn completion(shell: Shell) -> Exit {
-    print!("{}", script(shell));
-    Exit::Success
+pub fn completion(shell: Shell) -> Result<Exit, Error> {
+    crate::output::print(&script(shell))?;
+    Ok(Exit::Success)
 }
 
 /// The completion script for `shell`.

@@ -47,17 +47,24 @@ impl Verdict {
 struct Report {
     format: LogFormat,
     failed: bool,
+    /// The first failure to write standard output (exit 74 once the checks are done).
+    output: Option<Error>,
 }
 
 impl Report {
     /// Prints one line at once (a check that hangs shows which one).
     fn line(&mut self, check: &str, verdict: Verdict, detail: &str, fields: &[(&str, Value)]) {
         self.failed |= verdict == Verdict::Fail;
-        print!("{}", format_line(self.format, check, verdict, detail, fields));
+        if let Err(e) = crate::output::print(&format_line(self.format, check, verdict, detail, fields)) {
+            self.output.get_or_insert(e);
+        }
     }
 
-    fn exit(&self) -> Exit {
-        if self.failed { Exit::ChecksFailed } else { Exit::Success }
+    fn exit(&mut self) -> Result<Exit, Error> {
+        if let Some(e) = self.output.take() {
+            return Err(e);
+        }
+        Ok(if self.failed { Exit::ChecksFailed } else { Exit::Success })
     }
 }
 
@@ -84,7 +91,7 @@ const NETWORK_CHECKS: [&str; 5] = ["dynamodb", "table", "ttl", "write", "clock"]
 
 /// `doctor`: run every check, print one line each.
 pub fn doctor(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
-    let mut report = Report { format: common.log_format, failed: false };
+    let mut report = Report { format: common.log_format, failed: false, output: None };
     let aws = match Aws::resolve_steps(common, env) {
         Ok(aws) => aws,
         Err(unresolved) => {
@@ -106,7 +113,7 @@ pub fn doctor(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
             for check in NETWORK_CHECKS {
                 report.line(check, Verdict::Skip, "needs the checks above", &[]);
             }
-            return Ok(report.exit());
+            return report.exit();
         }
     };
     aws.log_endpoints(log);
@@ -122,7 +129,7 @@ pub fn doctor(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
         for check in NETWORK_CHECKS {
             report.line(check, Verdict::Skip, "no credentials", &[]);
         }
-        return Ok(report.exit());
+        return report.exit();
     }
     let table = common.table.as_str();
     let described = client.call_dated("DescribeTable", &json!({ "TableName": table }));
@@ -130,7 +137,7 @@ pub fn doctor(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
         for check in &NETWORK_CHECKS[1..] {
             report.line(check, Verdict::Skip, "DynamoDB not reachable", &[]);
         }
-        return Ok(report.exit());
+        return report.exit();
     }
     let table_exists = check_table(&described.result, table, &aws.region, &mut report);
     if table_exists == Some(false) {
@@ -141,7 +148,7 @@ pub fn doctor(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
         check_write(&client, table, env.now(), &mut report);
     }
     check_clock(&described, &mut report);
-    Ok(report.exit())
+    report.exit()
 }
 
 /// `credentials`: the source and its expiry; false when there are none.

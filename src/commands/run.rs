@@ -68,9 +68,9 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
     let owner = Owner {
         token: crate::random::token128(),
         id: args.owner_id.clone(),
-        host: host_name(env),
+        host: crate::log::clip_display(&host_name(env)),
         pid: std::process::id(),
-        command: args.display.clone(),
+        command: crate::log::clip_display(&args.display),
     };
     let setup = Setup {
         common: common.clone(),

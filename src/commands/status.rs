@@ -64,6 +64,6 @@ pub fn status(common: &Common, key: &str, env: &Env, log: &Logger) -> Result<Exi
             })
             .collect(),
     };
-    print!("{text}");
+    crate::output::print(&text)?;
     Ok(if state == "held" { Exit::Held } else { Exit::Success })
 }

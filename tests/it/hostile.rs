@@ -1,0 +1,143 @@
+//! Hostile inputs and environments: huge command lines, closed and full standard output, the order of a spawn
+//! failure's log lines, keys at the size limit, control characters, thousands of variables, a deleted working
+//! directory.
+
+use std::fs::File;
+use std::process::{Command, Stdio};
+
+use crate::support::{Case, now_ns};
+
+/// `lock-exec ARGS...` with the case's environment and working directory, stdin from /dev/null.
+fn command(case: &Case, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lock-exec"));
+    command.args(args).env_clear().envs(case.env()).current_dir(&case.dir.path).stdin(Stdio::null());
+    command
+}
+
+#[test]
+fn a_huge_command_line_runs_and_is_stored_and_logged_clipped() {
+    let case = Case::new("huge_command");
+    // Four 120 KB arguments, as xargs-built command lines can be: the item would exceed DynamoDB's 400 KB.
+    let big = "a".repeat(120_000);
+    let out = case.run(&["run", "k", "--", "true", &big, &big, &big, &big]);
+    out.expect_code(0);
+    let item = case.item("k").expect("the item exists after the run");
+    let stored = item.command.expect("the command is stored");
+    out.check("stored command at most 1 KiB", true, stored.len() <= 1024);
+    let marker = stored.rsplit_once("... [").map(|(_, tail)| tail.to_owned()).unwrap_or_default();
+    out.check("the marker gives the original length", true, marker.ends_with(" bytes]") && marker.len() > 10);
+    let longest = out.stderr.lines().map(str::len).max().unwrap_or(0);
+    out.check("every log line stays short", true, longest < 4096);
+    out.check("log lines say what ran", true, out.messages().contains(&"command succeeded".to_owned()));
+}
+
+#[test]
+fn status_into_a_closed_pipe_keeps_its_exit_code_and_does_not_panic() {
+    let case = Case::new("status_closed_pipe");
+    case.put_go_item("held", now_ns() + 600_000_000_000);
+    for (key, code) in [("never", 0), ("held", 3)] {
+        let mut child = command(&case, &["-t", case.table(), "status", key])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lock-exec");
+        drop(child.stdout.take()); // the reader is gone before lock-exec writes
+        let out = child.wait_with_output().expect("wait for lock-exec");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "status {key} into a closed pipe; stderr: {stderr}");
+        assert!(!stderr.contains("panicked"), "no panic: {stderr}");
+    }
+}
+
+#[test]
+fn printing_commands_into_a_full_disk_exit_74_with_one_line() {
+    let case = Case::new("dev_full");
+    case.put_go_item("k", now_ns() + 600_000_000_000); // something for status and list to print
+    let table = case.table().to_owned();
+    let cases: [&[&str]; 5] =
+        [&["-t", &table, "status", "k"], &["-t", &table, "list"], &["version"], &["--help"], &["completion", "bash"]];
+    for args in cases {
+        let full = File::options().write(true).open("/dev/full").expect("open /dev/full");
+        let out = command(&case, args).stdout(full).stderr(Stdio::piped()).output().expect("run lock-exec");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(74), "{args:?} into /dev/full; stderr: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line on stderr: {stderr}");
+        assert!(lines[0].contains("cannot write to standard output"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_command_that_cannot_start_logs_why_before_the_release() {
+    let case = Case::new("spawn_failure_order");
+    let out = case.run(&["run", "k", "--", "/nonexistent/command"]);
+    out.expect_code(127);
+    let messages = out.messages();
+    let error = messages.iter().position(|m| m.contains("command not found"));
+    let released = messages.iter().position(|m| m == "lock released");
+    out.check("the error comes before the release", true, matches!((error, released), (Some(e), Some(r)) if e < r));
+}
+
+#[test]
+fn keys_are_limited_in_bytes_not_characters() {
+    let case = Case::new("key_bytes");
+    let fits = "é".repeat(1024); // 2048 bytes
+    let out = case.run(&["run", &fits, "--", "true"]);
+    out.expect_code(0);
+    out.check("the item of the longest key", true, case.item(&fits).is_some());
+    let over = format!("{fits}x"); // 2049 bytes, 1025 characters
+    let out = case.run_not_started(&["-t", case.table(), "run", &over], case.env());
+    out.expect_code(64);
+    out.expect_stderr_contains("2048");
+}
+
+#[test]
+fn control_characters_in_key_and_command_are_escaped_in_text_logs() {
+    let case = Case::new("control_chars");
+    let out = case.run(&["--log-format", "text", "run", "a\x1b[31mb", "--", "true", "\x1b]0;title\x07"]);
+    out.expect_code(0);
+    out.check("no raw ESC on stderr", false, out.stderr.contains('\x1b'));
+    out.check("ESC shown escaped", true, out.stderr.contains("\\x1b[31m"));
+}
+
+#[test]
+fn thousands_of_variables_reach_the_command() {
+    let case = Case::new("many_vars");
+    let marker = case.file("count");
+    let script = format!("env | grep -c '^MANY_' > '{marker}'");
+    let out = case.run_with(&["-t", case.table(), "run", "k", "--", "sh", "-c", &script], |env| {
+        for i in 0..5000 {
+            env.insert(Box::leak(format!("MANY_{i}").into_boxed_str()), format!("value-{i}"));
+        }
+    });
+    out.expect_code(0);
+    let count = std::fs::read_to_string(&marker).expect("the command counted its variables");
+    out.check("variables the command saw", "5000", count.trim());
+}
+
+#[test]
+fn a_deleted_working_directory_still_runs_the_command() {
+    let case = Case::new("deleted_cwd");
+    let gone = case.path("gone");
+    std::fs::create_dir(&gone).expect("create the directory to delete");
+    // The shell enters the directory, deletes it, then becomes lock-exec with that working directory.
+    let script = format!(
+        "cd '{}' && rmdir '{}' && exec \"$0\" -t \"$1\" run k -- sh -c 'echo ran'",
+        gone.display(),
+        gone.display()
+    );
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_lock-exec"))
+        .arg(case.table())
+        .env_clear()
+        .envs(case.env())
+        .current_dir(&case.dir.path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ran", "stderr: {stderr}");
+}
