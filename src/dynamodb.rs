@@ -79,6 +79,7 @@ impl<'a> Client<'a> {
     /// (see [`crate::aws::credentials::FETCH_ATTEMPTS`]), and retrying here too would multiply them.
     pub fn call_conditional(&self, operation: &str, body: &Value) -> Result<Conditional, Error> {
         let payload = body.to_string();
+        let first = Instant::now();
         let mut attempt = 1;
         loop {
             let credentials = self.signing_credentials()?;
@@ -107,10 +108,28 @@ impl<'a> Client<'a> {
                 );
             }
             if !retryable || attempt >= self.max_attempts {
-                return result;
+                return result.map_err(|e| self.explain(e, body, attempt, first));
             }
             std::thread::sleep(backoff(attempt));
             attempt += 1;
+        }
+    }
+
+    /// The final error of a call, with what the user needs next: a missing table names the table, region and
+    /// endpoint; an unreachable endpoint says how many attempts were made over how long.
+    fn explain(&self, error: Error, body: &Value, attempts: u32, first: Instant) -> Error {
+        match error {
+            Error::Service(mut e) if e.kind() == ServiceErrorKind::ResourceNotFound => {
+                let table = body["TableName"].as_str().unwrap_or("?");
+                e.message =
+                    format!("{}: table {table:?} in region {} at {}", e.message, self.ctx.region, self.endpoint);
+                Error::Service(e)
+            }
+            Error::Transport { target, source } if attempts > 1 => Error::Transport {
+                target: format!("{target} ({attempts} attempts in {:.1} s)", first.elapsed().as_secs_f64()),
+                source,
+            },
+            other => other,
         }
     }
 

@@ -166,7 +166,14 @@ impl Http {
                 Some(proxy) => format!("{} at {shown_url} through proxy {proxy}", request.target),
                 None => format!("{} at {shown_url}", request.target),
             },
-            source: Box::new(source),
+            source: match source {
+                // ureq says `timeout: global`: say what it means.
+                ureq::Error::Timeout(_) => Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {:.1} s", request.timeout.as_secs_f64()),
+                )),
+                other => Box::new(other),
+            },
         };
         let mut builder = http_request(request.method, &url)
             .map_err(|e| Error::Config(format!("invalid URL for {}: {shown_url:?}: {e}", request.target)))?;

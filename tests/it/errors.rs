@@ -27,6 +27,9 @@ fn missing_table_exits_78_naming_resource_not_found() {
     let case = Case::new("missing_table");
     let out = run_fails(&case, &["-t", "no-such-table-lock-exec-it"], "k", case.env(), 78);
     out.expect_stderr_contains("ResourceNotFoundException");
+    // The table may come silently from LOCK_EXEC_TABLE or a wrong region: the error names all three.
+    let named = "table \"no-such-table-lock-exec-it\" in region us-east-1 at http://127.0.0.1:";
+    out.check("the error names table, region, endpoint", true, out.messages().iter().any(|m| m.contains(named)));
     out.check("error line", true, out.logs().iter().any(|l| l["level"] == "error" && l["exit_code"] == 78));
 }
 
@@ -74,4 +77,21 @@ fn unreachable_endpoint_exits_69() {
     env.insert("AWS_ENDPOINT_URL", "http://127.0.0.1:1".into());
     let out = run_fails(&case, &["-t", case.table()], "k", env, 69);
     out.expect_stderr_contains("cannot reach dynamodb");
+}
+
+#[test]
+fn a_server_that_never_answers_is_named_with_the_wait_and_the_attempts() {
+    let case = Case::new("never_answers");
+    // Bound but never accepted: the kernel completes the handshake, nothing ever answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a silent port");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", url.clone());
+    env.insert("AWS_MAX_ATTEMPTS", "2".into());
+    let out = case.spawn_raw(&["-t", case.table(), "status", "k"], env).wait(std::time::Duration::from_secs(40));
+    out.expect_code(69);
+    out.expect_stderr_contains(&format!("cannot reach dynamodb at {url}/ (2 attempts in "));
+    out.expect_stderr_contains("no answer within 5.0 s");
+    out.check("no library wording", false, out.stderr.contains("timeout: global"));
+    drop(listener);
 }
