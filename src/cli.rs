@@ -172,6 +172,8 @@ pub struct Run {
     pub owner_id: Option<String>,
     /// `--limit`: at most this many holders at once (slot items `KEY#0`..); 1 is the plain `KEY`.
     pub limit: u32,
+    /// The shell syntax a single COMMAND string holds (split on whitespace, no shell), for a warning.
+    pub shell_syntax: Option<&'static str>,
 }
 
 /// `unlock`'s arguments.
@@ -442,6 +444,7 @@ fn run(
     let mut rest = rest.into_iter();
     let key = validate_key(rest.next().ok_or_else(|| Error::Usage("run: missing KEY".into()))?)?;
     let command: Vec<OsString> = rest.collect();
+    let mut shell_syntax = None;
     let (argv, display) = match (command.len(), after_dashes) {
         (0, Some(argv)) => {
             if argv.is_empty() {
@@ -463,6 +466,7 @@ fn run(
             let argv: Vec<OsString> = if flags.shell {
                 vec!["/bin/sh".into(), "-c".into(), text.clone().into()]
             } else {
+                shell_syntax = shell_syntax_in(&text);
                 text.split_whitespace().map(OsString::from).collect()
             };
             if text.trim().is_empty() {
@@ -523,7 +527,27 @@ fn run(
         kill_after,
         wait_descendants: flags.wait_descendants,
         clean_env_aws: flags.clean_env_aws,
+        shell_syntax,
     })
+}
+
+/// The first shell construct in a COMMAND string that, run without a shell, does not do what it seems to: a pipe,
+/// `&&`, `||`, `;`, a redirection, a command substitution, or a leading `cd` (a shell builtin).
+pub fn shell_syntax_in(text: &str) -> Option<&'static str> {
+    const CONSTRUCTS: [(&str, &str); 8] = [
+        ("&&", "&&"),
+        ("||", "||"),
+        ("|", "a pipe (|)"),
+        (";", ";"),
+        (">", "a redirection (>)"),
+        ("<", "a redirection (<)"),
+        ("$(", "a command substitution ($(...))"),
+        ("`", "a command substitution (`...`)"),
+    ];
+    if text.split_whitespace().next() == Some("cd") {
+        return Some("cd (a shell builtin)");
+    }
+    CONSTRUCTS.iter().find(|(needle, _)| text.contains(needle)).map(|(_, name)| *name)
 }
 
 #[cfg(test)]
@@ -532,6 +556,18 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Command, Error> {
         parse_from(args.iter().copied(), &Env::from_pairs::<&str, &str>(&[]))
+    }
+
+    #[test]
+    fn shell_syntax_in_a_command_string_is_named() {
+        assert_eq!(shell_syntax_in("echo hello | tr a-z A-Z > x.txt"), Some("a pipe (|)"));
+        assert_eq!(shell_syntax_in("cd /tmp && ls"), Some("cd (a shell builtin)"));
+        assert_eq!(shell_syntax_in("make && make test"), Some("&&"));
+        assert_eq!(shell_syntax_in("echo $(date)"), Some("a command substitution ($(...))"));
+        assert_eq!(shell_syntax_in("backup.sh --to /srv/backup"), None);
+        assert_eq!(run_of(&["run", "k", "a | b"]).shell_syntax, Some("a pipe (|)"));
+        assert_eq!(run_of(&["run", "k", "--shell", "a | b"]).shell_syntax, None);
+        assert_eq!(run_of(&["run", "k", "--", "sh", "-c", "a | b"]).shell_syntax, None);
     }
 
     fn run_of(args: &[&str]) -> Run {

@@ -43,6 +43,17 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
     let give_terminal = process::should_give_terminal();
     process::become_subreaper().map_err(|source| Error::Io { what: "the subreaper setting".into(), source })?;
     process::ignore_terminal_output_stops();
+    if let Some(construct) = args.shell_syntax {
+        // Kept as the Go tool had it (no shell), but said once: `a | b` would otherwise run `a` with `|` and `b`
+        // as its arguments without a word.
+        log.warn(
+            &format!(
+                "COMMAND holds shell syntax ({construct}) but runs without a shell, split on whitespace as the Go \
+                 tool did; use --shell to run it with /bin/sh -c, or -- PROGRAM ARGS"
+            ),
+            &[],
+        );
+    }
     if !process::proc_is_ours() && !process::is_pid1() {
         log.warn(
             "cannot see the command's descendants: /proc is missing or belongs to another PID namespace; only the \

@@ -23,7 +23,13 @@ pub fn unlock(common: &Common, args: &cli::Unlock, env: &Env, log: &Logger) -> R
         (Some(_), true) => "lock item deleted",
         (Some(_), false) => "lock force-released",
     };
-    let fields = previous.as_ref().map(|item| holder_fields(Some(item))).unwrap_or_default();
+    let mut fields = previous.as_ref().map(|item| holder_fields(Some(item))).unwrap_or_default();
+    let now_ns = lock::unix_ns(env.now());
+    if let Some(item) = previous.as_ref().filter(|item| item.owner.is_some() && lock::is_held(item, now_ns)) {
+        // The holder's lock-exec learns it at its next renewal: say so, and by when at the latest.
+        let by = lock::rfc3339_ns(item.expire_ns);
+        fields.push(("holder_stops", format!("at its next renewal, by {by} at the latest").into()));
+    }
     log.info(message, &fields);
     Ok(Exit::Success)
 }

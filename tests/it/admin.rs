@@ -33,6 +33,8 @@ fn unlock_clears_the_lease_and_keeps_the_item_and_fence() {
     out.expect_code(0);
     let line = out.log("lock force-released");
     out.check("previous holder", json!("it-host"), line["holder"].clone());
+    let stops = line["holder_stops"].as_str().unwrap_or_default();
+    out.check("says when the holder's command stops", true, stops.starts_with("at its next renewal, by 20"));
     let item = case.item("k").expect("unlock keeps the item");
     out.check("item (owner, expire, fence)", (None, 0, Some(fence)), (item.owner, item.expire_ns, item.fence));
     case.run(&["status", "k"]).expect_state("free");

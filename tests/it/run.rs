@@ -338,3 +338,20 @@ fn clean_env_aws_keeps_credentials_out_of_the_command() {
     clean.expect_code(0);
     clean.check("credential variables with --clean-env-aws", "region=us-east-1\nkey=k\n", clean.stdout.as_str());
 }
+
+#[test]
+fn a_command_string_with_shell_syntax_runs_without_a_shell_and_says_so_once() {
+    let case = Case::new("shell_syntax_warning");
+    let out = case.run(&["run", "k", "echo hello | tr a-z A-Z"]);
+    out.expect_code(0);
+    out.check("echo got the pipe as arguments", "hello | tr a-z A-Z", out.stdout.trim());
+    let warnings: Vec<String> = out.messages().into_iter().filter(|m| m.contains("shell syntax")).collect();
+    out.check("one warning naming the pipe and --shell", 1, warnings.len());
+    out.check(
+        "it names the pipe and --shell",
+        true,
+        warnings[0].contains("a pipe (|)") && warnings[0].contains("--shell"),
+    );
+    let plain = case.run(&["run", "k2", "echo hello"]);
+    plain.check("no warning for a plain command", false, plain.stderr.contains("shell syntax"));
+}
