@@ -81,11 +81,9 @@ impl Aws {
         if let Some(named_by) = named_by
             && profiles.selected().is_none()
         {
-            let (config, credentials) = profiles.paths_for_messages();
-            let error = Error::Config(format!(
-                "profile {:?} ({named_by}) is not in {config} or {credentials}",
-                profiles.selected_name(),
-            ));
+            let files = profiles.files_for_messages("or");
+            let error =
+                Error::Config(format!("profile {:?} ({named_by}) is not in {files}", profiles.selected_name(),));
             return Err(at(Step::Settings, None)(error));
         }
         // Before any request (the region may come from IMDS): proxies and every endpoint URL, used or not.

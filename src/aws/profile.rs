@@ -139,11 +139,20 @@ impl ProfileSet {
         self.selected().and_then(|p| p.get(key)).map(str::to_owned)
     }
 
-    /// The config and credentials file paths as text for messages (`(no home folder)` when unknown).
-    pub fn paths_for_messages(&self) -> (String, String) {
-        let text =
-            |path: Option<&Path>| path.map_or_else(|| "(no home folder)".to_owned(), |p| p.display().to_string());
-        (text(self.config_path()), text(self.credentials_path()))
+    /// The config and credentials files for messages, joined by `conjunction` (`and`, `or`); without a home
+    /// folder, says so instead of naming files that do not exist.
+    pub fn files_for_messages(&self, conjunction: &str) -> String {
+        match (self.config_path(), self.credentials_path()) {
+            (None, None) => "no shared config or credentials file (HOME is not set, nor AWS_CONFIG_FILE or \
+                             AWS_SHARED_CREDENTIALS_FILE)"
+                .to_owned(),
+            (config, credentials) => {
+                let text = |path: Option<&Path>| {
+                    path.map_or_else(|| "(none: HOME is not set)".to_owned(), |p| p.display().to_string())
+                };
+                format!("{} {conjunction} {}", text(config), text(credentials))
+            }
+        }
     }
 
     /// True when the selected profile was named with `--profile`: it then takes precedence over credentials in

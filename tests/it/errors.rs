@@ -95,3 +95,13 @@ fn a_server_that_never_answers_is_named_with_the_wait_and_the_attempts() {
     out.check("no library wording", false, out.stderr.contains("timeout: global"));
     drop(listener);
 }
+
+#[test]
+fn without_a_home_folder_the_error_says_so() {
+    let case = Case::new("no_home");
+    let mut env = case.env_without_credentials();
+    env.remove("HOME");
+    let out = run_fails(&case, &["-t", case.table()], "k", env, 78);
+    out.expect_stderr_contains("no shared config or credentials file (HOME is not set");
+    out.check("no made-up path", false, out.stderr.contains("(no home folder)"));
+}

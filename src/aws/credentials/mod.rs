@@ -292,10 +292,10 @@ pub fn select(ctx: &Context<'_>) -> Result<Source, Error> {
         let endpoint = imds::endpoint(env, &|key| ctx.profiles.value(key))?;
         return Ok(Source::Imds { endpoint, fallback: true });
     }
-    let (config, credentials) = ctx.profiles.paths_for_messages();
+    let files = ctx.profiles.files_for_messages("and");
     Err(Error::Config(format!(
-        "no credentials found: tried the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), profile {:?} in {config} \
-         and {credentials}, web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN), the container endpoint \
+        "no credentials found: tried the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), profile {:?} in \
+         {files}, web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN), the container endpoint \
          (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI / _FULL_URI); the instance metadata service is disabled \
          (AWS_EC2_METADATA_DISABLED=true)",
         ctx.profiles.selected_name(),
