@@ -10,6 +10,7 @@
 //! and replaces scheme, host and port (used to replay recorded exchanges with AWS hosts on 127.0.0.1).
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -143,7 +144,7 @@ impl Http {
                 Some(proxy) => format!("{} at {shown_url} through proxy {proxy}", request.target),
                 None => format!("{} at {shown_url}", request.target),
             },
-            source: Box::new(source),
+            source: transport_source(source),
         };
         let mut builder = http_request(request.method, &url)
             .map_err(|e| Error::Config(format!("invalid URL for {}: {shown_url:?}: {e}", request.target)))?;
@@ -200,7 +201,59 @@ impl Resolver for LocalResolver {
         for address in config.ip_family().keep_wanted(addresses.into_iter()).take(16) {
             result.push(address);
         }
-        if result.is_empty() { Err(ureq::Error::HostNotFound) } else { Ok(result) }
+        if result.is_empty() {
+            Err(Unresolved::error(bare_host(uri.host().unwrap_or_default()), None))
+        } else {
+            Ok(result)
+        }
+    }
+}
+
+/// A host name the system resolver found no address for. The message names the files the C library consulted,
+/// and says which are missing (a `FROM scratch` image often has neither; without `/etc/resolv.conf` the C library
+/// asks a name server on 127.0.0.1, which usually ends in its timeout).
+#[derive(Debug)]
+struct Unresolved {
+    host: String,
+    /// The resolver's own reason (`Name does not resolve`, `Try again`), when it gave one.
+    reason: Option<String>,
+    /// Which of `/etc/hosts` and `/etc/resolv.conf` were missing.
+    missing: Vec<&'static str>,
+}
+
+impl Unresolved {
+    /// The ureq error carrying it; [`transport_source`] takes it out again so the message has no `io:` prefix.
+    fn error(host: &str, reason: Option<String>) -> ureq::Error {
+        // The real files, not `Env`'s: they are what the C library read.
+        let missing = ["/etc/hosts", "/etc/resolv.conf"].into_iter().filter(|path| !Path::new(path).exists()).collect();
+        let unresolved = Unresolved { host: host.to_owned(), reason, missing };
+        ureq::Error::Io(std::io::Error::new(std::io::ErrorKind::NotFound, unresolved))
+    }
+}
+
+impl std::fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot resolve host {:?}: no address found in /etc/hosts or by DNS", self.host)?;
+        if !self.missing.is_empty() {
+            write!(f, " ({} missing)", self.missing.join(" and "))?;
+        }
+        match &self.reason {
+            Some(reason) => write!(f, ": {reason}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for Unresolved {}
+
+/// The source of a transport error: an [`Unresolved`] on its own (no `io:` prefix), any other error as it is.
+fn transport_source(error: ureq::Error) -> Box<dyn std::error::Error + Send + Sync> {
+    match error {
+        ureq::Error::Io(io) => match io.downcast::<Unresolved>() {
+            Ok(unresolved) => Box::new(unresolved),
+            Err(io) => Box::new(ureq::Error::Io(io)),
+        },
+        other => Box::new(other),
     }
 }
 
@@ -213,12 +266,24 @@ fn resolve_uri(uri: &ureq::http::Uri) -> Result<Vec<SocketAddr>, ureq::Error> {
     };
     let authority = uri.authority().ok_or_else(|| ureq::Error::BadUri("no host".into()))?;
     let port = authority.port_u16().unwrap_or(default_port);
-    let host = authority.host();
-    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let bare = bare_host(authority.host());
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
-    Ok((bare, port).to_socket_addrs()?.collect())
+    match (bare, port).to_socket_addrs() {
+        Ok(addresses) => Ok(addresses.collect()),
+        Err(e) => {
+            // std says "failed to lookup address information: REASON"; the message says the first part already.
+            let text = e.to_string();
+            let reason = text.strip_prefix("failed to lookup address information: ").unwrap_or(&text);
+            Err(Unresolved::error(bare, Some(reason.to_owned())))
+        }
+    }
+}
+
+/// A URI host without the brackets of an IPv6 literal.
+fn bare_host(host: &str) -> &str {
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
 }
 
 fn configure<S: ureq::AsSendBody>(
