@@ -11,6 +11,7 @@ mod lease;
 mod lock_protocol;
 mod proxy;
 mod run;
+mod static_binary;
 mod supervision;
 mod support;
 mod terminal;
