@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Release archives, reproducible from a clean checkout:
 #   scripts/dist.sh          dist/lock-exec-VERSION-{x86_64,aarch64}-linux-musl.tar.gz and dist/SHA256SUMS
-#   scripts/dist.sh verify   builds them twice more, from two fresh clones of HEAD in other directories, and
-#                            checks that all SHA256SUMS agree (full builds: several minutes)
+#   scripts/dist.sh verify   builds them twice more, from two fresh clones of HEAD in .tmp/dist-verify/ (kept when
+#                            they differ), and checks that all SHA256SUMS agree (full builds: several minutes)
 # Each archive holds lock-exec-VERSION-ARCH-linux-musl/{lock-exec,README.md,LICENSE}. The binaries come from
 # scripts/static.sh (paths remapped); the archives are normalized: names sorted, every mtime the commit's time
 # (SOURCE_DATE_EPOCH), owner and group 0, fixed modes, gzip without name or time stamp.
@@ -35,6 +35,7 @@ if [ "${1:-}" = verify ]; then
   else
     echo "reproducible: two clean builds of $commit in different directories gave identical archives:"
     cat "$work/a/dist/SHA256SUMS"
+    rm -rf "$work"
   fi
   exit "$status"
 fi
