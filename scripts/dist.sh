@@ -55,7 +55,8 @@ elif [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
   echo "not a git checkout: set SOURCE_DATE_EPOCH (the release's time, Unix seconds)" >&2
   exit 1
 fi
-export SOURCE_DATE_EPOCH
+# Not exported to the build: cc-rs would then rebuild ring (and what depends on it) whenever the variable changes,
+# and no C code in the build uses __DATE__ or __TIME__; `verify` would catch one that did.
 
 archs=(x86_64 aarch64)
 bins=()

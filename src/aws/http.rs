@@ -3,8 +3,9 @@
 //!
 //! ureq's agent holds its proxy, so there is one direct agent and one agent per proxy URL actually used, built
 //! when first needed; each keeps its connections alive. Names are resolved by [`LocalResolver`]: IP literals are
-//! parsed, other names resolved with the standard library on the calling thread. No thread is ever started here
-//! (lock-exec starts none after it has started the command).
+//! parsed, other names resolved with the standard library on the calling thread; a name that does not resolve is
+//! one error naming the host and the files consulted (`/etc/hosts`, `/etc/resolv.conf`, and which are missing). No
+//! thread is ever started here (lock-exec starts none after it has started the command).
 //!
 //! Tests can point every request at a local server with [`Http::redirect_to`], which keeps the path and query
 //! and replaces scheme, host and port (used to replay recorded exchanges with AWS hosts on 127.0.0.1).
@@ -347,6 +348,25 @@ mod tests {
             per_write: None,
         };
         LocalResolver.resolve(&uri, &config, timeout).map(|addrs| addrs.iter().copied().collect())
+    }
+
+    #[test]
+    fn unresolved_host_names_the_files_consulted() {
+        let unresolved = |reason: Option<&str>, missing: Vec<&'static str>| {
+            Unresolved { host: "db.internal".into(), reason: reason.map(str::to_owned), missing }.to_string()
+        };
+        let prefix = "cannot resolve host \"db.internal\": no address found in /etc/hosts or by DNS";
+        assert_eq!(unresolved(Some("Name does not resolve"), vec![]), format!("{prefix}: Name does not resolve"));
+        assert_eq!(unresolved(None, vec!["/etc/resolv.conf"]), format!("{prefix} (/etc/resolv.conf missing)"));
+        assert_eq!(
+            unresolved(Some("Try again"), vec!["/etc/hosts", "/etc/resolv.conf"]),
+            format!("{prefix} (/etc/hosts and /etc/resolv.conf missing): Try again")
+        );
+        // A transport error's source is the message itself, without ureq's `io:` prefix.
+        let source = transport_source(Unresolved::error("db.internal", None)).to_string();
+        assert!(source.starts_with(prefix), "{source}");
+        let other = transport_source(ureq::Error::Io(std::io::Error::other("reset"))).to_string();
+        assert_eq!(other, "io: reset");
     }
 
     #[test]
