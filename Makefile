@@ -9,11 +9,26 @@ build:
 release:
 	cargo build --locked --release
 
+# Static musl binaries: size, `file` and `ldd` lines; the aarch64 one is then run (under qemu-user here) for
+# --version and a lock cycle against a local emulator.
 static:
 	scripts/static.sh x86_64
 
 static-aarch64:
 	scripts/static.sh aarch64
+	scripts/static-check.sh aarch64
+
+.PHONY: dist dist-verify image
+# dist/lock-exec-VERSION-{x86_64,aarch64}-linux-musl.tar.gz and dist/SHA256SUMS, reproducible from a clean checkout;
+# dist-verify builds them twice more from fresh clones and compares.
+dist:
+	scripts/dist.sh
+
+dist-verify:
+	scripts/dist.sh verify
+
+image:
+	scripts/image.sh
 
 test:
 	scripts/test.sh

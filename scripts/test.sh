@@ -7,8 +7,18 @@
 #                                             implementation (the credential and auth tests need moto's STS/IAM)
 # Extra arguments go to the first `cargo test` (e.g. `scripts/test.sh --test it lease`); with arguments, the
 # dynalite pass is skipped.
+# First the static x86_64 binary is built (scripts/static.sh, a musl release build) and its path passed in
+# LOCK_EXEC_STATIC_BIN to tests/it/static_binary.rs, which runs it in a chroot. With arguments, that build happens
+# only when one of them mentions `static` (`scripts/test.sh --test it static_binary`), or not at all when
+# LOCK_EXEC_STATIC_BIN is already set; without it the static-binary tests fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -z "${LOCK_EXEC_STATIC_BIN:-}" ] && { [ $# -eq 0 ] || [[ " $* " == *static* ]]; }; then
+  echo "building the static binary for the chroot tests (scripts/static.sh x86_64)"
+  static_bin=$(scripts/static.sh x86_64)
+  LOCK_EXEC_STATIC_BIN=$(realpath "$static_bin")
+  export LOCK_EXEC_STATIC_BIN
+fi
 trap 'scripts/emulator.sh stop moto-test; scripts/emulator.sh stop moto-auth-test; scripts/emulator.sh stop moto-ops-auth-test; scripts/emulator.sh stop dynalite-test' EXIT
 # The AWS SDKs' conformance vectors live beside the repository (CI has them); a clone alone runs without them.
 if [ -d ../shared/aws-sdk-test-data ]; then
@@ -22,9 +32,14 @@ auth_endpoint=$(scripts/emulator.sh start moto-auth-test)
 ops_auth_endpoint=$(scripts/emulator.sh start moto-ops-auth-test)
 echo "moto at $endpoint, moto for auth tests at $auth_endpoint and $ops_auth_endpoint"
 log=.tmp/test-output.log
+# Every test target, unless the arguments choose (`--lib`, `--test it`: cargo refuses a second `--lib`).
+selection=(--lib --bins --tests)
+if [ $# -gt 0 ]; then
+  selection=()
+fi
 set +e
 LOCK_EXEC_TEST_ENDPOINT=$endpoint LOCK_EXEC_TEST_AUTH_ENDPOINT=$auth_endpoint \
-  LOCK_EXEC_TEST_OPS_AUTH_ENDPOINT=$ops_auth_endpoint cargo test --locked --lib --bins --tests "$@" 2>&1 | tee "$log"
+  LOCK_EXEC_TEST_OPS_AUTH_ENDPOINT=$ops_auth_endpoint cargo test --locked "${selection[@]}" "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 if [ $# -eq 0 ]; then

@@ -8,6 +8,18 @@ use lock_exec::log::Logger;
 use lock_exec::{Env, Exit, commands, error_chain, output};
 use signal_hook::iterator::Signals;
 
+/// `lock-exec version`: the version, the git commit built (`-dirty` when the tree had changes, `unknown` outside
+/// git) and the target triple; the last two come from build.rs.
+const VERSION: &str = concat!(
+    "lock-exec ",
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("LOCK_EXEC_COMMIT"),
+    ", ",
+    env!("LOCK_EXEC_TARGET"),
+    ")"
+);
+
 const USAGE: &str = "\
 lock-exec: run a command at most once across many machines, holding a lock in DynamoDB
 
@@ -33,7 +45,7 @@ Options (before or after the subcommand):
   -q, --quiet               errors only
   -v, --verbose             request-level debug lines
   -h, --help                this help
-  -V, --version             the version
+  -V, --version             version, git commit and target
 
 Run 'lock-exec help SUBCOMMAND' for its options. Exit codes are listed in the README.
 ";
@@ -133,9 +145,7 @@ fn main() -> ExitCode {
     };
     let (log, result) = match command {
         Command::Version => {
-            return finish_output(
-                output::print(&format!("lock-exec {}\n", env!("CARGO_PKG_VERSION"))).map(|()| Exit::Success),
-            );
+            return finish_output(output::print(&format!("{VERSION}\n")).map(|()| Exit::Success));
         }
         Command::Help(topic) => {
             return finish_output(

@@ -3,13 +3,15 @@
 //!
 //! ureq's agent holds its proxy, so there is one direct agent and one agent per proxy URL actually used, built
 //! when first needed; each keeps its connections alive. Names are resolved by [`LocalResolver`]: IP literals are
-//! parsed, other names resolved with the standard library on the calling thread. No thread is ever started here
-//! (lock-exec starts none after it has started the command).
+//! parsed, other names resolved with the standard library on the calling thread; a name that does not resolve is
+//! one error naming the host and the files consulted (`/etc/hosts`, `/etc/resolv.conf`, and which are missing). No
+//! thread is ever started here (lock-exec starts none after it has started the command).
 //!
 //! Tests can point every request at a local server with [`Http::redirect_to`], which keeps the path and query
 //! and replaces scheme, host and port (used to replay recorded exchanges with AWS hosts on 127.0.0.1).
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -166,14 +168,7 @@ impl Http {
                 Some(proxy) => format!("{} at {shown_url} through proxy {proxy}", request.target),
                 None => format!("{} at {shown_url}", request.target),
             },
-            source: match source {
-                // ureq says `timeout: global`: say what it means.
-                ureq::Error::Timeout(_) => Box::new(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer within {:.1} s", request.timeout.as_secs_f64()),
-                )),
-                other => Box::new(other),
-            },
+            source: transport_source(source, request.timeout),
         };
         let mut builder = http_request(request.method, &url)
             .map_err(|e| Error::Config(format!("invalid URL for {}: {shown_url:?}: {e}", request.target)))?;
@@ -274,7 +269,64 @@ impl Resolver for LocalResolver {
         for address in config.ip_family().keep_wanted(addresses.into_iter()).take(16) {
             result.push(address);
         }
-        if result.is_empty() { Err(ureq::Error::HostNotFound) } else { Ok(result) }
+        if result.is_empty() {
+            Err(Unresolved::error(bare_host(uri.host().unwrap_or_default()), None))
+        } else {
+            Ok(result)
+        }
+    }
+}
+
+/// A host name the system resolver found no address for. The message names the files the C library consulted,
+/// and says which are missing (a `FROM scratch` image often has neither; without `/etc/resolv.conf` the C library
+/// asks a name server on 127.0.0.1, which usually ends in its timeout).
+#[derive(Debug)]
+struct Unresolved {
+    host: String,
+    /// The resolver's own reason (`Name does not resolve`, `Try again`), when it gave one.
+    reason: Option<String>,
+    /// Which of `/etc/hosts` and `/etc/resolv.conf` were missing.
+    missing: Vec<&'static str>,
+}
+
+impl Unresolved {
+    /// The ureq error carrying it; [`transport_source`] takes it out again so the message has no `io:` prefix.
+    fn error(host: &str, reason: Option<String>) -> ureq::Error {
+        // The real files, not `Env`'s: they are what the C library read.
+        let missing = ["/etc/hosts", "/etc/resolv.conf"].into_iter().filter(|path| !Path::new(path).exists()).collect();
+        let unresolved = Unresolved { host: host.to_owned(), reason, missing };
+        ureq::Error::Io(std::io::Error::new(std::io::ErrorKind::NotFound, unresolved))
+    }
+}
+
+impl std::fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot resolve host {:?}: no address found in /etc/hosts or by DNS", self.host)?;
+        if !self.missing.is_empty() {
+            write!(f, " ({} missing)", self.missing.join(" and "))?;
+        }
+        match &self.reason {
+            Some(reason) => write!(f, ": {reason}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for Unresolved {}
+
+/// The source of a transport error: an [`Unresolved`] on its own (no `io:` prefix), any other error as it is.
+fn transport_source(error: ureq::Error, timeout: Duration) -> Box<dyn std::error::Error + Send + Sync> {
+    match error {
+        // ureq says `timeout: global`: say what it means.
+        ureq::Error::Timeout(_) => Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {:.1} s", timeout.as_secs_f64()),
+        )),
+        ureq::Error::Io(io) => match io.downcast::<Unresolved>() {
+            Ok(unresolved) => Box::new(unresolved),
+            Err(io) => Box::new(ureq::Error::Io(io)),
+        },
+        other => Box::new(other),
     }
 }
 
@@ -287,8 +339,7 @@ fn resolve_uri(uri: &ureq::http::Uri) -> Result<Vec<SocketAddr>, ureq::Error> {
     };
     let authority = uri.authority().ok_or_else(|| ureq::Error::BadUri("no host".into()))?;
     let port = authority.port_u16().unwrap_or(default_port);
-    let host = authority.host();
-    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let bare = bare_host(authority.host());
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
@@ -300,7 +351,20 @@ fn resolve_uri(uri: &ureq::http::Uri) -> Result<Vec<SocketAddr>, ureq::Error> {
         let loopback = [IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)];
         return Ok(loopback.into_iter().map(|ip| SocketAddr::new(ip, port)).collect());
     }
-    Ok((bare, port).to_socket_addrs()?.collect())
+    match (bare, port).to_socket_addrs() {
+        Ok(addresses) => Ok(addresses.collect()),
+        Err(e) => {
+            // std says "failed to lookup address information: REASON"; the message says the first part already.
+            let text = e.to_string();
+            let reason = text.strip_prefix("failed to lookup address information: ").unwrap_or(&text);
+            Err(Unresolved::error(bare, Some(reason.to_owned())))
+        }
+    }
+}
+
+/// A URI host without the brackets of an IPv6 literal.
+fn bare_host(host: &str) -> &str {
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
 }
 
 fn configure<S: ureq::AsSendBody>(
@@ -364,6 +428,26 @@ mod tests {
             per_write: None,
         };
         LocalResolver.resolve(&uri, &config, timeout).map(|addrs| addrs.iter().copied().collect())
+    }
+
+    #[test]
+    fn unresolved_host_names_the_files_consulted() {
+        let unresolved = |reason: Option<&str>, missing: Vec<&'static str>| {
+            Unresolved { host: "db.internal".into(), reason: reason.map(str::to_owned), missing }.to_string()
+        };
+        let prefix = "cannot resolve host \"db.internal\": no address found in /etc/hosts or by DNS";
+        assert_eq!(unresolved(Some("Name does not resolve"), vec![]), format!("{prefix}: Name does not resolve"));
+        assert_eq!(unresolved(None, vec!["/etc/resolv.conf"]), format!("{prefix} (/etc/resolv.conf missing)"));
+        assert_eq!(
+            unresolved(Some("Try again"), vec!["/etc/hosts", "/etc/resolv.conf"]),
+            format!("{prefix} (/etc/hosts and /etc/resolv.conf missing): Try again")
+        );
+        // A transport error's source is the message itself, without ureq's `io:` prefix.
+        let source = transport_source(Unresolved::error("db.internal", None), Duration::from_secs(5)).to_string();
+        assert!(source.starts_with(prefix), "{source}");
+        let other =
+            transport_source(ureq::Error::Io(std::io::Error::other("reset")), Duration::from_secs(5)).to_string();
+        assert_eq!(other, "io: reset");
     }
 
     #[test]

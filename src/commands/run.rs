@@ -41,7 +41,11 @@ fn host_name(env: &Env) -> String {
 pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &Logger) -> Result<Exit, Error> {
     let job_control = process::job_control();
     let give_terminal = process::should_give_terminal();
-    process::become_subreaper().map_err(|source| Error::Io { what: "the subreaper setting".into(), source })?;
+    if let Err(e) = process::become_subreaper() {
+        // Only under an emulator (qemu-user rejects PR_SET_CHILD_SUBREAPER) or a kernel before 3.4: the command
+        // still runs under the lock, but what it leaves running is re-parented elsewhere and not waited for.
+        log.warn(&format!("cannot become a child subreaper ({e}): orphans of the command are not waited for"), &[]);
+    }
     process::ignore_terminal_output_stops();
     if let Some(construct) = args.shell_syntax {
         // Kept as the Go tool had it (no shell), but said once: `a | b` would otherwise run `a` with `|` and `b`

@@ -15,6 +15,7 @@ mod migration;
 mod ops;
 mod proxy;
 mod run;
+mod static_binary;
 mod supervision;
 mod support;
 mod terminal;

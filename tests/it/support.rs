@@ -262,10 +262,16 @@ impl Case {
 
     /// Starts `lock-exec ARGS...` with exactly `env`, stdout and stderr going to files in the temp folder.
     pub fn spawn_raw(&self, args: &[&str], env: BTreeMap<&'static str, String>) -> Running {
+        self.spawn_program(Path::new(env!("CARGO_BIN_EXE_lock-exec")), args, env)
+    }
+
+    /// Starts `PROGRAM ARGS...` (lock-exec, or a wrapper such as `chroot DIR /lock-exec`) as
+    /// [`Case::spawn_raw`] does.
+    pub fn spawn_program(&self, program: &Path, args: &[&str], env: BTreeMap<&'static str, String>) -> Running {
         let n = self.spawned.fetch_add(1, Ordering::Relaxed);
         let stdout = self.path(&format!("lock-exec-{n}.stdout"));
         let stderr = self.path(&format!("lock-exec-{n}.stderr"));
-        let child = Command::new(env!("CARGO_BIN_EXE_lock-exec"))
+        let child = Command::new(program)
             .args(args)
             .env_clear()
             .envs(&env)

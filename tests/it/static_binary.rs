@@ -1,0 +1,172 @@
+//! The static musl binary that `scripts/test.sh` builds with `scripts/static.sh` and names in
+//! `LOCK_EXEC_STATIC_BIN`, run in a chroot that holds only itself and `/etc/hosts` and `/etc/resolv.conf`: no
+//! shell, no C library, no `/dev` and no `/proc` (it needs none of them). As root the tests use
+//! `chroot --userspec=65534:65534` (the image's user); otherwise `unshare --user --map-root-user chroot`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lock_exec::Env;
+
+use crate::support::{Case, Outcome};
+
+/// The static binary's triple.
+const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// The static binary, from `LOCK_EXEC_STATIC_BIN`; fails the test when it is not set or not a file.
+fn static_binary() -> PathBuf {
+    let path = Env::real().var("LOCK_EXEC_STATIC_BIN").unwrap_or_else(|| {
+        panic!(
+            "LOCK_EXEC_STATIC_BIN is not set: the static-binary tests need the musl build; run them with \
+             scripts/test.sh, which builds it with scripts/static.sh and sets the variable"
+        )
+    });
+    let path = PathBuf::from(path);
+    assert!(path.is_file(), "LOCK_EXEC_STATIC_BIN={} is not a file; run scripts/test.sh", path.display());
+    path
+}
+
+/// `lock-exec VERSION (commit COMMIT, TRIPLE)`, as built from the same tree as this test crate.
+fn version_line(triple: &str) -> String {
+    format!("lock-exec {} (commit {}, {triple})\n", env!("CARGO_PKG_VERSION"), env!("LOCK_EXEC_COMMIT"))
+}
+
+/// A chroot folder `root` in the case's temp folder holding only the static binary as `/lock-exec` and, when
+/// `with_etc`, an `/etc/hosts` that maps `lock-exec-emulator` to 127.0.0.1 and an `/etc/resolv.conf` naming only 127.0.0.1.
+fn chroot(case: &Case, with_etc: bool) -> PathBuf {
+    let root = case.path("root");
+    std::fs::create_dir_all(&root).expect("create the chroot folder");
+    std::fs::copy(static_binary(), root.join("lock-exec")).expect("copy the static binary into the chroot");
+    if with_etc {
+        std::fs::create_dir_all(root.join("etc")).expect("create etc in the chroot");
+        std::fs::write(root.join("etc/hosts"), "127.0.0.1 lock-exec-emulator\n").expect("write /etc/hosts");
+        std::fs::write(root.join("etc/resolv.conf"), "nameserver 127.0.0.1\n").expect("write /etc/resolv.conf");
+    }
+    root
+}
+
+/// Every path under `root`, relative and sorted.
+fn listing(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("list the chroot") {
+            let path = entry.expect("a chroot entry").path();
+            out.push(path.strip_prefix(root).expect("under the root").display().to_string());
+            if path.is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// The effective user id, from `/proc/self/status`.
+fn effective_uid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("Uid:")).expect("a Uid: line");
+    line.split_whitespace().nth(2).and_then(|uid| uid.parse().ok()).expect("an effective uid")
+}
+
+/// `chroot` itself (the binary gets a cleared environment, so no PATH lookup).
+fn chroot_program() -> &'static str {
+    ["/usr/sbin/chroot", "/usr/bin/chroot", "/sbin/chroot"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("chroot(8) is installed (Debian: coreutils)")
+}
+
+/// Runs `/lock-exec ARGS...` chrooted into `root` with exactly `env`, to its end.
+fn run_in(case: &Case, root: &Path, args: &[&str], env: BTreeMap<&'static str, String>) -> Outcome {
+    let root = root.to_str().expect("temp paths are UTF-8");
+    let (program, mut full) = if effective_uid() == 0 {
+        // As the image runs it: user 65534 (Dockerfile's USER).
+        (chroot_program(), vec!["--userspec=65534:65534", root, "/lock-exec"])
+    } else {
+        ("/usr/bin/unshare", vec!["--user", "--map-root-user", chroot_program(), root, "/lock-exec"])
+    };
+    full.extend_from_slice(args);
+    case.spawn_program(Path::new(program), &full, env).wait(Duration::from_secs(30))
+}
+
+/// The case's environment with the endpoint named `lock-exec-emulator` (resolved through the chroot's `/etc/hosts`) and
+/// no PATH or HOME (nothing to find there).
+fn chroot_env(case: &Case) -> BTreeMap<&'static str, String> {
+    let mut env = case.env();
+    let port = crate::support::endpoint().rsplit(':').next().expect("the endpoint has a port").to_owned();
+    env.insert("AWS_ENDPOINT_URL", format!("http://lock-exec-emulator:{port}"));
+    env.remove("PATH");
+    env.remove("HOME");
+    env
+}
+
+#[test]
+fn version_names_the_commit_and_the_target() {
+    let case = Case::new("version_line");
+    let out = case.run_with(&["version"], |_| {});
+    out.expect_code(0);
+    out.check("version line", version_line(env!("LOCK_EXEC_TARGET")), out.stdout.clone());
+    let commit = env!("LOCK_EXEC_COMMIT");
+    let hash = commit.strip_suffix("-dirty").unwrap_or(commit);
+    let well_formed = commit == "unknown" || (hash.len() >= 7 && hash.chars().all(|c| c.is_ascii_hexdigit()));
+    out.check(&format!("commit {commit:?} is a short hash, -dirty or unknown"), true, well_formed);
+
+    let root = chroot(&case, false);
+    let out = run_in(&case, &root, &["--version"], BTreeMap::new());
+    out.expect_code(0);
+    out.check("static binary's version line", version_line(STATIC_TARGET), out.stdout.clone());
+}
+
+#[test]
+fn static_binary_runs_a_lock_cycle_in_a_chroot_without_a_shell() {
+    let case = Case::new("chroot_cycle");
+    let root = chroot(&case, true);
+    let contents = ["etc", "etc/hosts", "etc/resolv.conf", "lock-exec"];
+    assert_eq!(listing(&root), contents, "the chroot holds only the binary and /etc/hosts, /etc/resolv.conf");
+    let table = case.table().to_owned();
+
+    // The command is an argv run without any shell: there is none in the chroot.
+    let out = run_in(&case, &root, &["-t", &table, "run", "cycle", "--", "/lock-exec", "version"], chroot_env(&case));
+    out.expect_code(0);
+    out.check("the command's output", version_line(STATIC_TARGET), out.stdout.clone());
+    for msg in ["lock acquired", "command succeeded", "lock released"] {
+        out.log(msg);
+    }
+    let out = run_in(&case, &root, &["-t", &table, "status", "cycle"], chroot_env(&case));
+    out.expect_state("free");
+
+    // A second run inside the first one finds the key held and does not run its command.
+    let inner = ["/lock-exec", "-t", &table, "run", "--locked-exit-code", "7", "cycle", "--", "/lock-exec", "version"];
+    let mut args = vec!["-t", &table, "run", "cycle", "--"];
+    args.extend(inner);
+    let out = run_in(&case, &root, &args, chroot_env(&case));
+    out.expect_code(7);
+    out.check("the inner command did not run", "", out.stdout.as_str());
+    out.expect_stderr_contains("did not run command. key is locked");
+    assert_eq!(listing(&root), contents, "the runs left nothing in the chroot");
+}
+
+#[test]
+fn unresolvable_endpoint_host_is_one_clear_line() {
+    let case = Case::new("chroot_unresolvable");
+    let root = chroot(&case, false);
+    let mut env = chroot_env(&case);
+    // One attempt of `status` (one lookup): each lookup costs the C library's DNS timeout (5 s in musl) with no
+    // name server on 127.0.0.1:53.
+    env.insert("AWS_MAX_ATTEMPTS", "1".into());
+    let out = run_in(&case, &root, &["-t", case.table(), "status", "dns"], env);
+    out.expect_code(69);
+    let errors: Vec<String> = out
+        .logs()
+        .iter()
+        .filter(|line| line["level"] == "error")
+        .map(|line| line["msg"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let [error] = errors.as_slice() else { out.fail("one error line", &1, &errors) };
+    let expected = "cannot resolve host \"lock-exec-emulator\": no address found in /etc/hosts or by DNS \
+                    (/etc/hosts and /etc/resolv.conf missing)";
+    out.check(&format!("the error names the host and the files: {error}"), true, error.contains(expected));
+    out.check("not a timeout", false, error.contains("timeout"));
+}
