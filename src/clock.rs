@@ -1,7 +1,11 @@
-//! Time as the lock item stores it: Unix nanoseconds, shown as RFC 3339. A leaf module: the lock protocol, the
-//! DynamoDB client and the logs all use it.
+//! Time as the lock item stores it: Unix nanoseconds, shown as RFC 3339 (UTC), and the two date formats lock-exec
+//! reads (RFC 3339 from STS and credential endpoints, the HTTP `Date` header). A leaf module: the lock protocol,
+//! the DynamoDB client and the logs all use it. Proleptic Gregorian calendar, days from civil dates as in Howard
+//! Hinnant's `days_from_civil`; years 0 to 9999.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const NS_PER_SEC: i128 = 1_000_000_000;
 
 /// Unix nanoseconds of a time (negative before 1970).
 pub fn unix_ns(t: SystemTime) -> i128 {
@@ -11,17 +15,195 @@ pub fn unix_ns(t: SystemTime) -> i128 {
     }
 }
 
-/// RFC 3339 text of a Unix ns time, for logs and `status`.
-pub fn rfc3339_ns(ns: i128) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ns)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| ns.to_string())
+/// The time of Unix nanoseconds (`None` before 1970, where lock-exec has nothing to do).
+pub fn system_time(ns: i128) -> Option<SystemTime> {
+    let ns = u128::try_from(ns).ok()?;
+    let secs = u64::try_from(ns / NS_PER_SEC as u128).ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(secs, (ns % NS_PER_SEC as u128) as u32))
 }
 
-/// Unix ns of an RFC 3339 text (`None` when it is not one).
+/// RFC 3339 text of a Unix ns time, for logs and `status`: `2026-11-30T15:52:34.411732232Z`, the fraction without
+/// trailing zeros and left out when zero. Outside years 0 to 9999, the number itself.
+pub fn rfc3339_ns(ns: i128) -> String {
+    let Some((date, nanos)) = civil(ns) else { return ns.to_string() };
+    if nanos == 0 {
+        return format!("{date}Z");
+    }
+    let fraction = format!("{nanos:09}");
+    format!("{date}.{}Z", fraction.trim_end_matches('0'))
+}
+
+/// RFC 3339 text with exactly three fraction digits (`2026-11-30T15:52:34.411Z`): fixed width, for text logs.
+pub fn rfc3339_ms(ns: i128) -> String {
+    match civil(ns) {
+        Some((date, nanos)) => format!("{date}.{:03}Z", nanos / 1_000_000),
+        None => ns.to_string(),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` and the nanoseconds of `ns`, `None` outside years 0 to 9999.
+fn civil(ns: i128) -> Option<(String, i128)> {
+    let secs = ns.div_euclid(NS_PER_SEC);
+    let nanos = ns.rem_euclid(NS_PER_SEC);
+    let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(i64::try_from(days).ok()?);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
+    Some((format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}"), nanos))
+}
+
+/// Unix ns of an RFC 3339 text (`2021-08-16T20:52:53Z`, `t`/`z` too, a fraction of any length, an offset
+/// `+HH:MM`); `None` when it is not one.
 pub fn parse_rfc3339_ns(text: &str) -> Option<i128> {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp_nanos())
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let year = digits(&b[0..4])?;
+    let (month, day) = (digits(&b[5..7])?, digits(&b[8..10])?);
+    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
+    let mut rest = &b[19..];
+    let mut nanos: i128 = 0;
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let len = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if len == 0 {
+            return None;
+        }
+        for (i, c) in fraction[..len].iter().enumerate().take(9) {
+            nanos += i128::from(c - b'0') * 10i128.pow(8 - i as u32);
+        }
+        rest = &fraction[len..];
+    }
+    let offset = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let minutes = digits(&[*h1, *h2])? * 60 + digits(&[*m1, *m2])?;
+            if *sign == b'+' { minutes * 60 } else { -minutes * 60 }
+        }
+        _ => return None,
+    };
+    let seconds = seconds_of(year, month, day, hour, minute, second)? - offset;
+    Some(i128::from(seconds) * NS_PER_SEC + nanos)
+}
+
+/// Unix ns of an HTTP date (RFC 9110 IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`).
+pub fn parse_http_date_ns(text: &str) -> Option<i128> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let [weekday, day, month, year, clock, "GMT"] = parts.as_slice() else { return None };
+    if weekday.len() != 4 || !weekday.ends_with(',') || day.len() != 2 || year.len() != 4 {
+        return None;
+    }
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let month = MONTHS.iter().position(|m| m == month)? as i64 + 1;
+    let c = clock.as_bytes();
+    if c.len() != 8 || c[2] != b':' || c[5] != b':' {
+        return None;
+    }
+    let seconds = seconds_of(
+        digits(year.as_bytes())?,
+        month,
+        digits(day.as_bytes())?,
+        digits(&c[0..2])?,
+        digits(&c[3..5])?,
+        digits(&c[6..8])?,
+    )?;
+    Some(i128::from(seconds) * NS_PER_SEC)
+}
+
+/// Unix seconds of a UTC civil time, checking each field's range (a leap second 60 is accepted as 59 + 1).
+fn seconds_of(year: i64, month: i64, day: i64, hour: i64, minute: i64, second: i64) -> Option<i64> {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month) || day < 1 || day > month_days[(month - 1) as usize] {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// The value of ASCII decimal digits, `None` if any byte is not a digit.
+fn digits(bytes: &[u8]) -> Option<i64> {
+    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(bytes.iter().fold(0, |n, c| n * 10 + i64::from(c - b'0')))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The proleptic Gregorian date of days since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_as_rfc3339_in_utc() {
+        assert_eq!(rfc3339_ns(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_ns(1_796_053_954_411_732_232), "2026-11-30T15:52:34.411732232Z");
+        assert_eq!(rfc3339_ns(951_782_400_500_000_000), "2000-02-29T00:00:00.5Z");
+        assert_eq!(rfc3339_ms(1_796_053_954_411_732_232), "2026-11-30T15:52:34.411Z");
+        assert_eq!(rfc3339_ms(1_796_053_954_000_000_000), "2026-11-30T15:52:34.000Z");
+        assert_eq!(rfc3339_ns(-1), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(rfc3339_ns(i128::MAX), i128::MAX.to_string());
+    }
+
+    #[test]
+    fn parses_rfc3339_forms() {
+        assert_eq!(parse_rfc3339_ns("2021-08-16T20:52:53Z"), Some(1_629_147_173 * NS_PER_SEC));
+        assert_eq!(parse_rfc3339_ns("2021-08-16t20:52:53.25z"), Some(1_629_147_173 * NS_PER_SEC + 250_000_000));
+        assert_eq!(parse_rfc3339_ns("2021-08-16T22:52:53+02:00"), Some(1_629_147_173 * NS_PER_SEC));
+        assert_eq!(parse_rfc3339_ns("2021-08-16T20:52:53.1234567891Z"), Some(1_629_147_173 * NS_PER_SEC + 123_456_789));
+        for bad in ["", "2021-08-16", "2021-13-01T00:00:00Z", "2021-02-29T00:00:00Z", "2021-08-16T20:52:53", "x"] {
+            assert_eq!(parse_rfc3339_ns(bad), None, "{bad:?}");
+        }
+        for ns in [0, 1_796_053_954_411_732_232, 951_782_400_000_000_000, 4_102_444_799 * NS_PER_SEC] {
+            assert_eq!(parse_rfc3339_ns(&rfc3339_ns(ns)), Some(ns));
+        }
+    }
+
+    #[test]
+    fn parses_http_dates() {
+        assert_eq!(parse_http_date_ns("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777 * NS_PER_SEC));
+        assert_eq!(parse_http_date_ns("Mon, 30 Nov 2026 15:52:34 GMT"), Some(1_796_053_954 * NS_PER_SEC));
+        for bad in ["", "Sun, 06 Nov 1994 08:49:37 UTC", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun, 06 Foo 1994 08:49:37 GMT"] {
+            assert_eq!(parse_http_date_ns(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn days_round_trip_over_centuries() {
+        for days in (-800_000..3_000_000).step_by(997) {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
 }

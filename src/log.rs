@@ -118,9 +118,7 @@ impl Logger {
                 line
             }
             Format::Text => {
-                let stamp = time::OffsetDateTime::from(now)
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default();
+                let stamp = crate::clock::rfc3339_ms(crate::clock::unix_ns(now));
                 let mut line = format!("{stamp} {:<5} {msg}", level.name().to_uppercase());
                 for (k, v) in all {
                     match v {
@@ -222,7 +220,7 @@ mod tests {
     fn text_lines_quote_only_what_needs_it() {
         let logger = Logger::new(Format::Text, Level::Info).with("key", "k").with("command", "echo hi");
         let line = logger.format_line(UNIX_EPOCH + NOW, Level::Warn, "lock lost", &[("exit_code", 75.into())]);
-        assert_eq!(line, "2023-11-14T22:13:20.25Z WARN  lock lost key=k command=\"echo hi\" exit_code=75\n");
+        assert_eq!(line, "2023-11-14T22:13:20.250Z WARN  lock lost key=k command=\"echo hi\" exit_code=75\n");
     }
 
     #[test]

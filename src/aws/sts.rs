@@ -10,8 +10,6 @@
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::aws::http::{Http, Request, Response};
 use crate::aws::redact::{percent_encode, quote, redact};
@@ -263,7 +261,7 @@ fn provider_name(action: &str) -> &'static str {
 
 /// Parses an RFC 3339 timestamp (`2021-08-16T20:52:53Z`, fractions and offsets allowed).
 pub fn parse_time(text: &str) -> Option<SystemTime> {
-    OffsetDateTime::parse(text.trim(), &Rfc3339).ok().map(SystemTime::from)
+    crate::clock::system_time(crate::clock::parse_rfc3339_ns(text.trim())?)
 }
 
 /// The account id of an ARN: its fifth `:`-separated field (`arn:aws:sts::123456789012:assumed-role/r/s`).

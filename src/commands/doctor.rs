@@ -397,11 +397,7 @@ impl Skew {
 
 /// An HTTP date (RFC 7231 IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`).
 pub fn parse_http_date(text: &str) -> Option<SystemTime> {
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let at = time::PrimitiveDateTime::parse(text.trim(), format).ok()?.assume_utc();
-    Some(SystemTime::from(at))
+    crate::clock::system_time(crate::clock::parse_http_date_ns(text.trim())?)
 }
 
 #[cfg(test)]

@@ -17,8 +17,6 @@ use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use serde::Deserialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::aws::http::{Http, Request, Response};
 use crate::aws::redact::quote;
@@ -302,7 +300,7 @@ pub(crate) fn credentials_from_document(
 }
 
 fn parse_expiration(text: &str) -> Option<SystemTime> {
-    OffsetDateTime::parse(text, &Rfc3339).ok().map(SystemTime::from)
+    crate::clock::system_time(crate::clock::parse_rfc3339_ns(text)?)
 }
 
 /// Where and what kind of JSON error, without the offending value (which may be a secret).
