@@ -379,3 +379,58 @@ fn bad_cron_options_are_usage_errors_and_nothing_runs() {
     out.expect_stderr_contains("--retain");
     assert_eq!(case.item("k"), None, "nothing was written");
 }
+
+/// SIGTERM while a `--limit` attempt is going through its slots: the cleanup clears the slot in flight, and the
+/// attempt tries no further slot, so nothing is left held by the dead run. The proxy answers the first slot's
+/// acquire as held after 300 ms (SIGTERM goes out meanwhile) and holds the cleanup back 300 ms, time enough for
+/// an attempt that went on to send its next slot's acquire.
+#[test]
+fn sigterm_during_a_limit_attempt_leaves_no_slot_held() {
+    use std::sync::mpsc;
+
+    use crate::support::{Reply, Server, endpoint, forward};
+
+    let case = Case::new("sigterm_during_limit_attempt");
+    let target = endpoint().to_owned();
+    let (first_seen, first_rx) = mpsc::channel::<()>();
+    let mut answered_first = false;
+    let server = Server::start(move |seen| {
+        let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap_or_default();
+        let condition = body["ConditionExpression"].as_str().unwrap_or_default();
+        if condition.starts_with("attribute_not_exists") && !answered_first {
+            answered_first = true;
+            let _ = first_seen.send(());
+            std::thread::sleep(Duration::from_millis(300));
+            let mut item = body["Key"].clone();
+            item["expire"] = json!({ "N": (now_ns() + 60_000_000_000).to_string() });
+            item["owner"] = json!({ "S": "elsewhere" });
+            let answer = json!({
+                "__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException",
+                "message": "The conditional request failed",
+                "Item": item,
+            });
+            return Reply { status: 400, ..Reply::json(&answer) };
+        }
+        if condition == "#owner = :me" {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        forward(&target, seen)
+    });
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", server.url());
+    let script = case.marker_script();
+    let args = ["-t", case.table(), "run", "k", "--limit", "2", "--", "sh", "-c", &script];
+    let run = case.spawn_raw(&args, env);
+    first_rx.recv_timeout(WAIT).expect("the first slot's acquire reached the proxy");
+    signal(run.pid(), libc::SIGTERM);
+    let out = run.wait(WAIT);
+    out.expect_death_by(libc::SIGTERM);
+    out.check("the command ran", false, case.exists("marker"));
+    // whatever the dead run had sent has been answered by now
+    std::thread::sleep(Duration::from_secs(1));
+    drop(server);
+    for slot in ["k#0", "k#1"] {
+        let held = case.item(slot).filter(|item| lock::is_held(item, now_ns()));
+        assert_eq!(held, None, "{slot} is held by the run that died of SIGTERM before starting its command");
+    }
+}
