@@ -434,3 +434,43 @@ fn sigterm_during_a_limit_attempt_leaves_no_slot_held() {
         assert_eq!(held, None, "{slot} is held by the run that died of SIGTERM before starting its command");
     }
 }
+
+/// A renewal that DynamoDB applies after the `--keep` release (sent before it, delayed on the way) must not cut the
+/// keep short: the item still holds the keep instant. The proxy answers the first renewal with a 500 without
+/// forwarding it, and forwards it to the emulator right after the release, as a late arrival would be applied.
+#[test]
+fn a_renewal_applied_after_the_keep_release_does_not_shorten_the_keep() {
+    use crate::support::{Reply, Seen, Server, endpoint, forward};
+
+    let case = Case::new("late_renewal_after_keep");
+    let target = endpoint().to_owned();
+    let mut delayed: Option<Seen> = None;
+    let mut delayed_once = false;
+    let server = Server::start(move |seen| {
+        let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap_or_default();
+        let condition = body["ConditionExpression"].as_str().unwrap_or_default();
+        let update = body["UpdateExpression"].as_str().unwrap_or_default();
+        if update == "SET #expire = :expire, #ttl = :ttl" && !delayed_once {
+            delayed_once = true;
+            delayed = Some(seen.clone());
+            return Reply::new(500, r#"{"__type":"InternalServerError","message":"delayed by the test"}"#);
+        }
+        let reply = forward(&target, seen);
+        if condition == "#owner = :me"
+            && update.contains("#last_exit_code")
+            && let Some(renewal) = delayed.take()
+        {
+            forward(&target, &renewal);
+        }
+        reply
+    });
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", server.url());
+    let args = ["-t", case.table(), "run", "k", "-e", "3s", "--keep", "30s", "--", "sh", "-c", "sleep 1.5"];
+    let out = case.spawn_raw(&args, env).wait(WAIT);
+    drop(server);
+    out.expect_code(0);
+    out.check("the keep release went through", true, out.has_log("lock kept until --keep ends"));
+    let held = item(&case, "k");
+    out.check("expire is still acquired + 30 s", acquired_ns(&held) + 30_000_000_000, held.expire_ns);
+}
