@@ -376,7 +376,12 @@ fn bad_cron_options_are_usage_errors_and_nothing_runs() {
     env.insert("LOCK_EXEC_RETAIN", "59m".into());
     let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
     out.expect_code(64);
-    out.expect_stderr_contains("--retain");
+    out.expect_stderr_contains("LOCK_EXEC_RETAIN 59m0s is shorter than the minimum 1h");
+    let mut env = case.env();
+    env.insert("LOCK_EXEC_OWNER_ID", "line\nbreak".into());
+    let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
+    out.expect_code(64);
+    out.expect_stderr_contains("LOCK_EXEC_OWNER_ID: at most 1024 bytes without control characters");
     assert_eq!(case.item("k"), None, "nothing was written");
 }
 
