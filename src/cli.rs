@@ -381,10 +381,10 @@ fn common(flags: &Flags, env: &Env) -> Result<Common, Error> {
         )));
     }
     // Like `-e`, accepted by every subcommand (checked everywhere); the ones that write use it.
-    let retain =
-        duration_flag(flags.retain.clone().or_else(|| env.var("LOCK_EXEC_RETAIN")), DEFAULT_RETAIN, "--retain")?;
+    let (retain, named) = flag_or_env(&flags.retain, env, "--retain", "LOCK_EXEC_RETAIN");
+    let retain = duration_flag(retain, DEFAULT_RETAIN, named)?;
     if retain < MIN_RETAIN {
-        return Err(Error::Usage(format!("--retain {} is shorter than the minimum 1h", duration::format(retain))));
+        return Err(Error::Usage(format!("{named} {} is shorter than the minimum 1h", duration::format(retain))));
     }
     Ok(Common {
         retain,
@@ -425,6 +425,19 @@ fn single_key(rest: Vec<OsString>, subcommand: &str) -> Result<String, Error> {
         return Err(Error::Usage(format!("{subcommand}: too many arguments (expected only KEY)")));
     }
     validate_key(key)
+}
+
+/// A flag's value, else its environment variable's; with the name to put in a usage error (the one the user set).
+fn flag_or_env(
+    given: &Option<String>,
+    env: &Env,
+    flag: &'static str,
+    variable: &'static str,
+) -> (Option<String>, &'static str) {
+    match given {
+        Some(value) => (Some(value.clone()), flag),
+        None => (env.var(variable), variable),
+    }
 }
 
 fn duration_flag(given: Option<String>, default: Duration, flag: &str) -> Result<Duration, Error> {
@@ -489,17 +502,17 @@ fn run(
     };
     let keep = flags.keep.clone().map(|text| duration_flag(Some(text), Duration::ZERO, "--keep")).transpose()?;
     let wait = flags.wait.clone().map(|text| duration_flag(Some(text), Duration::ZERO, "--wait")).transpose()?;
-    let owner_id = match flags.owner.clone() {
-        Some(id) => Some(id),
-        None => env.var("LOCK_EXEC_OWNER_ID").filter(|id| !id.trim().is_empty()),
+    let (owner_id, named) = match flags.owner.clone() {
+        Some(id) => (Some(id), "--owner"),
+        None => (env.var("LOCK_EXEC_OWNER_ID").filter(|id| !id.trim().is_empty()), "LOCK_EXEC_OWNER_ID"),
     };
     if let Some(id) = &owner_id {
         if id.trim().is_empty() {
-            return Err(Error::Usage("--owner is empty".into()));
+            return Err(Error::Usage(format!("{named} is empty")));
         }
         if id.len() > MAX_OWNER_ID_BYTES || id.chars().any(char::is_control) {
             return Err(Error::Usage(format!(
-                "--owner: at most {MAX_OWNER_ID_BYTES} bytes without control characters (got {} bytes)",
+                "{named}: at most {MAX_OWNER_ID_BYTES} bytes without control characters (got {} bytes)",
                 id.len()
             )));
         }
@@ -696,6 +709,14 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // a bad variable is named as such, not as the flag the user did not give
+        let message = |pairs: &[(&str, &str)]| match parse_from(["run", "k", "true"], &Env::from_pairs(pairs)) {
+            Err(Error::Usage(message)) => message,
+            other => panic!("expected a usage error from {pairs:?}, got {other:?}"),
+        };
+        assert!(message(&[("LOCK_EXEC_OWNER_ID", "a\tb")]).starts_with("LOCK_EXEC_OWNER_ID: at most 1024 bytes"));
+        assert!(message(&[("LOCK_EXEC_RETAIN", "5m")]).starts_with("LOCK_EXEC_RETAIN 5m0s is shorter"));
+        assert!(message(&[("LOCK_EXEC_RETAIN", "soon")]).starts_with("LOCK_EXEC_RETAIN: invalid duration"));
         // a blank variable (an empty downward-API field) counts as unset
         let blank = Env::from_pairs(&[("LOCK_EXEC_OWNER_ID", " ")]);
         assert!(matches!(parse_from(["run", "k", "true"], &blank), Ok(Command::Run(_, Run { owner_id: None, .. }))));

@@ -233,9 +233,11 @@ pub fn acquire_request(
     })
 }
 
-/// The renewal `UpdateItem`: a new lease end, only while we own the item.
+/// The renewal `UpdateItem`: a new lease end, only while we own the item and only if it moves the lease end
+/// forward: a renewal that reaches the table after our `--keep` release (sent before it, delayed on the way) must
+/// not cut the keep short.
 pub fn renew_request(table: &str, key: &str, token: &str, expire_ns: i128, retain: Duration) -> Value {
-    let (condition, update) = ("#owner = :me", "SET #expire = :expire, #ttl = :ttl");
+    let (condition, update) = ("#owner = :me AND #expire <= :expire", "SET #expire = :expire, #ttl = :ttl");
     json!({
         "TableName": table,
         "Key": key_attr(key),
@@ -391,7 +393,8 @@ fn condition_item(client: &Client<'_>, table: &str, key: &str, returned: Option<
     get(client, table, key)
 }
 
-/// Renews the lease to `expire_ns`, only while we own the item.
+/// Renews the lease to `expire_ns`, only while we own the item. An item still ours whose lease already ends
+/// later (the wall clock stepped back) counts as renewed.
 pub fn renew(
     client: &Client<'_>,
     table: &str,
@@ -400,7 +403,12 @@ pub fn renew(
     expire_ns: i128,
     retain: Duration,
 ) -> Result<Owned, Error> {
-    owned_write(client, table, key, &renew_request(table, key, token, expire_ns, retain))
+    match owned_write(client, table, key, &renew_request(table, key, token, expire_ns, retain))? {
+        Owned::NotOwner(Some(item)) if item.owner.as_deref() == Some(token) && item.expire_ns > expire_ns => {
+            Ok(Owned::Done)
+        }
+        other => Ok(other),
+    }
 }
 
 /// Releases the lock (or keeps it until `--keep` ends), only while we own the item.
@@ -523,7 +531,7 @@ mod tests {
     #[test]
     fn renewals_move_the_ttl_with_the_lease() {
         let renew = renew_request("tbl", "k", "me", 5_000_000_000, Duration::from_secs(3600));
-        assert_eq!(renew["ConditionExpression"], "#owner = :me");
+        assert_eq!(renew["ConditionExpression"], "#owner = :me AND #expire <= :expire");
         assert_eq!(renew["UpdateExpression"], "SET #expire = :expire, #ttl = :ttl");
         assert_eq!(renew["ExpressionAttributeValues"][":expire"]["N"], "5000000000");
         assert_eq!(renew["ExpressionAttributeValues"][":ttl"]["N"], "3605");

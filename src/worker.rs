@@ -40,14 +40,31 @@ pub struct World {
     pub retain: Duration,
     /// `--limit`: the number of slot items (`KEY#0`..); 1 means the plain `KEY`.
     pub slots: u32,
-    /// The slot tried last, then held: only the DynamoDB worker changes it, during the acquire phase.
-    slot: Mutex<u32>,
+    /// The slot tried last (then held), and whether the acquire was abandoned: only the DynamoDB worker changes
+    /// the slot, during the acquire phase.
+    trying: Mutex<Trying>,
+}
+
+/// Where an acquire attempt stands: the slot in flight or tried last, and whether the run abandoned the acquire
+/// (a stop signal), after which the attempt tries no further slot.
+#[derive(Debug, Default)]
+struct Trying {
+    slot: u32,
+    abandoned: bool,
 }
 
 impl World {
     /// The slot tried last (the one we hold once acquired).
     pub fn slot(&self) -> u32 {
-        *self.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.trying.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).slot
+    }
+
+    /// Abandons the acquire: an attempt still going through the slots sends no further acquire. Returns the item
+    /// key of the slot in flight or tried last, the only one the attempt may have taken.
+    pub fn abandon(&self) -> String {
+        let mut trying = self.trying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        trying.abandoned = true;
+        slot_key(&self.key, self.slots, trying.slot)
     }
 
     /// The item key of the slot tried last: `KEY` with one slot, `KEY#N` with more.
@@ -143,9 +160,9 @@ pub fn dynamodb_worker(jobs: Receiver<Job>, events: Sender<Event>) {
                 };
                 aws.log_endpoints(&log);
                 let table = common.table;
-                let slot = Mutex::new(0);
+                let trying = Mutex::new(Trying::default());
                 let leaked: &'static World =
-                    Box::leak(Box::new(World { env, aws, table, key, owner, log, expire, retain, slots, slot }));
+                    Box::leak(Box::new(World { env, aws, table, key, owner, log, expire, retain, slots, trying }));
                 world = Some(leaked);
                 let _ = events.send(Event::Resolved(leaked));
                 vec![Event::Acquired(attempt(leaked))]
@@ -203,7 +220,8 @@ pub fn slot_key(key: &str, slots: u32, slot: u32) -> String {
 
 /// One acquire attempt: every slot once, in a random order, until one is ours. With one slot, the plain key.
 /// Held: the holder whose lease ends first (the first slot to free up). An error ends the attempt at once (the
-/// cleanup release after an unknown outcome targets the slot tried last).
+/// cleanup release after an unknown outcome targets the slot tried last), and so does an abandoned acquire
+/// ([`World::abandon`]).
 fn attempt(world: &World) -> Acquired {
     let mut order: Vec<u32> = (0..world.slots).collect();
     for i in (1..order.len()).rev() {
@@ -212,7 +230,13 @@ fn attempt(world: &World) -> Acquired {
     }
     let mut first_free: Option<Item> = None;
     for slot in order {
-        *world.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = slot;
+        {
+            let mut trying = world.trying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if trying.abandoned {
+                return Ok((Instant::now(), Acquire::Held(None)));
+            }
+            trying.slot = slot;
+        }
         let sent = Instant::now();
         let key = world.item_key();
         match lock::acquire(

@@ -394,13 +394,15 @@ fn acquire_phase(
 }
 
 /// The owner-conditioned release after an acquire whose outcome is unknown, within 1 s (900 ms for the request).
+/// The acquire is abandoned first, so an attempt still going through `--limit` slots takes no further one.
 fn cleanup_release(world: &World) {
+    let key = world.abandon();
     let Some(client) = world.quick_client(Duration::from_millis(900)) else {
         world.log.debug("acquire abandoned before any request was signed; nothing to clean up", &[]);
         return;
     };
     let release = Release::plain(world.env.now(), world.retain);
-    let outcome = match lock::release(&client, &world.table, &world.item_key(), &world.owner.token, &release) {
+    let outcome = match lock::release(&client, &world.table, &key, &world.owner.token, &release) {
         Ok(Owned::Done) => "released a lock the acquire had taken".to_owned(),
         Ok(Owned::NotOwner(_)) => "the acquire had taken nothing".to_owned(),
         Err(e) => format!("cleanup release failed: {}", crate::error_chain(&e)),

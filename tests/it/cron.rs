@@ -376,6 +376,106 @@ fn bad_cron_options_are_usage_errors_and_nothing_runs() {
     env.insert("LOCK_EXEC_RETAIN", "59m".into());
     let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
     out.expect_code(64);
-    out.expect_stderr_contains("--retain");
+    out.expect_stderr_contains("LOCK_EXEC_RETAIN 59m0s is shorter than the minimum 1h");
+    let mut env = case.env();
+    env.insert("LOCK_EXEC_OWNER_ID", "line\nbreak".into());
+    let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
+    out.expect_code(64);
+    out.expect_stderr_contains("LOCK_EXEC_OWNER_ID: at most 1024 bytes without control characters");
     assert_eq!(case.item("k"), None, "nothing was written");
+}
+
+/// SIGTERM while a `--limit` attempt is going through its slots: the cleanup clears the slot in flight, and the
+/// attempt tries no further slot, so nothing is left held by the dead run. The proxy answers the first slot's
+/// acquire as held after 300 ms (SIGTERM goes out meanwhile) and holds the cleanup back 300 ms, time enough for
+/// an attempt that went on to send its next slot's acquire.
+#[test]
+fn sigterm_during_a_limit_attempt_leaves_no_slot_held() {
+    use std::sync::mpsc;
+
+    use crate::support::{Reply, Server, endpoint, forward};
+
+    let case = Case::new("sigterm_during_limit_attempt");
+    let target = endpoint().to_owned();
+    let (first_seen, first_rx) = mpsc::channel::<()>();
+    let mut answered_first = false;
+    let server = Server::start(move |seen| {
+        let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap_or_default();
+        let condition = body["ConditionExpression"].as_str().unwrap_or_default();
+        if condition.starts_with("attribute_not_exists") && !answered_first {
+            answered_first = true;
+            let _ = first_seen.send(());
+            std::thread::sleep(Duration::from_millis(300));
+            let mut item = body["Key"].clone();
+            item["expire"] = json!({ "N": (now_ns() + 60_000_000_000).to_string() });
+            item["owner"] = json!({ "S": "elsewhere" });
+            let answer = json!({
+                "__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException",
+                "message": "The conditional request failed",
+                "Item": item,
+            });
+            return Reply { status: 400, ..Reply::json(&answer) };
+        }
+        if condition == "#owner = :me" {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        forward(&target, seen)
+    });
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", server.url());
+    let script = case.marker_script();
+    let args = ["-t", case.table(), "run", "k", "--limit", "2", "--", "sh", "-c", &script];
+    let run = case.spawn_raw(&args, env);
+    first_rx.recv_timeout(WAIT).expect("the first slot's acquire reached the proxy");
+    signal(run.pid(), libc::SIGTERM);
+    let out = run.wait(WAIT);
+    out.expect_death_by(libc::SIGTERM);
+    out.check("the command ran", false, case.exists("marker"));
+    // whatever the dead run had sent has been answered by now
+    std::thread::sleep(Duration::from_secs(1));
+    drop(server);
+    for slot in ["k#0", "k#1"] {
+        let held = case.item(slot).filter(|item| lock::is_held(item, now_ns()));
+        assert_eq!(held, None, "{slot} is held by the run that died of SIGTERM before starting its command");
+    }
+}
+
+/// A renewal that DynamoDB applies after the `--keep` release (sent before it, delayed on the way) must not cut the
+/// keep short: the item still holds the keep instant. The proxy answers the first renewal with a 500 without
+/// forwarding it, and forwards it to the emulator right after the release, as a late arrival would be applied.
+#[test]
+fn a_renewal_applied_after_the_keep_release_does_not_shorten_the_keep() {
+    use crate::support::{Reply, Seen, Server, endpoint, forward};
+
+    let case = Case::new("late_renewal_after_keep");
+    let target = endpoint().to_owned();
+    let mut delayed: Option<Seen> = None;
+    let mut delayed_once = false;
+    let server = Server::start(move |seen| {
+        let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap_or_default();
+        let condition = body["ConditionExpression"].as_str().unwrap_or_default();
+        let update = body["UpdateExpression"].as_str().unwrap_or_default();
+        if update == "SET #expire = :expire, #ttl = :ttl" && !delayed_once {
+            delayed_once = true;
+            delayed = Some(seen.clone());
+            return Reply::new(500, r#"{"__type":"InternalServerError","message":"delayed by the test"}"#);
+        }
+        let reply = forward(&target, seen);
+        if condition == "#owner = :me"
+            && update.contains("#last_exit_code")
+            && let Some(renewal) = delayed.take()
+        {
+            forward(&target, &renewal);
+        }
+        reply
+    });
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", server.url());
+    let args = ["-t", case.table(), "run", "k", "-e", "3s", "--keep", "30s", "--", "sh", "-c", "sleep 1.5"];
+    let out = case.spawn_raw(&args, env).wait(WAIT);
+    drop(server);
+    out.expect_code(0);
+    out.check("the keep release went through", true, out.has_log("lock kept until --keep ends"));
+    let held = item(&case, "k");
+    out.check("expire is still acquired + 30 s", acquired_ns(&held) + 30_000_000_000, held.expire_ns);
 }
