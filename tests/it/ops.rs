@@ -235,6 +235,22 @@ fn list_follows_scan_pages() {
 }
 
 #[test]
+fn list_reads_scan_pages_larger_than_a_mebibyte() {
+    // A Scan page holds up to 1 MB of item data; its JSON is larger (attribute names, type wrappers, control
+    // characters escaped as \u0001), so DynamoDB's own answers exceed 1 MiB: here about 7 MB of JSON.
+    let case = Case::new("list-big-pages");
+    let command = "\u{1}".repeat(30_000);
+    for i in 0..40 {
+        case.put_item(json!({
+            "key": { "S": format!("big-{i:02}") }, "expire": { "N": "0" }, "command": { "S": command },
+        }));
+    }
+    let out = case.run(&["list"]);
+    out.expect_code(0);
+    out.check("items listed", 40, json_lines(&out).len());
+}
+
+#[test]
 fn list_of_a_missing_table_is_a_configuration_error() {
     let case = Case::with_table_name("list-missing", "it-no-such-table-for-list");
     case.run_with(&["-t", case.table(), "list"], |_| {}).expect_code(78);
