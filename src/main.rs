@@ -132,25 +132,18 @@ fn main() -> ExitCode {
         }
     };
     let (log, result) = match command {
-        Command::Version => {
-            println!("lock-exec {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
+        Command::Version => return printed(&format!("lock-exec {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Help(topic) => {
-            print!(
-                "{}",
-                match topic {
-                    None => USAGE,
-                    Some(Topic::Run) => RUN_USAGE,
-                    Some(Topic::Unlock) => UNLOCK_USAGE,
-                    Some(Topic::Status) => STATUS_USAGE,
-                    Some(Topic::List) => LIST_USAGE,
-                    Some(Topic::Table) => TABLE_USAGE,
-                    Some(Topic::Doctor) => DOCTOR_USAGE,
-                    Some(Topic::Completion) => COMPLETION_USAGE,
-                }
-            );
-            return ExitCode::SUCCESS;
+            return printed(match topic {
+                None => USAGE,
+                Some(Topic::Run) => RUN_USAGE,
+                Some(Topic::Unlock) => UNLOCK_USAGE,
+                Some(Topic::Status) => STATUS_USAGE,
+                Some(Topic::List) => LIST_USAGE,
+                Some(Topic::Table) => TABLE_USAGE,
+                Some(Topic::Doctor) => DOCTOR_USAGE,
+                Some(Topic::Completion) => COMPLETION_USAGE,
+            });
         }
         Command::Run(common, args) => {
             // Before any thread starts, every signal the run catches is blocked (pending, not acted on), in this
@@ -195,7 +188,10 @@ fn main() -> ExitCode {
             let result = commands::doctor(&common, &env, &log);
             (log, result)
         }
-        Command::Completion(shell) => return ExitCode::from(commands::completion(shell).code()),
+        Command::Completion(shell) => {
+            let log = Logger::new(cli::LogFormat::Json, lock_exec::log::Level::Error);
+            (log, commands::completion(shell))
+        }
     };
     // lock-exec exits below, whatever the result: a credential_process helper still running in a thread that
     // is not waited for (a refresh during the lease) must not outlive it.
@@ -235,6 +231,21 @@ fn kill_helpers_on_signals() {
             std::process::exit(128 + signal);
         }
     });
+}
+
+/// Prints help or the version: exit 0, or die of SIGPIPE quietly when the reader has gone.
+fn printed(text: &str) -> ExitCode {
+    match commands::print(text) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            let _ = signal_hook::low_level::emulate_default_handler(libc::SIGPIPE);
+            ExitCode::from(commands::READER_GONE.code())
+        }
+        Err(e) => {
+            eprintln!("lock-exec: {}", error_chain(&e));
+            ExitCode::from(e.exit().code())
+        }
+    }
 }
 
 fn logger(common: &cli::Common) -> Logger {

@@ -2,6 +2,7 @@
 //! (durations, log formats, shells), written from one table so the three shells offer the same.
 
 use crate::cli::Shell;
+use crate::error::Error;
 use crate::exit::Exit;
 
 /// What a flag takes.
@@ -96,9 +97,8 @@ fn flags() -> impl Iterator<Item = &'static Flag> {
 }
 
 /// `completion`: print the script.
-pub fn completion(shell: Shell) -> Exit {
-    print!("{}", script(shell));
-    Exit::Success
+pub fn completion(shell: Shell) -> Result<Exit, Error> {
+    Ok(if super::print(&script(shell))? { Exit::Success } else { super::READER_GONE })
 }
 
 /// The completion script for `shell`.

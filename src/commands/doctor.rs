@@ -43,21 +43,34 @@ impl Verdict {
     }
 }
 
-/// The lines printed so far, and whether one failed.
+/// The lines printed so far, whether one failed, and whether stdout is still read.
 struct Report {
     format: LogFormat,
     failed: bool,
+    /// The reader of stdout has gone (`doctor | head -1`), or writing failed: no more lines are printed.
+    closed: Option<Result<(), Error>>,
 }
 
 impl Report {
     /// Prints one line at once (a check that hangs shows which one).
     fn line(&mut self, check: &str, verdict: Verdict, detail: &str, fields: &[(&str, Value)]) {
         self.failed |= verdict == Verdict::Fail;
-        print!("{}", format_line(self.format, check, verdict, detail, fields));
+        if self.closed.is_none() {
+            match super::print(&format_line(self.format, check, verdict, detail, fields)) {
+                Ok(true) => {}
+                Ok(false) => self.closed = Some(Ok(())),
+                Err(e) => self.closed = Some(Err(e)),
+            }
+        }
     }
 
-    fn exit(&self) -> Exit {
-        if self.failed { Exit::ChecksFailed } else { Exit::Success }
+    fn exit(self) -> Result<Exit, Error> {
+        match self.closed {
+            Some(Ok(())) => Ok(super::READER_GONE),
+            Some(Err(e)) => Err(e),
+            None if self.failed => Ok(Exit::ChecksFailed),
+            None => Ok(Exit::Success),
+        }
     }
 }
 
@@ -84,7 +97,7 @@ const NETWORK_CHECKS: [&str; 5] = ["dynamodb", "table", "ttl", "write", "clock"]
 
 /// `doctor`: run every check, print one line each.
 pub fn doctor(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
-    let mut report = Report { format: common.log_format, failed: false };
+    let mut report = Report { format: common.log_format, failed: false, closed: None };
     let aws = match Aws::resolve_steps(common, env) {
         Ok(aws) => aws,
         Err(unresolved) => {
@@ -106,7 +119,7 @@ pub fn doctor(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
             for check in NETWORK_CHECKS {
                 report.line(check, Verdict::Skip, "needs the checks above", &[]);
             }
-            return Ok(report.exit());
+            return report.exit();
         }
     };
     aws.log_endpoints(log);
@@ -122,7 +135,7 @@ pub fn doctor(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
         for check in NETWORK_CHECKS {
             report.line(check, Verdict::Skip, "no credentials", &[]);
         }
-        return Ok(report.exit());
+        return report.exit();
     }
     let table = common.table.as_str();
     let described = client.call_dated("DescribeTable", &json!({ "TableName": table }));
@@ -130,7 +143,7 @@ pub fn doctor(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
         for check in &NETWORK_CHECKS[1..] {
             report.line(check, Verdict::Skip, "DynamoDB not reachable", &[]);
         }
-        return Ok(report.exit());
+        return report.exit();
     }
     let table_exists = check_table(&described.result, table, &aws.region, &mut report);
     if table_exists == Some(false) {
@@ -141,7 +154,7 @@ pub fn doctor(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
         check_write(&client, table, env.now(), &mut report);
     }
     check_clock(&described, &mut report);
-    Ok(report.exit())
+    report.exit()
 }
 
 /// `credentials`: the source and its expiry; false when there are none.

@@ -35,7 +35,11 @@ pub fn list(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
         let page: Vec<Map<String, Value>> = items.iter().filter_map(|item| row(item, now_ns)).collect();
         match common.log_format {
             // Lines as the pages come: a large table starts printing at once and is never held whole.
-            LogFormat::Json => print!("{}", json_lines(&page)),
+            LogFormat::Json => {
+                if !super::print(&json_lines(&page))? {
+                    return Ok(super::READER_GONE);
+                }
+            }
             LogFormat::Text => rows.extend(page),
         }
         match answer.get("LastEvaluatedKey") {
@@ -45,7 +49,9 @@ pub fn list(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
     }
     if common.log_format == LogFormat::Text {
         rows.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
-        print!("{}", text_table(&rows));
+        if !super::print(&text_table(&rows))? {
+            return Ok(super::READER_GONE);
+        }
     }
     Ok(Exit::Success)
 }

@@ -64,6 +64,8 @@ pub fn status(common: &Common, key: &str, env: &Env, log: &Logger) -> Result<Exi
             })
             .collect(),
     };
-    print!("{text}");
+    if !super::print(&text)? {
+        return Ok(super::READER_GONE);
+    }
     Ok(if state == "held" { Exit::Held } else { Exit::Success })
 }

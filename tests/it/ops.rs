@@ -537,3 +537,31 @@ fn completion_scripts_load_and_complete() {
         }
     }
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_by_sigpipe() {
+    use std::os::unix::process::ExitStatusExt;
+    // `lock-exec list | head -1`: the reader is gone before (or while) lock-exec writes. No panic message; lock-exec
+    // ends as Unix tools do when their reader goes, by SIGPIPE.
+    let case = Case::new("closed-pipe");
+    case.run(&["table", "create"]).expect_code(0);
+    case.put_go_item("k", 0);
+    let cases: &[&[&str]] =
+        &[&["list"], &["list", "--log-format", "text"], &["doctor"], &["completion", "bash"], &["help", "doctor"]];
+    for args in cases {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_lock-exec"))
+            .args(["-t", case.table()])
+            .args(*args)
+            .env_clear()
+            .envs(case.env())
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .output()
+            .expect("run lock-exec");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.signal(), Some(13), "{args:?}: {:?}, stderr {stderr}", out.status);
+    }
+}
