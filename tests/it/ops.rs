@@ -512,6 +512,11 @@ fn completion_scripts_load_and_complete() {
         ("lock-exec status --de", ""),
         ("lock-exec completion ''", "bash zsh fish"),
         ("lock-exec help do", "doctor"),
+        // --flag=value: bash splits it at the `=` (COMP_WORDBREAKS)
+        ("lock-exec --log-format =", "json text"),
+        ("lock-exec --log-format = j", "json"),
+        ("lock-exec --table = tbl ta", "table"),
+        ("lock-exec run k --wait = 1", "10s 1m 10m 1h"),
     ];
     for (words, expected) in cases {
         let script = format!(
