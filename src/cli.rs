@@ -272,6 +272,15 @@ where
     if flags.help {
         return Ok(Command::Help(Some(topic)));
     }
+    // `completion` uses no settings: a LOCK_EXEC_* variable the other subcommands refuse must not break the shell
+    // start-up that sources its script (its flags are still checked).
+    let no_env;
+    let env = if topic == Topic::Completion {
+        no_env = Env::from_pairs::<&str, &str>(&[]);
+        &no_env
+    } else {
+        env
+    };
     let common = common(&flags, env)?;
     let rest: Vec<OsString> = positionals.collect();
     let only_run = |given: bool, flag: &str| {
@@ -792,6 +801,10 @@ mod tests {
         assert!(usage_error(&["completion"]).contains("missing SHELL"));
         assert!(usage_error(&["completion", "tcsh"]).contains("unknown shell"));
         assert!(usage_error(&["completion", "bash", "zsh"]).contains("unexpected argument"));
+        let refused =
+            Env::from_pairs(&[("LOCK_EXEC_TABLE", "ab"), ("LOCK_EXEC_RETAIN", "1m"), ("LOCK_EXEC_EXPIRE", "x")]);
+        assert_eq!(parse_from(["completion", "bash"], &refused).ok(), Some(Command::Completion(Shell::Bash)));
+        assert!(matches!(parse_from(["status", "k"], &refused), Err(Error::Usage(_))));
     }
 
     #[test]

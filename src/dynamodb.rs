@@ -18,6 +18,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(20);
 /// Default attempts per call (AWS standard mode), overridden by `AWS_MAX_ATTEMPTS`.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// The largest `Scan` answer read: a page of 1 MB of item data whose every character is escaped (`\u0001`, six
+/// bytes) is under 7 MB of JSON.
+pub const SCAN_RESPONSE_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// A DynamoDB client for one run.
 #[derive(Debug, Clone)]
@@ -204,14 +207,12 @@ impl<'a> Client<'a> {
         let scope = Scope { region: self.ctx.region, service: "dynamodb", time: self.ctx.env.now() };
         let signed = sign_request(credentials, scope, "POST", &url, &headers, payload)?;
         headers.extend(signed);
-        self.ctx.http.send(&Request {
-            method: "POST",
-            url: &url,
-            headers,
-            body: payload,
-            timeout: self.timeout,
-            target: "dynamodb",
-        })
+        let request =
+            Request { method: "POST", url: &url, headers, body: payload, timeout: self.timeout, target: "dynamodb" };
+        // A Scan page holds up to 1 MB of item data, and its JSON is larger (attribute names, type wrappers,
+        // control characters escaped six bytes each).
+        let limit = if operation == "Scan" { SCAN_RESPONSE_LIMIT } else { crate::aws::http::RESPONSE_LIMIT };
+        self.ctx.http.send_with_limit(&request, limit)
     }
 }
 

@@ -155,8 +155,13 @@ impl Http {
         Ok((built, Some(shown)))
     }
 
-    /// Sends a request and reads the whole response, whatever its status.
+    /// Sends a request and reads the whole response, whatever its status, up to [`RESPONSE_LIMIT`] bytes.
     pub fn send(&self, request: &Request<'_>) -> Result<Response, Error> {
+        self.send_with_limit(request, RESPONSE_LIMIT)
+    }
+
+    /// [`Http::send`] with a response body of up to `limit` bytes (a longer one is a transport error).
+    pub fn send_with_limit(&self, request: &Request<'_>, limit: u64) -> Result<Response, Error> {
         let url = match &self.redirect {
             Some(base) => format!("{}{}", base.trim_end_matches('/'), path_and_query(request.url)),
             None => request.url.to_owned(),
@@ -189,10 +194,13 @@ impl Http {
             .iter()
             .map(|(n, v)| (n.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect();
-        let bytes = response.body_mut().with_config().limit(1024 * 1024).read_to_vec().map_err(transport)?;
+        let bytes = response.body_mut().with_config().limit(limit).read_to_vec().map_err(transport)?;
         Ok(Response { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() })
     }
 }
+
+/// The largest response body [`Http::send`] reads.
+pub const RESPONSE_LIMIT: u64 = 1024 * 1024;
 
 /// An agent with keep-alive, the connect timeout, no status-as-error conversion, `proxy` or none (ureq's own
 /// reading of the proxy variables is off), TLS trusting `roots` (the bundled Mozilla roots when `None`), and the

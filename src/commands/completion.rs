@@ -156,13 +156,19 @@ _lock_exec() {{
     local cur=${{COMP_WORDS[COMP_CWORD]}} prev=${{COMP_WORDS[COMP_CWORD-1]}}
     local i w sub="" dashes=0 positionals=0 flags=""
     COMPREPLY=()
+    # --flag=value: bash splits the word at the `=` (COMP_WORDBREAKS)
+    if [[ $cur == = ]]; then
+        cur=""
+    elif [[ $prev == = && COMP_CWORD -ge 2 ]]; then
+        prev=${{COMP_WORDS[COMP_CWORD-2]}}
+    fi
     case $prev in
 {value_cases}    esac
     for ((i = 1; i < COMP_CWORD; i++)); do
         w=${{COMP_WORDS[i]}}
         if [[ $w == -- ]]; then dashes=$i; break; fi
         case " {with_value} " in
-            *" $w "*) ((i++)); continue ;;
+            *" $w "*) if [[ ${{COMP_WORDS[i+1]}} == = ]]; then ((i += 2)); else ((i++)); fi; continue ;;
         esac
         if [[ $w == -* ]]; then continue; fi
         if [[ -z $sub ]]; then sub=$w; else ((positionals++)); fi

@@ -43,7 +43,7 @@ impl Verdict {
     }
 }
 
-/// The lines printed so far, and whether one failed.
+/// The lines printed so far, whether one failed, and whether stdout is still read.
 struct Report {
     format: LogFormat,
     failed: bool,

@@ -1,5 +1,7 @@
 //! The subcommands, one module each; `main` parses the command line and calls one of them.
 
+
+
 pub mod completion;
 pub mod doctor;
 pub mod list;
