@@ -224,10 +224,11 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// The earliest the server's clock can read now, from the answers so far (`None` before any with a `Date`).
-    pub fn server_earliest_ns(&self) -> Option<i128> {
+    /// The earliest the server's clock can have read when the local one read `local`, from the answers so far
+    /// (`None` before any with a `Date`).
+    pub fn server_earliest_ns(&self, local: std::time::SystemTime) -> Option<i128> {
         let (skew, _) = self.skew?;
-        Some(skew.offset()?.server_earliest(self.ctx.env.now()))
+        Some(skew.offset()?.server_earliest(local))
     }
 }
 

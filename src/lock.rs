@@ -391,7 +391,7 @@ fn parse_number(text: &str) -> Option<i128> {
 /// server's time, so the fence never goes back below what an in-sync host handed out before the item was
 /// deleted. Should that write fail, the lease stands with the fence as it is (a warning says so).
 pub fn acquire(client: &Client<'_>, table: &str, key: &str, owner: &Owner, terms: &Terms) -> Result<Acquire, Error> {
-    let seed_ms = fence_seed(terms.now, client.server_earliest_ns());
+    let seed_ms = fence_seed(terms.now, client.server_earliest_ns(terms.now));
     let request = acquire_request(table, key, owner, terms, seed_ms);
     match client.call_conditional("UpdateItem", &request)? {
         Conditional::Done(answer) => {
@@ -404,7 +404,7 @@ pub fn acquire(client: &Client<'_>, table: &str, key: &str, owner: &Owner, terms
                     message: format!("the acquire's answer has no fence attribute: {answer}"),
                 })
             })?;
-            let fence = raise_new_fence(client, table, key, &owner.token, fence, seed_ms);
+            let fence = raise_new_fence(client, table, key, &owner.token, fence, terms.now, seed_ms);
             let acquired_ns = unix_ns(terms.now);
             let expire_ns = acquired_ns + terms.lease.as_nanos() as i128;
             Ok(Acquire::Acquired(Lease { fence, acquired_ns, expire_ns }))
@@ -413,16 +413,29 @@ pub fn acquire(client: &Client<'_>, table: &str, key: &str, owner: &Owner, terms
     }
 }
 
-/// The fence of a lease just taken: raised to the server's clock (ms) when the acquire seeded it lower.
-fn raise_new_fence(client: &Client<'_>, table: &str, key: &str, token: &str, fence: u64, seed_ms: i128) -> u64 {
-    let server_ms = client.server_earliest_ns().map(|ns| ns / 1_000_000);
+/// The fence of a lease just taken: raised to the server's clock (ms) when the acquire seeded it lower, that is
+/// when the answers now show the server's clock ahead of the local one at `seeded` (when the seed was read).
+/// The raise signs with cached credentials and makes one attempt: it may not delay the command much.
+fn raise_new_fence(
+    client: &Client<'_>,
+    table: &str,
+    key: &str,
+    token: &str,
+    fence: u64,
+    seeded: SystemTime,
+    seed_ms: i128,
+) -> u64 {
+    let server_ms = client.server_earliest_ns(seeded).map(|ns| ns / 1_000_000);
     let raised = match server_ms {
         Some(server_ms) if i128::from(fence) == seed_ms + 1 && server_ms > seed_ms => {
             u64::try_from(server_ms + 1).unwrap_or(fence)
         }
         _ => return fence,
     };
-    let outcome = client.call_conditional("UpdateItem", &raise_fence_request(table, key, token, fence, raised));
+    let mut quick = client.clone();
+    quick.sign_with_cached = true;
+    quick.max_attempts = 1;
+    let outcome = quick.call_conditional("UpdateItem", &raise_fence_request(table, key, token, fence, raised));
     match outcome {
         Ok(Conditional::Done(_)) => {
             client.log.debug("fence raised to the server's clock", &[("from", fence.into()), ("to", raised.into())]);

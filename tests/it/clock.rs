@@ -198,8 +198,9 @@ fn a_contender_ahead_by_less_than_the_bound_starts_only_after_the_holder_s_comma
 #[test]
 fn a_host_whose_clock_is_behind_does_not_reseed_the_fence_lower() {
     let case = Case::new("clock-fence-seed");
-    let out = run_shifted(&case, 0, &[]);
+    let out = run_shifted(&case, 0, &["-v"]);
     out.expect_code(0);
+    out.check("an in-sync host raised its new fence", false, out.has_log("fence raised to the server's clock"));
     let first = case.item("k").and_then(|item| item.fence).expect("a fence");
     case.run(&["unlock", "--delete", "k"]).expect_code(0);
     assert_eq!(case.item("k"), None, "deleted");
@@ -207,8 +208,9 @@ fn a_host_whose_clock_is_behind_does_not_reseed_the_fence_lower() {
     // handed out more than a second before the re-seed.
     std::thread::sleep(Duration::from_millis(1100));
     // An hour behind: it is refused (75), but the fence its acquire wrote was raised to the server's clock.
-    let out = run_shifted(&case, -3_600_000, &[]);
+    let out = run_shifted(&case, -3_600_000, &["-v"]);
     out.expect_code(75);
+    out.check("raised", true, out.has_log("fence raised to the server's clock"));
     let second = case.item("k").and_then(|item| item.fence).expect("a fence");
     out.check("the fence grew past the first one", true, second > first);
     let now_ms = unix_ns(Env::real().now()) / 1_000_000;
