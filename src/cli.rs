@@ -24,6 +24,8 @@ pub const MAX_KEY_BYTES: usize = 2048;
 pub const DEFAULT_RETAIN: Duration = Duration::from_secs(720 * 3600);
 /// The shortest retention accepted.
 pub const MIN_RETAIN: Duration = Duration::from_secs(3600);
+/// `--max-clock-skew` when neither the flag nor `LOCK_EXEC_MAX_CLOCK_SKEW` is given.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(2);
 /// The most holders `--limit` allows (each attempt tries every slot item).
 pub const MAX_LIMIT: u32 = 100;
 /// The longest `--owner` identity, in bytes.
@@ -142,6 +144,9 @@ pub struct Common {
     pub verbosity: Verbosity,
     /// How long an unused lock item is kept (the `ttl` every write sets counts from its lease end).
     pub retain: Duration,
+    /// `--max-clock-skew`: a lease counts as ended only this long after its `expire`; this host's clock may be
+    /// off the server's by at most this much for `run` to start a command (and half of it without a warning).
+    pub max_clock_skew: Duration,
 }
 
 /// `run`'s arguments.
@@ -206,6 +211,7 @@ struct Flags {
     owner: Option<String>,
     limit: Option<String>,
     retain: Option<String>,
+    max_clock_skew: Option<String>,
     delete: bool,
     help: bool,
 }
@@ -248,6 +254,7 @@ where
             Long("owner") => flags.owner = Some(string_value(&mut parser, "--owner")?),
             Long("limit") => flags.limit = Some(string_value(&mut parser, "--limit")?),
             Long("retain") => flags.retain = Some(string_value(&mut parser, "--retain")?),
+            Long("max-clock-skew") => flags.max_clock_skew = Some(string_value(&mut parser, "--max-clock-skew")?),
             Long("delete") => flags.delete = true,
             Short('h') | Long("help") => flags.help = true,
             Short('V') | Long("version") => return Ok(Command::Version),
@@ -395,8 +402,14 @@ fn common(flags: &Flags, env: &Env) -> Result<Common, Error> {
     if retain < MIN_RETAIN {
         return Err(Error::Usage(format!("{named} {} is shorter than the minimum 1h", duration::format(retain))));
     }
+    let max_clock_skew = duration_flag(
+        flags.max_clock_skew.clone().or_else(|| env.var("LOCK_EXEC_MAX_CLOCK_SKEW")),
+        DEFAULT_MAX_CLOCK_SKEW,
+        "--max-clock-skew",
+    )?;
     Ok(Common {
         retain,
+        max_clock_skew,
         table,
         region: non_empty(&flags.region, "--region")?,
         endpoint_url,
@@ -680,6 +693,29 @@ mod tests {
     }
 
     #[test]
+    fn max_clock_skew_from_flag_env_or_default() {
+        let check =
+            |args: &[&str], env: &[(&str, &str)], expected: Duration| match parse_from(args, &Env::from_pairs(env)) {
+                Ok(Command::Run(common, _) | Command::Status(common, _)) => {
+                    assert_eq!(common.max_clock_skew, expected, "{args:?} {env:?}")
+                }
+                other => panic!("{args:?}: {other:?}"),
+            };
+        check(&["run", "k", "true"], &[], DEFAULT_MAX_CLOCK_SKEW);
+        check(&["run", "k", "true"], &[("LOCK_EXEC_MAX_CLOCK_SKEW", "5s")], Duration::from_secs(5));
+        check(
+            &["run", "k", "true", "--max-clock-skew", "500ms"],
+            &[("LOCK_EXEC_MAX_CLOCK_SKEW", "5s")],
+            Duration::from_millis(500),
+        );
+        check(&["status", "k", "--max-clock-skew", "0s"], &[], Duration::ZERO);
+        let bad = Env::from_pairs(&[("LOCK_EXEC_MAX_CLOCK_SKEW", "soon")]);
+        assert!(
+            matches!(parse_from(["run", "k", "true"], &bad), Err(Error::Usage(m)) if m.contains("--max-clock-skew"))
+        );
+    }
+
+    #[test]
     fn expire_is_accepted_everywhere_like_the_go_tool() {
         assert!(matches!(parse(&["-e", "24h", "unlock", "k"]), Ok(Command::Unlock(..))));
         assert!(matches!(parse(&["unlock", "k", "-e", "1h"]), Ok(Command::Unlock(..))));
@@ -855,6 +891,9 @@ mod tests {
             (&["status", "k", "--wait", "1s"], "--wait applies to run only"),
             (&["unlock", "k", "--owner", "x"], "--owner applies to run only"),
             (&["unlock", "k", "--limit", "2"], "--limit applies to run only"),
+            (&["run", "k", "true", "--max-clock-skew", "2x"], "--max-clock-skew: invalid duration"),
+            (&["run", "k", "true", "--max-clock-skew", "-1s"], "--max-clock-skew"),
+            (&["status", "k", "--max-clock-skew"], "--max-clock-skew needs a value"),
         ];
         for (args, expected) in cases {
             let message = usage_error(args);

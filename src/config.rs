@@ -1,6 +1,8 @@
 //! What every subcommand resolves before its first request: the profile files, the region, the DynamoDB endpoint,
 //! the credential source, and the HTTP client (proxies, CA bundle).
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use crate::aws::credentials::{self, Cache, Context, imds};
@@ -8,6 +10,7 @@ use crate::aws::endpoint::{self, ProfileEndpoints};
 use crate::aws::http::{CA_BUNDLE_LIMIT, CaBundle, Http, host_of};
 use crate::aws::profile::ProfileSet;
 use crate::cli::Common;
+use crate::clock::Skew;
 use crate::dynamodb::{self, Client};
 use crate::env::Env;
 use crate::error::Error;
@@ -52,6 +55,10 @@ pub struct Aws {
     pub max_attempts: u32,
     /// The HTTP client: proxies from the environment, TLS roots from the CA bundle if one is configured.
     pub http: Http,
+    /// This process's clock skew estimate, narrowed by every DynamoDB answer.
+    pub skew: Skew,
+    /// `--max-clock-skew`: beyond half of it the skew is warned about (once).
+    pub max_clock_skew: Duration,
 }
 
 impl Aws {
@@ -96,7 +103,16 @@ impl Aws {
         let ctx = Context { env, http, profiles: &profiles, region: &region };
         let source = credentials::select(&ctx).map_err(at(Step::Credentials, Some(&region)))?;
         let http = http.clone();
-        Ok(Aws { profiles, region, endpoint, credentials: Cache::new(source), max_attempts, http })
+        Ok(Aws {
+            profiles,
+            region,
+            endpoint,
+            credentials: Cache::new(source),
+            max_attempts,
+            http,
+            skew: Skew::default(),
+            max_clock_skew: common.max_clock_skew,
+        })
     }
 
     /// Logs (with `-v`) the host of each service lock-exec will call, and the proxy it goes through; warns once
@@ -134,6 +150,7 @@ impl Aws {
         let ctx = Context { env, http: &self.http, profiles: &self.profiles, region: &self.region };
         let mut client = Client::new(ctx, &self.credentials, self.endpoint.clone(), log.clone());
         client.max_attempts = self.max_attempts;
+        client.skew = Some((&self.skew, self.max_clock_skew));
         client
     }
 }

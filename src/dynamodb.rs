@@ -8,6 +8,7 @@ use crate::aws::credentials::{Cache, Context, Credentials};
 use crate::aws::http::{Request, Response};
 use crate::aws::redact::quote;
 use crate::aws::sign::{Scope, sign_request};
+use crate::clock::{Offset, Skew, parse_http_date};
 use crate::error::{Error, ServiceError, ServiceErrorKind};
 use crate::log::Logger;
 use crate::random;
@@ -40,6 +41,9 @@ pub struct Client<'a> {
     /// Sign with cached credentials while they stay valid, without refreshing (the lease thread's renewals,
     /// whose refreshes run beside them).
     pub sign_with_cached: bool,
+    /// The process's clock skew estimate, which every answer's `Date` header narrows, and `--max-clock-skew`
+    /// (beyond half of it, one warning). `None`: answers are not measured.
+    pub skew: Option<(&'a Skew, Duration)>,
 }
 
 /// How long cached credentials must stay valid to sign a renewal without refreshing first.
@@ -65,6 +69,7 @@ impl<'a> Client<'a> {
             timeout: REQUEST_TIMEOUT,
             log,
             sign_with_cached: false,
+            skew: None,
         }
     }
 
@@ -207,12 +212,43 @@ impl<'a> Client<'a> {
         let scope = Scope { region: self.ctx.region, service: "dynamodb", time: self.ctx.env.now() };
         let signed = sign_request(credentials, scope, "POST", &url, &headers, payload)?;
         headers.extend(signed);
+        let sent = self.ctx.env.now();
         let request =
             Request { method: "POST", url: &url, headers, body: payload, timeout: self.timeout, target: "dynamodb" };
         // A Scan page holds up to 1 MB of item data, and its JSON is larger (attribute names, type wrappers,
         // control characters escaped six bytes each).
         let limit = if operation == "Scan" { SCAN_RESPONSE_LIMIT } else { crate::aws::http::RESPONSE_LIMIT };
-        self.ctx.http.send_with_limit(&request, limit)
+        let response = self.ctx.http.send_with_limit(&request, limit)?;
+        self.measure(sent, &response);
+        Ok(response)
+    }
+
+    /// Narrows the skew estimate with an answer's `Date` header (any answer, errors included), and warns once
+    /// when this host's clock is certainly off by more than half of `--max-clock-skew`.
+    fn measure(&self, sent: std::time::SystemTime, response: &Response) {
+        let Some((skew, max)) = self.skew else { return };
+        let Some(server_second) = response.header("date").and_then(parse_http_date) else { return };
+        let exchange = Offset::from_exchange(sent, self.ctx.env.now(), server_second);
+        if let Some(offset) = skew.observe(exchange, max / 2) {
+            self.log.warn(
+                &format!(
+                    "clock skew: this host's clock is at least {} {} DynamoDB's (Date headers), more than half of \
+                     --max-clock-skew {}; at more than {} a run will not start its command (fix NTP)",
+                    crate::duration::format(Duration::from_millis(offset.at_least().as_millis() as u64)),
+                    offset.direction(),
+                    crate::duration::format(max),
+                    crate::duration::format(max),
+                ),
+                &[("offset_ms", offset.middle_ms().into())],
+            );
+        }
+    }
+
+    /// The earliest the server's clock can have read when the local one read `local`, from the answers so far
+    /// (`None` before any with a `Date`).
+    pub fn server_earliest_ns(&self, local: std::time::SystemTime) -> Option<i128> {
+        let (skew, _) = self.skew?;
+        Some(skew.offset()?.server_earliest(local))
     }
 }
 

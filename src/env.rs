@@ -18,6 +18,9 @@ pub struct Env {
     fs_root: Option<PathBuf>,
     /// A fixed clock for tests.
     now: Option<SystemTime>,
+    /// Milliseconds added to the clock: `LOCK_EXEC_TEST_CLOCK_OFFSET_MS`, honoured by debug builds only (the
+    /// integration tests' way to give one lock-exec a skewed clock).
+    offset_ms: i64,
 }
 
 impl std::fmt::Debug for Env {
@@ -30,14 +33,24 @@ impl std::fmt::Debug for Env {
             .field("vars", &names.map_or_else(|| "<process environment>".to_owned(), |n| n.join(", ")))
             .field("fs_root", &self.fs_root)
             .field("now", &self.now)
+            .field("offset_ms", &self.offset_ms)
             .finish()
     }
 }
 
 impl Env {
-    /// The real process environment, file system and clock.
+    /// The real process environment, file system and clock. A debug build shifts the clock by
+    /// `LOCK_EXEC_TEST_CLOCK_OFFSET_MS` (a whole number of ms, negative for behind) when it is set: the
+    /// integration tests' clock skew; a release build ignores the variable.
     pub fn real() -> Env {
-        Env::default()
+        let env = Env::default();
+        let offset_ms = if cfg!(debug_assertions) { env.test_clock_offset_ms() } else { 0 };
+        Env { offset_ms, ..env }
+    }
+
+    /// `LOCK_EXEC_TEST_CLOCK_OFFSET_MS`, 0 when unset or not a whole number.
+    fn test_clock_offset_ms(&self) -> i64 {
+        self.var("LOCK_EXEC_TEST_CLOCK_OFFSET_MS").and_then(|v| v.parse().ok()).unwrap_or(0)
     }
 
     /// A fixed set of variables; files and the clock stay real.
@@ -133,10 +146,13 @@ impl Env {
         String::from_utf8(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
     }
 
-    /// The current time.
+    /// The current time (shifted in debug builds by `LOCK_EXEC_TEST_CLOCK_OFFSET_MS`, see [`Env::real`]).
     pub fn now(&self) -> SystemTime {
         #[allow(clippy::disallowed_methods)] // the one place the real clock is read
-        self.now.unwrap_or_else(SystemTime::now)
+        let now = self.now.unwrap_or_else(SystemTime::now);
+        let shift = std::time::Duration::from_millis(self.offset_ms.unsigned_abs());
+        let shifted = if self.offset_ms >= 0 { now.checked_add(shift) } else { now.checked_sub(shift) };
+        shifted.unwrap_or(now)
     }
 
     /// The user's home folder: `HOME`, else the password database's entry is not consulted (static binaries
@@ -241,6 +257,23 @@ mod tests {
         std::os::unix::fs::symlink("/dev/null", &link).expect("make a symbolic link");
         check(&link, Ok(""));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_test_clock_offset_shifts_the_clock() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(10_000);
+        let check = |value: &str, expected_ms: u64| {
+            let env = Env::from_pairs(&[("LOCK_EXEC_TEST_CLOCK_OFFSET_MS", value)]);
+            let env = Env { offset_ms: env.test_clock_offset_ms(), ..env }.with_now(at);
+            let expected = std::time::UNIX_EPOCH + std::time::Duration::from_millis(expected_ms);
+            assert_eq!(env.now(), expected, "{value:?}");
+        };
+        check("-3600000", 6_400_000);
+        check("1500", 10_001_500);
+        check("junk", 10_000_000);
+        // Only `Env::real` reads it: a fixed environment keeps its clock.
+        let env = Env::from_pairs(&[("LOCK_EXEC_TEST_CLOCK_OFFSET_MS", "5000")]).with_now(at);
+        assert_eq!(env.now(), at);
     }
 
     #[test]

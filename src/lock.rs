@@ -184,33 +184,49 @@ pub fn ttl_seconds(ns: i128, retain: Duration) -> i128 {
     ns.div_euclid(1_000_000_000) + retain.as_secs() as i128
 }
 
-/// The acquire `UpdateItem`: taken when absent, expired, already ours, or (with an owner id) held by our id.
-pub fn acquire_request(
-    table: &str,
-    key: &str,
-    owner: &Owner,
-    now: SystemTime,
-    lease: Duration,
-    retain: Duration,
-) -> Value {
-    let now_ns = unix_ns(now);
-    let now_ms = now_ns / 1_000_000;
-    let expire_ns = now_ns + lease.as_nanos() as i128;
-    let mut condition = "attribute_not_exists(#key) OR #expire < :now OR #owner = :me".to_owned();
+/// What an acquire writes and how it judges the item's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    /// The local clock when the request is built.
+    pub now: SystemTime,
+    /// The lease length.
+    pub lease: Duration,
+    /// How long the item is kept after its lease ends (its `ttl`).
+    pub retain: Duration,
+    /// `--max-clock-skew`: the item's lease counts as ended only this long after its `expire` (the holder's
+    /// clock may be behind ours by up to this much).
+    pub max_clock_skew: Duration,
+}
+
+/// The fence seed for a missing item, in Unix ms: the local clock, or the earliest the server's clock can read
+/// (`server_earliest_ns`, from earlier answers' `Date` headers) when that is later, so a host whose clock is
+/// behind does not reseed below what the server's time handed out before.
+pub fn fence_seed(now: SystemTime, server_earliest_ns: Option<i128>) -> i128 {
+    unix_ns(now).max(server_earliest_ns.unwrap_or(i128::MIN)) / 1_000_000
+}
+
+/// The acquire `UpdateItem`: taken when absent, ended at least `max_clock_skew` ago, already ours, or (with an
+/// owner id) held by our id. A missing item's fence starts from `seed_ms`.
+pub fn acquire_request(table: &str, key: &str, owner: &Owner, terms: &Terms, seed_ms: i128) -> Value {
+    let now_ns = unix_ns(terms.now);
+    let expire_ns = now_ns + terms.lease.as_nanos() as i128;
+    // `#expire < :ended`: the holder's lease end plus the largest clock skew allowed is behind our clock.
+    let ended_ns = now_ns - terms.max_clock_skew.as_nanos() as i128;
+    let mut condition = "attribute_not_exists(#key) OR #expire < :ended OR #owner = :me".to_owned();
     let mut update = "SET #expire = :expire, #owner = :me, #host = :host, #pid = :pid, #command = :command, \
         #acquired = :acquired, #fence = if_not_exists(#fence, :seed) + :one, #ttl = :ttl"
         .to_owned();
     let mut values = json!({
-        ":now": n(now_ns),
+        ":ended": n(ended_ns),
         ":expire": n(expire_ns),
         ":me": { "S": owner.token },
         ":host": { "S": owner.host },
         ":pid": n(owner.pid),
         ":command": { "S": owner.command },
         ":acquired": { "S": rfc3339_ns(now_ns) },
-        ":seed": n(now_ms),
+        ":seed": n(seed_ms),
         ":one": n(1),
-        ":ttl": n(ttl_seconds(expire_ns, retain)),
+        ":ttl": n(ttl_seconds(expire_ns, terms.retain)),
     });
     match &owner.id {
         Some(id) => {
@@ -230,6 +246,20 @@ pub fn acquire_request(
         "ExpressionAttributeValues": values,
         "ReturnValues": "ALL_NEW",
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    })
+}
+
+/// The `UpdateItem` that raises the fence of an item we just created from `seed_ms` (the answer showed our
+/// clock behind the server's): only while we own it and nobody moved the fence meanwhile.
+pub fn raise_fence_request(table: &str, key: &str, token: &str, old: u64, new: u64) -> Value {
+    let (condition, update) = ("#owner = :me AND #fence = :old", "SET #fence = :new");
+    json!({
+        "TableName": table,
+        "Key": key_attr(key),
+        "ConditionExpression": condition,
+        "UpdateExpression": update,
+        "ExpressionAttributeNames": names(&[condition, update]),
+        "ExpressionAttributeValues": { ":me": { "S": token }, ":old": n(old), ":new": n(new) },
     })
 }
 
@@ -356,17 +386,15 @@ fn parse_number(text: &str) -> Option<i128> {
 }
 
 /// Acquires the lock: one conditional `UpdateItem`, and a consistent `GetItem` for the holder when the server
-/// did not return the old item. `retain` is how long the item is kept after its lease ends (its `ttl`).
-pub fn acquire(
-    client: &Client<'_>,
-    table: &str,
-    key: &str,
-    owner: &Owner,
-    now: SystemTime,
-    lease: Duration,
-    retain: Duration,
-) -> Result<Acquire, Error> {
-    let request = acquire_request(table, key, owner, now, lease, retain);
+/// did not return the old item.
+///
+/// When the acquire created the item (the fence is our seed + 1) and its answer showed the server's clock
+/// ahead of the seed (no earlier answer had said so), one more owner-conditioned write raises the fence to the
+/// server's time, so the fence never goes back below what an in-sync host handed out before the item was
+/// deleted. Should that write fail, the lease stands with the fence as it is (a warning says so).
+pub fn acquire(client: &Client<'_>, table: &str, key: &str, owner: &Owner, terms: &Terms) -> Result<Acquire, Error> {
+    let seed_ms = fence_seed(terms.now, client.server_earliest_ns(terms.now));
+    let request = acquire_request(table, key, owner, terms, seed_ms);
     match client.call_conditional("UpdateItem", &request)? {
         Conditional::Done(answer) => {
             let item = answer.get("Attributes").and_then(parse_item);
@@ -378,10 +406,55 @@ pub fn acquire(
                     message: format!("the acquire's answer has no fence attribute: {answer}"),
                 })
             })?;
-            let acquired_ns = unix_ns(now);
-            Ok(Acquire::Acquired(Lease { fence, acquired_ns, expire_ns: acquired_ns + lease.as_nanos() as i128 }))
+            let fence = raise_new_fence(client, table, key, &owner.token, fence, terms.now, seed_ms);
+            let acquired_ns = unix_ns(terms.now);
+            let expire_ns = acquired_ns + terms.lease.as_nanos() as i128;
+            Ok(Acquire::Acquired(Lease { fence, acquired_ns, expire_ns }))
         }
         Conditional::Failed(old) => Ok(Acquire::Held(condition_item(client, table, key, old)?)),
+    }
+}
+
+/// The fence of a lease just taken: raised to the server's clock (ms) when the acquire seeded it lower, that is
+/// when the answers now show the server's clock ahead of the local one at `seeded` (when the seed was read).
+/// The raise signs with cached credentials and makes one attempt: it may not delay the command much.
+fn raise_new_fence(
+    client: &Client<'_>,
+    table: &str,
+    key: &str,
+    token: &str,
+    fence: u64,
+    seeded: SystemTime,
+    seed_ms: i128,
+) -> u64 {
+    let server_ms = client.server_earliest_ns(seeded).map(|ns| ns / 1_000_000);
+    let raised = match server_ms {
+        Some(server_ms) if i128::from(fence) == seed_ms + 1 && server_ms > seed_ms => {
+            u64::try_from(server_ms + 1).unwrap_or(fence)
+        }
+        _ => return fence,
+    };
+    let mut quick = client.clone();
+    quick.sign_with_cached = true;
+    quick.max_attempts = 1;
+    let outcome = quick.call_conditional("UpdateItem", &raise_fence_request(table, key, token, fence, raised));
+    match outcome {
+        Ok(Conditional::Done(_)) => {
+            client.log.debug("fence raised to the server's clock", &[("from", fence.into()), ("to", raised.into())]);
+            raised
+        }
+        other => {
+            let why = match other {
+                Err(e) => crate::error_chain(&e),
+                _ => "the item changed".to_owned(),
+            };
+            client.log.warn(
+                "fence not raised to the server's clock (this host's clock is behind); it may be lower than one \
+                 handed out before the item was deleted",
+                &[("fence", fence.into()), ("error", why.into())],
+            );
+            fence
+        }
     }
 }
 
@@ -488,17 +561,27 @@ mod tests {
         }
     }
 
+    fn terms(now_ms: u64) -> Terms {
+        Terms {
+            now: at_ms(now_ms),
+            lease: Duration::from_secs(60),
+            retain: RETAIN,
+            max_clock_skew: Duration::from_secs(2),
+        }
+    }
+
     #[test]
     fn acquire_request_is_conditional_and_counts_the_fence() {
-        let r = acquire_request("tbl", "k", &owner(), at_ms(1_700_000_000_123), Duration::from_secs(60), RETAIN);
+        let r = acquire_request("tbl", "k", &owner(), &terms(1_700_000_000_123), 1_700_000_000_123);
         assert_eq!(r["TableName"], "tbl");
         assert_eq!(r["Key"], json!({"key": {"S": "k"}}));
-        assert_eq!(r["ConditionExpression"], "attribute_not_exists(#key) OR #expire < :now OR #owner = :me");
+        assert_eq!(r["ConditionExpression"], "attribute_not_exists(#key) OR #expire < :ended OR #owner = :me");
         let update = r["UpdateExpression"].as_str().unwrap_or_default();
         assert!(update.contains("#fence = if_not_exists(#fence, :seed) + :one"), "{update}");
         assert!(update.ends_with(" REMOVE #owner_id"), "a stale owner id is removed: {update}");
         let values = &r["ExpressionAttributeValues"];
-        assert_eq!(values[":now"]["N"], "1700000000123000000");
+        // a lease ended only when its end plus --max-clock-skew (2 s) has passed
+        assert_eq!(values[":ended"]["N"], "1699999998123000000");
         assert_eq!(values[":expire"]["N"], "1700000060123000000");
         assert_eq!(values[":seed"]["N"], "1700000000123");
         assert_eq!(values[":me"]["S"], "t0k");
@@ -515,16 +598,54 @@ mod tests {
     #[test]
     fn an_owner_id_takes_its_own_item_before_it_expires() {
         let who = Owner { id: Some("job-uid-1".into()), ..owner() };
-        let r = acquire_request("tbl", "k", &who, at_ms(1_000), Duration::from_secs(60), RETAIN);
+        let r = acquire_request("tbl", "k", &who, &terms(1_000), 1_000);
         assert_eq!(
             r["ConditionExpression"],
-            "attribute_not_exists(#key) OR #expire < :now OR #owner = :me OR #owner_id = :id"
+            "attribute_not_exists(#key) OR #expire < :ended OR #owner = :me OR #owner_id = :id"
         );
         let update = r["UpdateExpression"].as_str().unwrap_or_default();
         assert!(update.contains("#owner_id = :id") && !update.contains("REMOVE"), "{update}");
         assert_eq!(r["ExpressionAttributeValues"][":id"]["S"], "job-uid-1");
         // the per-process token still owns the item: renewals and the release check it, not the id
         assert_eq!(r["ExpressionAttributeValues"][":me"]["S"], "t0k");
+        check_placeholders(&r);
+    }
+
+    #[test]
+    fn the_clock_skew_allowance_and_the_seed_follow_their_inputs() {
+        let r = acquire_request("tbl", "k", &owner(), &Terms { max_clock_skew: Duration::ZERO, ..terms(5_000) }, 77);
+        assert_eq!(r["ExpressionAttributeValues"][":ended"]["N"], "5000000000");
+        assert_eq!(r["ExpressionAttributeValues"][":seed"]["N"], "77");
+        let r = acquire_request(
+            "tbl",
+            "k",
+            &owner(),
+            &Terms { max_clock_skew: Duration::from_millis(1500), ..terms(5_000) },
+            77,
+        );
+        assert_eq!(r["ExpressionAttributeValues"][":ended"]["N"], "3500000000");
+    }
+
+    #[test]
+    fn the_fence_seed_is_the_later_of_the_local_and_the_server_clock() {
+        // (local ms, server's earliest ns) -> seed ms
+        let check = |local_ms: u64, server_ns: Option<i128>, expected: i128| {
+            assert_eq!(fence_seed(at_ms(local_ms), server_ns), expected, "{local_ms} {server_ns:?}");
+        };
+        check(1_700_000_000_123, None, 1_700_000_000_123);
+        // local clock an hour behind: the server's time
+        check(1_700_000_000_123, Some(1_700_003_600_456_000_000), 1_700_003_600_456);
+        // local clock ahead: its own time (never lower than the local clock)
+        check(1_700_000_000_123, Some(1_699_999_999_000_000_000), 1_700_000_000_123);
+    }
+
+    #[test]
+    fn the_fence_is_raised_only_while_we_own_it_and_nobody_moved_it() {
+        let r = raise_fence_request("tbl", "k", "me", 1_000, 3_601_001);
+        assert_eq!(r["ConditionExpression"], "#owner = :me AND #fence = :old");
+        assert_eq!(r["UpdateExpression"], "SET #fence = :new");
+        assert_eq!(r["ExpressionAttributeValues"][":old"]["N"], "1000");
+        assert_eq!(r["ExpressionAttributeValues"][":new"]["N"], "3601001");
         check_placeholders(&r);
     }
 

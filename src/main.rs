@@ -42,6 +42,11 @@ Options (before or after the subcommand):
       --log-format FORMAT   json (default) or text
       --retain DURATION     keep an unused lock item this long (its ttl) [env LOCK_EXEC_RETAIN] (default
                             720h, min 1h); used by the subcommands that write
+      --max-clock-skew DURATION
+                            the largest clock difference allowed between hosts [env
+                            LOCK_EXEC_MAX_CLOCK_SKEW] (default 2s): a lease counts as ended only this
+                            long after its expire; run refuses to start its command when this host's
+                            clock is off DynamoDB's by more (warned beyond half)
   -q, --quiet               errors only
   -v, --verbose             request-level debug lines
   -h, --help                this help

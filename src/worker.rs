@@ -239,15 +239,13 @@ fn attempt(world: &World) -> Acquired {
         }
         let sent = Instant::now();
         let key = world.item_key();
-        match lock::acquire(
-            &world.client(),
-            &world.table,
-            &key,
-            &world.owner,
-            world.env.now(),
-            world.expire,
-            world.retain,
-        )? {
+        let terms = lock::Terms {
+            now: world.env.now(),
+            lease: world.expire,
+            retain: world.retain,
+            max_clock_skew: world.aws.max_clock_skew,
+        };
+        match lock::acquire(&world.client(), &world.table, &key, &world.owner, &terms)? {
             Acquire::Acquired(lease) => return Ok((sent, Acquire::Acquired(lease))),
             Acquire::Held(Some(item)) => {
                 if first_free.as_ref().is_none_or(|best| item.expire_ns < best.expire_ns) {

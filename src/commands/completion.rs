@@ -52,7 +52,7 @@ const SUBCOMMANDS: [(&str, &str); 9] = [
 ];
 
 /// Every flag.
-const FLAGS: [Flag; 20] = [
+const FLAGS: [Flag; 21] = [
     flag(Some('t'), "table", Takes::Value("table name"), "DynamoDB table"),
     flag(Some('r'), "region", Takes::Value("region"), "AWS region"),
     flag(Some('e'), "expire", Takes::Duration, "lease length"),
@@ -79,6 +79,7 @@ const FLAGS: [Flag; 20] = [
         help: "keep unused items this long",
         only: &["run", "unlock"],
     },
+    flag(None, "max-clock-skew", Takes::Duration, "largest clock difference allowed between hosts"),
 ];
 
 /// `unlock`'s own flag (it comes after [`FLAGS`] in the scripts).

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::table::{TTL_ATTRIBUTE, has_lock_schema, key_schema};
 use crate::cli::{Common, LogFormat};
+use crate::clock::Offset;
 use crate::config::{Aws, Step};
 use crate::dynamodb::{Client, Conditional, Dated};
 use crate::env::Env;
@@ -15,10 +16,6 @@ use crate::error::{Error, ServiceErrorKind};
 use crate::exit::Exit;
 use crate::log::{Escape, Logger, escape_controls};
 
-/// The largest difference between the local clock and the server's that passes: the safety margin a lease keeps
-/// before its end (min(lease/10, 1 s)), so a host whose clock is off by more can take a key before its holder's
-/// command has been stopped.
-pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(1);
 /// How long a probe item that could not be deleted stays, through TTL.
 const PROBE_TTL: Duration = Duration::from_secs(3600);
 
@@ -147,7 +144,7 @@ pub fn doctor(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
         check_ttl(&client, table, &mut report);
         check_write(&client, table, env.now(), &mut report);
     }
-    check_clock(&described, &mut report);
+    check_clock(aws.skew.offset(), described.date.as_deref(), common.max_clock_skew, &mut report);
     report.exit()
 }
 
@@ -338,103 +335,38 @@ fn check_write(client: &Client<'_>, table: &str, now: SystemTime, report: &mut R
     }
 }
 
-/// `clock`: the local clock against the `Date` header of the DescribeTable answer.
-fn check_clock(described: &Dated, report: &mut Report) {
-    let Some(date) = &described.date else {
-        return report.line("clock", Verdict::Skip, "the answer had no Date header", &[]);
+/// `clock`: the local clock against the `Date` headers of every answer so far (the estimate narrows with each):
+/// a fail when this host's clock is certainly off by more than half of `--max-clock-skew` (two hosts each within
+/// half are within the bound of each other).
+fn check_clock(offset: Option<Offset>, date: Option<&str>, max_clock_skew: Duration, report: &mut Report) {
+    let Some(offset) = offset else {
+        let detail = match date {
+            None => "the answers had no Date header".to_owned(),
+            Some(date) => format!("cannot read the Date header {date:?}"),
+        };
+        return report.line("clock", Verdict::Skip, &detail, &[]);
     };
-    let Some(server) = parse_http_date(date) else {
-        return report.line("clock", Verdict::Skip, &format!("cannot read the Date header {date:?}"), &[]);
-    };
-    let skew = Skew::measure(described.sent, described.received, server);
-    let fields = [("offset_ms", Value::from(skew.offset_ms)), ("date", Value::from(date.as_str()))];
-    let direction = if skew.offset_ms >= 0 { "ahead of" } else { "behind" };
-    let offset = format!("{:.1} s", (skew.offset_ms.abs() as f64) / 1000.0);
-    if skew.at_least <= CLOCK_TOLERANCE {
-        let detail = format!("about {offset} {direction} the server's (Date: {date}; whole seconds)");
+    let fields = [("offset_ms", Value::from(offset.middle_ms())), ("date", Value::from(date.unwrap_or_default()))];
+    let direction = offset.direction();
+    let about = format!("{:.1} s", (offset.middle_ms().unsigned_abs() as f64) / 1000.0);
+    let tolerance = max_clock_skew / 2;
+    if offset.at_least() <= tolerance {
+        let detail = format!("about {about} {direction} the server's (Date headers; whole seconds)");
         report.line("clock", Verdict::Pass, &detail, &fields);
     } else {
         let detail = format!(
-            "{offset} {direction} the server's (Date: {date}): more than {} s; lease decisions need clocks that \
-             agree (NTP)",
-            CLOCK_TOLERANCE.as_secs()
+            "{about} {direction} the server's (at least {}): more than half of --max-clock-skew {}; lease \
+             decisions need clocks that agree (NTP)",
+            crate::duration::format(Duration::from_millis(offset.at_least().as_millis() as u64)),
+            crate::duration::format(max_clock_skew),
         );
         report.line("clock", Verdict::Fail, &detail, &fields);
     }
 }
 
-/// The difference between the local clock and a server's whole-second `Date`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Skew {
-    /// Local minus server, best estimate (the middle of the exchange against the middle of the `Date` second),
-    /// in ms: positive when the local clock is ahead.
-    pub offset_ms: i64,
-    /// The smallest difference consistent with what was seen: the gap between the exchange's local interval and
-    /// the server's second (zero when they overlap).
-    pub at_least: Duration,
-}
-
-impl Skew {
-    /// From the local clock when the request was sent and when the answer came, and the server's `Date` second.
-    pub fn measure(sent: SystemTime, received: SystemTime, server_second: SystemTime) -> Skew {
-        let ns = |t: SystemTime| crate::clock::unix_ns(t);
-        let (sent, received, second) = (ns(sent), ns(received), ns(server_second));
-        let (second_end, received) = (second + 1_000_000_000, received.max(sent));
-        let offset_ns = (sent + received) / 2 - (second + 500_000_000);
-        let gap = if sent > second_end {
-            sent - second_end
-        } else if received < second {
-            second - received
-        } else {
-            0
-        };
-        Skew {
-            offset_ms: (offset_ns / 1_000_000) as i64,
-            at_least: Duration::from_nanos(u64::try_from(gap).unwrap_or(u64::MAX)),
-        }
-    }
-}
-
-/// An HTTP date (RFC 7231 IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`).
-pub fn parse_http_date(text: &str) -> Option<SystemTime> {
-    crate::clock::system_time(crate::clock::parse_http_date_ns(text.trim())?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::UNIX_EPOCH;
-
-    fn at(ms: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(ms)
-    }
-
-    #[test]
-    fn http_dates() {
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(UNIX_EPOCH + Duration::from_secs(784111777)));
-        assert_eq!(parse_http_date("Tue, 14 Nov 2023 22:13:20 GMT"), Some(at(1_700_000_000_000)));
-        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
-        assert_eq!(parse_http_date(""), None);
-    }
-
-    #[test]
-    fn skew_counts_the_whole_second_of_the_date() {
-        let check = |sent: u64, received: u64, second: u64, offset_ms: i64, at_least_ms: u64| {
-            let skew = Skew::measure(at(sent), at(received), at(second));
-            assert_eq!(
-                skew,
-                Skew { offset_ms, at_least: Duration::from_millis(at_least_ms) },
-                "{sent} {received} {second}"
-            );
-        };
-        // The exchange falls inside the server's second: no difference can be shown.
-        check(10_100, 10_300, 10_000, -300, 0);
-        check(10_900, 11_100, 10_000, 500, 0);
-        // The local clock is ahead: the exchange starts after the server's second ended.
-        check(14_000, 14_200, 10_000, 3_600, 3_000);
-        // Behind.
-        check(5_000, 5_100, 10_000, -5_450, 4_900);
-    }
 
     #[test]
     fn lines() {

@@ -1,7 +1,5 @@
 //! The subcommands, one module each; `main` parses the command line and calls one of them.
 
-
-
 pub mod completion;
 pub mod doctor;
 pub mod list;

@@ -104,6 +104,21 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
         Acquiring::Acquired { world, sent, lease } => (world, sent, lease),
         Acquiring::Done(exit) => return Ok(exit),
     };
+    // A host whose clock is certainly further off DynamoDB's than --max-clock-skew could hold the lock while
+    // another host believes it ended (or take one still held): the command is not started.
+    if let Some(offset) = world.aws.skew.offset().filter(|offset| offset.at_least() > common.max_clock_skew) {
+        let at_least = Duration::from_millis(offset.at_least().as_millis() as u64);
+        let error = format!(
+            "clock skew: this host's clock is at least {} {} DynamoDB's (Date headers), beyond --max-clock-skew {}; \
+             not running the command (fix NTP)",
+            crate::duration::format(at_least),
+            offset.direction(),
+            crate::duration::format(common.max_clock_skew),
+        );
+        log.error(&error, &[("offset_ms", offset.middle_ms().into())]);
+        worker::release(&world.release_client(), world, &Finish::default());
+        return Ok(Exit::LockLost);
+    }
     let lease = Lease::new(sent, args.expire, args.kill_after);
     // A slow acquire (retries, timeouts) can return after the lease it wrote is nearly over: then another
     // holder may take the key at any moment, so the command is not started.
@@ -335,8 +350,11 @@ fn acquire_phase(
                     log.info("waiting for lock", &fields);
                 }
                 let now_ns = world.map(|world| lock::unix_ns(world.env.now())).unwrap_or_default();
-                let holder_left =
-                    item.as_ref().map(|item| Duration::from_nanos(u64::try_from(item.expire_ns - now_ns).unwrap_or(0)));
+                // The holder's lease counts as ended --max-clock-skew after its expire.
+                let skew_ns = world.map(|world| world.aws.max_clock_skew.as_nanos() as i128).unwrap_or_default();
+                let holder_left = item
+                    .as_ref()
+                    .map(|item| Duration::from_nanos(u64::try_from(item.expire_ns + skew_ns - now_ns).unwrap_or(0)));
                 let delay = poll_delay(w.tries, holder_left, crate::random::fraction());
                 log.debug("lock still held; trying again", &[("in_ms", (delay.as_millis() as u64).into())]);
                 // The last try is at the deadline, unless that comes within a second of this answer.

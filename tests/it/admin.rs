@@ -11,15 +11,13 @@ use crate::support::{Case, client, owner};
 /// Takes `key` through the library as host `it-host`, pid 4242; returns the fence.
 fn hold(case: &Case, key: &str) -> u64 {
     let who = owner("it-host", 4242);
-    match lock::acquire(
-        &client(),
-        case.table(),
-        key,
-        &who,
-        Env::real().now(),
-        Duration::from_secs(60),
-        lock_exec::cli::DEFAULT_RETAIN,
-    ) {
+    let terms = lock::Terms {
+        now: Env::real().now(),
+        lease: Duration::from_secs(60),
+        retain: lock_exec::cli::DEFAULT_RETAIN,
+        max_clock_skew: lock_exec::cli::DEFAULT_MAX_CLOCK_SKEW,
+    };
+    match lock::acquire(&client(), case.table(), key, &who, &terms) {
         Ok(Acquire::Acquired(lease)) => lease.fence,
         other => panic!("could not take {key}: {other:?}"),
     }

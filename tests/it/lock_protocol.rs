@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use lock_exec::Env;
-use lock_exec::cli::DEFAULT_RETAIN;
+use lock_exec::cli::{DEFAULT_MAX_CLOCK_SKEW, DEFAULT_RETAIN};
 use lock_exec::lock::{self, Acquire, Item, Owned};
 
 use crate::support::{Table, client, now_ns, owner};
@@ -14,8 +14,9 @@ fn get(table: &Table, key: &str) -> Option<Item> {
 }
 
 fn acquire(table: &Table, key: &str, who: &lock::Owner, lease: Duration) -> Acquire {
-    lock::acquire(&client(), &table.name, key, who, Env::real().now(), lease, DEFAULT_RETAIN)
-        .expect("the acquire UpdateItem")
+    let terms =
+        lock::Terms { now: Env::real().now(), lease, retain: DEFAULT_RETAIN, max_clock_skew: DEFAULT_MAX_CLOCK_SKEW };
+    lock::acquire(&client(), &table.name, key, who, &terms).expect("the acquire UpdateItem")
 }
 
 #[test]
@@ -65,7 +66,8 @@ fn release_never_removes_another_owners_lock() {
     let table = Table::create("release_never_removes");
     let a = owner("host-a", 1);
     let Acquire::Acquired(_) = acquire(&table, "k", &a, Duration::from_secs(1)) else { panic!("A's acquire") };
-    let a_expire = get(&table, "k").expect("A's item").expire_ns;
+    // A lease counts as ended once its end plus --max-clock-skew has passed.
+    let a_expire = get(&table, "k").expect("A's item").expire_ns + DEFAULT_MAX_CLOCK_SKEW.as_nanos() as i128;
     while now_ns() <= a_expire {
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod clock;
 mod credential_limits;
 mod credential_process;
 mod credentials;

@@ -255,7 +255,8 @@ fn sigkilled_lock_exec_leaves_a_lock_that_expires_and_no_orphan() {
         );
     }
 
-    sleep_until(killed + Duration::from_millis(2500));
+    // The 2 s lease, then --max-clock-skew (2 s).
+    sleep_until(killed + Duration::from_millis(4500));
     let taken = case.run(&["run", "k", "--", "sh", "-c", &case.marker_script()]);
     taken.expect_code(0);
     taken.check("marker made once the lease passed", true, case.exists("marker"));

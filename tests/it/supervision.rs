@@ -868,8 +868,9 @@ fn fg_after_the_key_was_taken_while_stopped_kills_the_command_and_exits_75() {
     }
     terminal.type_text("\x1a");
     terminal.expect_screen("Stopped", Duration::from_secs(5), "Ctrl-Z did not stop the job as the shell sees it");
-    // The 2 s lease lapses while everything is stopped; another run takes the key and releases it.
-    std::thread::sleep(Duration::from_millis(2500));
+    // The 2 s lease (and the 2 s --max-clock-skew after it) lapses while everything is stopped; another run takes
+    // the key and releases it.
+    std::thread::sleep(Duration::from_millis(4500));
     let other = case.run(&["run", "k", "--", "true"]);
     other.expect_code(0);
     other.check("the other run took the lapsed lock", true, other.has_log("lock acquired"));
