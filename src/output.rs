@@ -17,6 +17,12 @@ pub fn print(text: &str) -> Result<(), Error> {
     write_to(&mut io::stdout().lock(), text)
 }
 
+/// True once a write found the reader gone: a command producing output in parts (`list`, page by page) stops
+/// there instead of doing work no one will read.
+pub fn reader_gone() -> bool {
+    READER_GONE.load(Ordering::Relaxed)
+}
+
 /// Writes one line to standard error, ignoring any failure (there is nowhere left to report it): for the few
 /// messages written before a logger exists. `eprintln!` would panic on a full or broken stderr.
 pub fn error_line(text: &str) {

@@ -38,6 +38,10 @@ pub fn list(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
             LogFormat::Json => crate::output::print(&json_lines(&page))?,
             LogFormat::Text => rows.extend(page),
         }
+        // `list | head -1`: the pages left would be read (and paid for) for nobody.
+        if crate::output::reader_gone() {
+            break;
+        }
         match answer.get("LastEvaluatedKey") {
             Some(key) if key.is_object() => start = Some(key.clone()),
             _ => break,

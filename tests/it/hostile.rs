@@ -5,7 +5,9 @@
 use std::fs::File;
 use std::process::{Command, Stdio};
 
-use crate::support::{Case, now_ns};
+use serde_json::json;
+
+use crate::support::{Case, Reply, Server, now_ns};
 
 /// `lock-exec ARGS...` with the case's environment and working directory, stdin from /dev/null.
 fn command(case: &Case, args: &[&str]) -> Command {
@@ -47,6 +49,37 @@ fn status_into_a_closed_pipe_keeps_its_exit_code_and_does_not_panic() {
         assert_eq!(out.status.code(), Some(code), "status {key} into a closed pipe; stderr: {stderr}");
         assert!(!stderr.contains("panicked"), "no panic: {stderr}");
     }
+}
+
+#[test]
+fn list_into_a_closed_pipe_stops_scanning() {
+    let case = Case::new("list_closed_pipe");
+    // A table of 50 Scan pages: once the reader is gone, the pages left are not read (`list | head -1` on a
+    // large table would otherwise scan it whole, paying for every page, before ending).
+    let server = Server::start(|seen| {
+        let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap_or_default();
+        let page = body["ExclusiveStartKey"]["key"]["S"].as_str().and_then(|k| k.parse::<u32>().ok()).unwrap_or(0) + 1;
+        let items = json!([{ "key": { "S": page.to_string() }, "expire": { "N": "0" } }]);
+        match page {
+            50 => Reply::json(&json!({ "Items": items, "Count": 1 })),
+            _ => Reply::json(
+                &json!({ "Items": items, "Count": 1, "LastEvaluatedKey": { "key": { "S": page.to_string() } } }),
+            ),
+        }
+    });
+    let mut child = command(&case, &["-t", case.table(), "list"])
+        .env("AWS_ENDPOINT_URL", server.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lock-exec");
+    drop(child.stdout.take()); // the reader is gone before lock-exec writes
+    let out = child.wait_with_output().expect("wait for lock-exec");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "list into a closed pipe; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "no panic: {stderr}");
+    let scans = server.stop().len();
+    assert_eq!(scans, 1, "Scan pages read after the reader was gone");
 }
 
 #[test]
