@@ -10,7 +10,7 @@
 //! | 69 | DynamoDB unreachable, or throttled / failing after retries |
 //! | 70 | an unexpected answer from DynamoDB (a bug on one side) |
 //! | 71 | a thread lock-exec needs, or the command's process, could not be created (a process limit); nothing was run |
-//! | 74 | standard output could not be written (a full disk, a closed stdout); a reader that went away is not an error |
+//! | 74 | standard output could not be written (a full disk); a reader that went away is not an error |
 //! | 75 | the lock was lost while the command ran; the command was stopped |
 //! | 77 | access denied, or credentials rejected |
 //! | 78 | configuration: no credentials, no region, a bad profile file, the table missing |

@@ -1,8 +1,9 @@
 //! Standard output of the commands that print results (`status`, `list`, `doctor`, `completion`, `version`,
 //! `help`): every write is checked, and nothing here can panic. A reader that went away (a broken pipe, as in
 //! `lock-exec status k | grep -q held`) ends the output quietly: later writes are skipped and the command keeps
-//! the exit code it would have had, as ripgrep does. Any other failure (`/dev/full`, a closed stdout) is
-//! [`Error::Output`], exit 74.
+//! the exit code it would have had, as ripgrep does. Any other failure (`/dev/full`) is [`Error::Output`], exit 74.
+//! A stdout closed by the caller (`>&-`) never reaches here: the Rust runtime opens `/dev/null` on a closed fd 0,
+//! 1 or 2 before `main`, so that output is discarded.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};

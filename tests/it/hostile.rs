@@ -174,3 +174,28 @@ fn a_deleted_working_directory_still_runs_the_command() {
     assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ran", "stderr: {stderr}");
 }
+
+#[test]
+fn closed_standard_streams_are_dev_null_for_lock_exec_and_the_command() {
+    let case = Case::new("closed_fds");
+    let seen = case.file("seen");
+    // fds 0, 1 and 2 all closed by the caller: `status` keeps its exit code, and the command finds /dev/null.
+    let script = format!(
+        "\"$0\" -t \"$1\" status k <&- >&- 2>&-; echo status=$? > '{seen}'; \
+         exec \"$0\" -t \"$1\" run k -- sh -c 'readlink /proc/self/fd/0 /proc/self/fd/2 >> {seen}' <&- >&- 2>&-"
+    );
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_lock-exec"))
+        .arg(case.table())
+        .env_clear()
+        .envs(case.env())
+        .current_dir(&case.dir.path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh");
+    assert_eq!(output.status.code(), Some(0), "run with fds 0-2 closed");
+    let seen = std::fs::read_to_string(&seen).expect("the script wrote what it saw");
+    assert_eq!(seen, "status=0\n/dev/null\n/dev/null\n");
+}
