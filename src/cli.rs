@@ -485,6 +485,10 @@ fn run(
             if argv.is_empty() {
                 return Err(Error::Usage("run: missing PROGRAM after --".into()));
             }
+            // `run k -- "$UNSET"`: refused before the lock is taken, as an empty COMMAND string is.
+            if argv[0].is_empty() {
+                return Err(Error::Usage("run: PROGRAM after -- is empty".into()));
+            }
             let display = argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
             if flags.shell {
                 return Err(Error::Usage("run: --shell takes a COMMAND string, not -- PROGRAM ARGS".into()));
@@ -884,6 +888,7 @@ mod tests {
             (&["run", "k", "true", "--limit", "101"], "from 1 to 100"),
             (&["run", "k", "true", "--limit", "x"], "--limit"),
             (&["run", "k", "true", "--owner", " "], "--owner is empty"),
+            (&["run", "k", "--", ""], "run: PROGRAM after -- is empty"),
             (&["run", "k", "true", "--owner", "a\nb"], "control characters"),
             (&["run", "k", "true", "--retain", "59m"], "--retain 59m0s is shorter than the minimum 1h"),
             (&["unlock", "k", "--retain", "1x"], "--retain: invalid duration"),
