@@ -144,7 +144,7 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
     let tree = match spawned {
         Ok(tree) => Arc::new(tree),
         Err(source) => {
-            let program = args.argv.first().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            let program = args.argv.first().map(|p| crate::log::clip_display(&p.to_string_lossy())).unwrap_or_default();
             let error = Error::Spawn { program, source };
             let exit = error.exit();
             log.error(&crate::error_chain(&error), &[("exit_code", exit.code().into())]);

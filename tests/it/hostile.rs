@@ -199,3 +199,20 @@ fn closed_standard_streams_are_dev_null_for_lock_exec_and_the_command() {
     let seen = std::fs::read_to_string(&seen).expect("the script wrote what it saw");
     assert_eq!(seen, "status=0\n/dev/null\n/dev/null\n");
 }
+
+#[test]
+fn a_huge_program_name_that_cannot_start_is_logged_clipped() {
+    let case = Case::new("huge_program");
+    // One 120 KB argument as the program (a mistaken `run k -- "$(cat file)"`): the error line names it clipped.
+    let program = "p".repeat(120_000);
+    let out = case.run(&["run", "k", "--", &program]);
+    // 127 (not found) or 126 (name too long), depending on how the lookup along PATH fails.
+    out.check("cannot start", true, matches!(out.code(), Some(126 | 127)));
+    let longest = out.stderr.lines().map(str::len).max().unwrap_or(0);
+    out.check("every log line stays short", true, longest < 4096);
+    out.check(
+        "the error names the program clipped",
+        true,
+        out.messages().iter().any(|m| m.contains("... [120000 bytes]")),
+    );
+}
