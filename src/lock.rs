@@ -233,9 +233,11 @@ pub fn acquire_request(
     })
 }
 
-/// The renewal `UpdateItem`: a new lease end, only while we own the item.
+/// The renewal `UpdateItem`: a new lease end, only while we own the item and only forward. A renewal the network
+/// delivers late, after later ones were confirmed, must not move the lease end back: the holder counts on the
+/// later end, a contender would believe the earlier one.
 pub fn renew_request(table: &str, key: &str, token: &str, expire_ns: i128, retain: Duration) -> Value {
-    let (condition, update) = ("#owner = :me", "SET #expire = :expire, #ttl = :ttl");
+    let (condition, update) = ("#owner = :me AND #expire <= :expire", "SET #expire = :expire, #ttl = :ttl");
     json!({
         "TableName": table,
         "Key": key_attr(key),
@@ -391,7 +393,8 @@ fn condition_item(client: &Client<'_>, table: &str, key: &str, returned: Option<
     get(client, table, key)
 }
 
-/// Renews the lease to `expire_ns`, only while we own the item.
+/// Renews the lease to `expire_ns`, only while we own the item. An item we still own whose lease already ends at
+/// or after `expire_ns` (a later renewal landed first, or this clock stepped back) is renewed as far as asked.
 pub fn renew(
     client: &Client<'_>,
     table: &str,
@@ -400,7 +403,15 @@ pub fn renew(
     expire_ns: i128,
     retain: Duration,
 ) -> Result<Owned, Error> {
-    owned_write(client, table, key, &renew_request(table, key, token, expire_ns, retain))
+    match owned_write(client, table, key, &renew_request(table, key, token, expire_ns, retain))? {
+        Owned::NotOwner(Some(item)) if renewed_already(&item, token, expire_ns) => Ok(Owned::Done),
+        owned => Ok(owned),
+    }
+}
+
+/// Whether a renewal to `expire_ns` refused by its condition finds the item ours with a lease at least that long.
+fn renewed_already(item: &Item, token: &str, expire_ns: i128) -> bool {
+    item.owner.as_deref() == Some(token) && item.expire_ns >= expire_ns
 }
 
 /// Releases the lock (or keeps it until `--keep` ends), only while we own the item.
@@ -523,11 +534,21 @@ mod tests {
     #[test]
     fn renewals_move_the_ttl_with_the_lease() {
         let renew = renew_request("tbl", "k", "me", 5_000_000_000, Duration::from_secs(3600));
-        assert_eq!(renew["ConditionExpression"], "#owner = :me");
+        assert_eq!(renew["ConditionExpression"], "#owner = :me AND #expire <= :expire");
         assert_eq!(renew["UpdateExpression"], "SET #expire = :expire, #ttl = :ttl");
         assert_eq!(renew["ExpressionAttributeValues"][":expire"]["N"], "5000000000");
         assert_eq!(renew["ExpressionAttributeValues"][":ttl"]["N"], "3605");
         check_placeholders(&renew);
+    }
+
+    #[test]
+    fn a_refused_renewal_counts_as_done_only_for_our_item_with_a_lease_as_long() {
+        let ours = |expire_ns| Item { owner: Some("me".into()), expire_ns, ..Item::default() };
+        assert!(renewed_already(&ours(5), "me", 5));
+        assert!(renewed_already(&ours(6), "me", 5));
+        assert!(!renewed_already(&ours(4), "me", 5));
+        assert!(!renewed_already(&Item { owner: Some("other".into()), expire_ns: 9, ..Item::default() }, "me", 5));
+        assert!(!renewed_already(&Item { expire_ns: 9, ..Item::default() }, "me", 5));
     }
 
     #[test]
