@@ -8,6 +8,7 @@ mod credential_process;
 mod credentials;
 mod cron;
 mod errors;
+mod faults;
 mod hostile;
 mod lease;
 mod lock_protocol;
