@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod chaos;
 mod credential_limits;
 mod credential_process;
 mod credentials;
@@ -16,6 +17,7 @@ mod migration;
 mod ops;
 mod proxy;
 mod run;
+mod secrets;
 mod supervision;
 mod support;
 mod terminal;
