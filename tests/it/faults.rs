@@ -120,6 +120,24 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// The kind of fault, without its figures, for counts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Pass => "pass",
+            Fault::Answer(a) if a.status >= 500 => "5xx",
+            Fault::Answer(a) if a.status == 400 => "throttling 400",
+            Fault::Answer(_) => "other answer",
+            Fault::AnswerAfter(_) => "answer replaced after the write",
+            Fault::TruncateAfter => "truncated body after the write",
+            Fault::ResetBefore => "reset before",
+            Fault::ResetAfter => "reset after the write",
+            Fault::WithholdAfter(_) => "withheld after the write",
+            Fault::Delay(_) => "request delayed",
+            Fault::DripAfter(_) => "dripping body",
+            Fault::AnswerThenForward(..) => "5xx, write landing late",
+        }
+    }
+
     /// A short name for reports.
     pub fn name(&self) -> String {
         match self {
