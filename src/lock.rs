@@ -196,7 +196,11 @@ pub fn acquire_request(
     let now_ns = unix_ns(now);
     let now_ms = now_ns / 1_000_000;
     let expire_ns = now_ns + lease.as_nanos() as i128;
-    let mut condition = "attribute_not_exists(#key) OR #expire < :now OR #owner = :me".to_owned();
+    // `#owner = :me` lets a retry take the lock an earlier attempt of it took (its answer lost); only with a lease
+    // end not past this one: an attempt delivered late, after our renewals, must not move the lease end back. For
+    // the same reason `--owner`'s clause applies to another process's token only.
+    let mut condition =
+        "attribute_not_exists(#key) OR #expire < :now OR (#owner = :me AND #expire <= :expire)".to_owned();
     let mut update = "SET #expire = :expire, #owner = :me, #host = :host, #pid = :pid, #command = :command, \
         #acquired = :acquired, #fence = if_not_exists(#fence, :seed) + :one, #ttl = :ttl"
         .to_owned();
@@ -214,7 +218,7 @@ pub fn acquire_request(
     });
     match &owner.id {
         Some(id) => {
-            condition.push_str(" OR #owner_id = :id");
+            condition.push_str(" OR (#owner_id = :id AND #owner <> :me)");
             update.push_str(", #owner_id = :id");
             values[":id"] = json!({ "S": id });
         }
@@ -496,7 +500,10 @@ mod tests {
         let r = acquire_request("tbl", "k", &owner(), at_ms(1_700_000_000_123), Duration::from_secs(60), RETAIN);
         assert_eq!(r["TableName"], "tbl");
         assert_eq!(r["Key"], json!({"key": {"S": "k"}}));
-        assert_eq!(r["ConditionExpression"], "attribute_not_exists(#key) OR #expire < :now OR #owner = :me");
+        assert_eq!(
+            r["ConditionExpression"],
+            "attribute_not_exists(#key) OR #expire < :now OR (#owner = :me AND #expire <= :expire)"
+        );
         let update = r["UpdateExpression"].as_str().unwrap_or_default();
         assert!(update.contains("#fence = if_not_exists(#fence, :seed) + :one"), "{update}");
         assert!(update.ends_with(" REMOVE #owner_id"), "a stale owner id is removed: {update}");
@@ -521,7 +528,8 @@ mod tests {
         let r = acquire_request("tbl", "k", &who, at_ms(1_000), Duration::from_secs(60), RETAIN);
         assert_eq!(
             r["ConditionExpression"],
-            "attribute_not_exists(#key) OR #expire < :now OR #owner = :me OR #owner_id = :id"
+            "attribute_not_exists(#key) OR #expire < :now OR (#owner = :me AND #expire <= :expire) \
+             OR (#owner_id = :id AND #owner <> :me)"
         );
         let update = r["UpdateExpression"].as_str().unwrap_or_default();
         assert!(update.contains("#owner_id = :id") && !update.contains("REMOVE"), "{update}");

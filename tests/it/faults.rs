@@ -803,13 +803,29 @@ fn release_faults_end_with_the_command_s_exit_code() {
 /// command completed.
 #[test]
 fn a_renewal_delivered_late_does_not_shorten_the_lease() {
-    let case = Case::new("faults_late_renewal");
+    late_write_does_not_shorten_the_lease("faults_late_renewal", Op::Renew, Duration::from_millis(2700));
+}
+
+/// The same for the holder's own first acquire attempt: answered 500 at once (so the retry takes the lock) and
+/// delivered 3.3 s later, after renewals; `#owner = :me` must not let it set the first lease end (3 s) again.
+/// (Found by the chaos race on dynalite.)
+#[test]
+fn an_acquire_attempt_delivered_late_does_not_shorten_the_lease() {
+    late_write_does_not_shorten_the_lease("faults_late_acquire", Op::Acquire, Duration::from_millis(3300));
+}
+
+/// The holder runs `-e 3s` for 6 s; the first `op` it sends is answered 500 at once and delivered `delay` later. A
+/// contender polls with a library-level acquire every 20 ms and must get the lock only after the command
+/// completed.
+fn late_write_does_not_shorten_the_lease(test: &str, op: Op, delay: Duration) {
+    let case = Case::new(test);
     let key = "late";
-    let proxy = FaultProxy::start(move |call| match call.op {
-        Op::Renew if call.nth == 1 => {
-            Fault::AnswerThenForward(Answer::error(500, "InternalServerError"), Duration::from_millis(2700))
+    let proxy = FaultProxy::start(move |call| {
+        if call.op == op && call.nth == 1 {
+            Fault::AnswerThenForward(Answer::error(500, "InternalServerError"), delay)
+        } else {
+            Fault::Pass
         }
-        _ => Fault::Pass,
     });
     let started = case.file("started");
     let ended = case.file("ended");
