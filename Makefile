@@ -1,5 +1,5 @@
 # lock-exec: the developer commands. Everything a target needs is installed by scripts/ (a virtualenv under .tmp/).
-.PHONY: all build release static static-aarch64 test lint demo bench emulator-start emulator-stop clean
+.PHONY: all build release static static-aarch64 test lint demo bench fuzz emulator-start emulator-stop clean
 
 all: build
 
@@ -40,6 +40,15 @@ lint:
 
 demo:
 	scripts/demo.sh
+
+# cargo fuzz (nightly toolchain, `cargo install cargo-fuzz`): each target of fuzz/ for FUZZ_SECONDS. Not part of test.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = duration cli credential_process_command profile dynamodb_response sts_response credentials_json
+fuzz:
+	cargo +nightly fuzz build
+	for target in $(FUZZ_TARGETS); do \
+		cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 || exit 1; \
+	done
 
 bench:
 	scripts/bench.sh

@@ -48,7 +48,7 @@ if [ $# -eq 0 ]; then
   set +e
   LOCK_EXEC_TEST_ENDPOINT=$dynalite_endpoint LOCK_EXEC_TEST_AUTH_ENDPOINT=unused-on-dynalite \
     LOCK_EXEC_TEST_OPS_AUTH_ENDPOINT=unused-on-dynalite cargo test --locked --test it -- run:: admin:: errors:: \
-    lock_protocol:: lease:: terminal:: migration:: cron:: clock:: ops::table_create ops::list 2>&1 | tee -a "$log"
+    lock_protocol:: lease:: terminal:: migration:: cron:: clock:: faults:: chaos:: ops::table_create ops::list 2>&1 | tee -a "$log"
   dynalite_status=${PIPESTATUS[0]}
   set -e
   [ "$status" -ne 0 ] || status=$dynalite_status

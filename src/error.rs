@@ -184,12 +184,15 @@ impl Error {
         }
     }
 
-    /// Whether a failed write may still have been applied: the answer was lost (transport error, timeout)
-    /// or the server failed (5xx). A definite rejection (validation, access, missing table, throttling) was not.
+    /// Whether a failed write may still have been applied: the answer was lost (transport error, timeout), the
+    /// server failed (5xx), or it said yes (2xx) in an answer that could not be read. A definite rejection
+    /// (validation, access, missing table, throttling) was not.
     pub fn outcome_unknown(&self) -> bool {
         match self {
             Error::Transport { .. } => true,
-            Error::Service(e) => e.status >= 500 || e.kind() == ServiceErrorKind::Server,
+            Error::Service(e) => {
+                e.status >= 500 || (200..300).contains(&e.status) || e.kind() == ServiceErrorKind::Server
+            }
             _ => false,
         }
     }
@@ -288,7 +291,7 @@ mod tests {
     }
 
     #[test]
-    fn only_lost_answers_and_server_failures_leave_the_outcome_unknown() {
+    fn only_lost_answers_server_failures_and_unreadable_successes_leave_the_outcome_unknown() {
         let service = |status: u16, code: &str| {
             Error::Service(ServiceError { service: "dynamodb", status, code: code.into(), message: "m".into() })
         };
@@ -296,6 +299,9 @@ mod tests {
         assert!(service(503, "").outcome_unknown());
         let transport = Error::Transport { target: "dynamodb".into(), source: Box::new(io::Error::other("reset")) };
         assert!(transport.outcome_unknown());
+        // A 2xx whose body could not be read: the write was applied.
+        assert!(service(200, "").outcome_unknown());
+        assert!(service(200, "UnexpectedAnswer").outcome_unknown());
         for code in ["ValidationException", "AccessDeniedException", "ResourceNotFoundException", "ThrottlingException"]
         {
             assert!(!service(400, code).outcome_unknown(), "{code}");

@@ -102,10 +102,13 @@ impl Lease {
         self.next_renewal = sent + self.length / 3;
     }
 
-    /// The renewal failed at `now`: retry soon (every second, or a third of a short lease).
+    /// The renewal failed at `now`: retry soon (every second, or a third of a short lease), and at the latest
+    /// halfway to the SIGTERM instant (not sooner than 100 ms), so a short lease survives one failed renewal: with
+    /// `-e 3s` the first renewal comes 1 s in and the command must be stopped 1.7 s in.
     pub fn failed(&mut self, now: Instant) {
         self.in_flight = false;
-        self.next_renewal = now + (self.length / 3).min(Duration::from_secs(1));
+        let halfway = (self.stop_at().saturating_duration_since(now) / 2).max(Duration::from_millis(100));
+        self.next_renewal = now + (self.length / 3).min(Duration::from_secs(1)).min(halfway);
     }
 
     /// After lock-exec was stopped (job control), the lease may have lapsed while nothing ran: renew at once,
@@ -144,6 +147,22 @@ mod tests {
         lease.failed(t0 + 10 * SECOND);
         assert_eq!(lease.due(t0 + 10 * SECOND), Due::Wait(t0 + 11 * SECOND));
         assert_eq!(lease.due(t0 + 19 * SECOND), Due::Stop(t0 + 29 * SECOND));
+    }
+
+    #[test]
+    fn a_failed_renewal_of_a_short_lease_is_retried_before_the_command_must_stop() {
+        let t0 = Instant::now();
+        let mut lease = Lease::new(t0, 3 * SECOND, 10 * SECOND);
+        // grace 1 s, margin 0.3 s: SIGTERM at 1.7 s. The renewal sent at 1 s fails at 1.1 s.
+        lease.sent();
+        lease.failed(t0 + Duration::from_millis(1100));
+        assert_eq!(lease.due(t0 + Duration::from_millis(1100)), Due::Wait(t0 + Duration::from_millis(1400)));
+        assert_eq!(lease.due(t0 + Duration::from_millis(1400)), Due::Renew);
+        // Close to the stop, retries stay at least 100 ms apart.
+        lease.sent();
+        lease.failed(t0 + Duration::from_millis(1650));
+        assert_eq!(lease.due(t0 + Duration::from_millis(1650)), Due::Wait(t0 + Duration::from_millis(1700)));
+        assert_eq!(lease.due(t0 + Duration::from_millis(1700)), Due::Stop(t0 + Duration::from_millis(2700)));
     }
 
     #[test]

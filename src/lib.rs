@@ -16,6 +16,9 @@ pub mod dynamodb;
 pub mod env;
 pub mod error;
 pub mod exit;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lease;
 pub mod lock;
 pub mod log;

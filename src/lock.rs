@@ -212,7 +212,11 @@ pub fn acquire_request(table: &str, key: &str, owner: &Owner, terms: &Terms, see
     let expire_ns = now_ns + terms.lease.as_nanos() as i128;
     // `#expire < :ended`: the holder's lease end plus the largest clock skew allowed is behind our clock.
     let ended_ns = now_ns - terms.max_clock_skew.as_nanos() as i128;
-    let mut condition = "attribute_not_exists(#key) OR #expire < :ended OR #owner = :me".to_owned();
+    // `#owner = :me` lets a retry take the lock an earlier attempt of it took (its answer lost); only with a lease
+    // end not past this one: an attempt delivered late, after our renewals, must not move the lease end back. For
+    // the same reason `--owner`'s clause applies to another process's token only.
+    let mut condition =
+        "attribute_not_exists(#key) OR #expire < :ended OR (#owner = :me AND #expire <= :expire)".to_owned();
     let mut update = "SET #expire = :expire, #owner = :me, #host = :host, #pid = :pid, #command = :command, \
         #acquired = :acquired, #fence = if_not_exists(#fence, :seed) + :one, #ttl = :ttl"
         .to_owned();
@@ -230,7 +234,7 @@ pub fn acquire_request(table: &str, key: &str, owner: &Owner, terms: &Terms, see
     });
     match &owner.id {
         Some(id) => {
-            condition.push_str(" OR #owner_id = :id");
+            condition.push_str(" OR (#owner_id = :id AND #owner <> :me)");
             update.push_str(", #owner_id = :id");
             values[":id"] = json!({ "S": id });
         }
@@ -263,9 +267,9 @@ pub fn raise_fence_request(table: &str, key: &str, token: &str, old: u64, new: u
     })
 }
 
-/// The renewal `UpdateItem`: a new lease end, only while we own the item and only if it moves the lease end
-/// forward: a renewal that reaches the table after our `--keep` release (sent before it, delayed on the way) must
-/// not cut the keep short.
+/// The renewal `UpdateItem`: a new lease end, only while we own the item and only forward. A renewal the network
+/// delivers late, after later ones were confirmed, must not move the lease end back: the holder counts on the
+/// later end, a contender would believe the earlier one.
 pub fn renew_request(table: &str, key: &str, token: &str, expire_ns: i128, retain: Duration) -> Value {
     let (condition, update) = ("#owner = :me AND #expire <= :expire", "SET #expire = :expire, #ttl = :ttl");
     json!({
@@ -466,8 +470,8 @@ fn condition_item(client: &Client<'_>, table: &str, key: &str, returned: Option<
     get(client, table, key)
 }
 
-/// Renews the lease to `expire_ns`, only while we own the item. An item still ours whose lease already ends
-/// later (the wall clock stepped back) counts as renewed.
+/// Renews the lease to `expire_ns`, only while we own the item. An item we still own whose lease already ends at
+/// or after `expire_ns` (a later renewal landed first, or this clock stepped back) is renewed as far as asked.
 pub fn renew(
     client: &Client<'_>,
     table: &str,
@@ -477,11 +481,14 @@ pub fn renew(
     retain: Duration,
 ) -> Result<Owned, Error> {
     match owned_write(client, table, key, &renew_request(table, key, token, expire_ns, retain))? {
-        Owned::NotOwner(Some(item)) if item.owner.as_deref() == Some(token) && item.expire_ns > expire_ns => {
-            Ok(Owned::Done)
-        }
-        other => Ok(other),
+        Owned::NotOwner(Some(item)) if renewed_already(&item, token, expire_ns) => Ok(Owned::Done),
+        owned => Ok(owned),
     }
+}
+
+/// Whether a renewal to `expire_ns` refused by its condition finds the item ours with a lease at least that long.
+fn renewed_already(item: &Item, token: &str, expire_ns: i128) -> bool {
+    item.owner.as_deref() == Some(token) && item.expire_ns >= expire_ns
 }
 
 /// Releases the lock (or keeps it until `--keep` ends), only while we own the item.
@@ -575,7 +582,10 @@ mod tests {
         let r = acquire_request("tbl", "k", &owner(), &terms(1_700_000_000_123), 1_700_000_000_123);
         assert_eq!(r["TableName"], "tbl");
         assert_eq!(r["Key"], json!({"key": {"S": "k"}}));
-        assert_eq!(r["ConditionExpression"], "attribute_not_exists(#key) OR #expire < :ended OR #owner = :me");
+        assert_eq!(
+            r["ConditionExpression"],
+            "attribute_not_exists(#key) OR #expire < :ended OR (#owner = :me AND #expire <= :expire)"
+        );
         let update = r["UpdateExpression"].as_str().unwrap_or_default();
         assert!(update.contains("#fence = if_not_exists(#fence, :seed) + :one"), "{update}");
         assert!(update.ends_with(" REMOVE #owner_id"), "a stale owner id is removed: {update}");
@@ -601,7 +611,8 @@ mod tests {
         let r = acquire_request("tbl", "k", &who, &terms(1_000), 1_000);
         assert_eq!(
             r["ConditionExpression"],
-            "attribute_not_exists(#key) OR #expire < :ended OR #owner = :me OR #owner_id = :id"
+            "attribute_not_exists(#key) OR #expire < :ended OR (#owner = :me AND #expire <= :expire) \
+             OR (#owner_id = :id AND #owner <> :me)"
         );
         let update = r["UpdateExpression"].as_str().unwrap_or_default();
         assert!(update.contains("#owner_id = :id") && !update.contains("REMOVE"), "{update}");
@@ -657,6 +668,16 @@ mod tests {
         assert_eq!(renew["ExpressionAttributeValues"][":expire"]["N"], "5000000000");
         assert_eq!(renew["ExpressionAttributeValues"][":ttl"]["N"], "3605");
         check_placeholders(&renew);
+    }
+
+    #[test]
+    fn a_refused_renewal_counts_as_done_only_for_our_item_with_a_lease_as_long() {
+        let ours = |expire_ns| Item { owner: Some("me".into()), expire_ns, ..Item::default() };
+        assert!(renewed_already(&ours(5), "me", 5));
+        assert!(renewed_already(&ours(6), "me", 5));
+        assert!(!renewed_already(&ours(4), "me", 5));
+        assert!(!renewed_already(&Item { owner: Some("other".into()), expire_ns: 9, ..Item::default() }, "me", 5));
+        assert!(!renewed_already(&Item { expire_ns: 9, ..Item::default() }, "me", 5));
     }
 
     #[test]

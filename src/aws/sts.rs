@@ -186,7 +186,7 @@ impl Call<'_> {
 
 /// Reads an STS answer: credentials from a success document, a [`ServiceError`] from anything else. The
 /// `secrets` we sent are kept out of the error (redacted before any excerpt is cut, so no part shows).
-fn parse_response(
+pub(crate) fn parse_response(
     action: &str,
     response: &Response,
     now: SystemTime,

@@ -3,12 +3,14 @@
 
 mod admin;
 mod auth;
+mod chaos;
 mod clock;
 mod credential_limits;
 mod credential_process;
 mod credentials;
 mod cron;
 mod errors;
+mod faults;
 mod hostile;
 mod lease;
 mod lock_protocol;
@@ -16,6 +18,7 @@ mod migration;
 mod ops;
 mod proxy;
 mod run;
+mod secrets;
 mod static_binary;
 mod supervision;
 mod support;

@@ -301,7 +301,7 @@ fn retry_later(e: &std::io::Error) -> bool {
     matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted)
 }
 /// Reads the JSON a credential process prints; the error never includes a value from it.
-fn parse_output(stdout: &str, now: SystemTime) -> Result<Credentials, String> {
+pub(crate) fn parse_output(stdout: &str, now: SystemTime) -> Result<Credentials, String> {
     // Parsed to a `Value` first: serde's typed errors would quote the offending value, which may be a secret.
     let json: Value = serde_json::from_str(stdout).map_err(|e| {
         let what = if e.is_eof() { "ends early" } else { "is not valid JSON" };
