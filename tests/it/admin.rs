@@ -152,10 +152,13 @@ fn status_escapes_control_characters_of_the_item() {
 #[test]
 fn version_and_help_print_to_stdout() {
     let case = Case::new("version_and_help");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["version"], "lock-exec 0."),
         (&["--version"], "lock-exec 0."),
         (&["--help"], "Usage:"),
+        (&["--help"], "Exit codes:\n"),
+        (&["--help"], "Examples:\n  lock-exec table create"),
+        (&["--help"], "  -e, --expire DURATION"),
         (&["run", "--help"], "--locked-exit-code"),
         (&["help", "status"], "exits 0 when the key is free"),
     ];
@@ -164,5 +167,30 @@ fn version_and_help_print_to_stdout() {
         out.expect_code(0);
         out.check(&format!("stdout mentions {expected:?}"), true, out.stdout.contains(expected));
         out.check("stderr", "", out.stderr.as_str());
+    }
+}
+
+/// The usage errors a newcomer meets first: exit 64, one line that answers the next question.
+#[test]
+fn usage_errors_answer_the_next_question() {
+    let case = Case::new("usage_errors_next_question");
+    /// Arguments, environment variables added, the start of stderr.
+    type Row<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Row; 5] = [
+        (&["help", "foo"], &[], "lock-exec: help: unknown topic \"foo\" (run, unlock"),
+        (&["version", "extra"], &[], "lock-exec: version: unexpected argument \"extra\""),
+        (&["run", "k", "true", "--tabel", "t"], &[], "lock-exec: invalid option '--tabel' (did you mean --table?)"),
+        (
+            &["run", "k", "true"],
+            &[("LOCK_EXEC_EXPIRE", "bad")],
+            "lock-exec: LOCK_EXEC_EXPIRE: invalid duration \"bad\"",
+        ),
+        (&["status", "k"], &[("LOCK_EXEC_TABLE", "ab")], "lock-exec: LOCK_EXEC_TABLE: invalid table name \"ab\""),
+    ];
+    for (args, vars, expected) in cases {
+        let out = case.run_with(args, |env| env.extend(vars.iter().map(|(k, v)| (*k, (*v).to_owned()))));
+        out.expect_code(64);
+        out.check(&format!("stderr starts with {expected:?}"), true, out.stderr.starts_with(expected));
+        out.check("stdout", "", out.stdout.as_str());
     }
 }
