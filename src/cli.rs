@@ -463,10 +463,11 @@ fn common(flags: &Flags, env: &Env) -> Result<Common, Error> {
         Error::Usage(message) if flags.table.is_none() => Error::Usage(format!("{named}: {message}")),
         other => other,
     })?;
-    let log_format = match flags.log_format.as_deref() {
+    let (log_format, named) = flag_or_env(&flags.log_format, env, "--log-format", "LOCK_EXEC_LOG_FORMAT");
+    let log_format = match log_format.as_deref() {
         None | Some("json") => LogFormat::Json,
         Some("text") => LogFormat::Text,
-        Some(other) => return Err(Error::Usage(format!("invalid --log-format {other:?} (json or text)"))),
+        Some(other) => return Err(Error::Usage(format!("invalid {named} {other:?} (json or text)"))),
     };
     let verbosity = match (flags.quiet, flags.verbose) {
         (true, true) => return Err(Error::Usage("--quiet and --verbose exclude each other".into())),
@@ -780,6 +781,20 @@ mod tests {
     }
 
     #[test]
+    fn log_format_from_flag_env_or_default() {
+        let check = |args: &[&str], env: &[(&str, &str)], expected: LogFormat| match parse_from(
+            args.iter().copied(),
+            &Env::from_pairs(env),
+        ) {
+            Ok(Command::Status(common, _)) => assert_eq!(common.log_format, expected, "{args:?} {env:?}"),
+            other => panic!("{args:?}: {other:?}"),
+        };
+        check(&["status", "k"], &[], LogFormat::Json);
+        check(&["status", "k"], &[("LOCK_EXEC_LOG_FORMAT", "text")], LogFormat::Text);
+        check(&["status", "k", "--log-format", "json"], &[("LOCK_EXEC_LOG_FORMAT", "text")], LogFormat::Json);
+    }
+
+    #[test]
     fn max_clock_skew_from_flag_env_or_default() {
         let check =
             |args: &[&str], env: &[(&str, &str)], expected: Duration| match parse_from(args, &Env::from_pairs(env)) {
@@ -926,6 +941,7 @@ mod tests {
         check(&[("LOCK_EXEC_EXPIRE", "10ms")], &["status", "k"], "LOCK_EXEC_EXPIRE 10ms is shorter");
         check(&[("LOCK_EXEC_MAX_CLOCK_SKEW", "x")], &["run", "k", "true"], "LOCK_EXEC_MAX_CLOCK_SKEW: invalid");
         check(&[("LOCK_EXEC_TABLE", "ab")], &["run", "k", "true"], "LOCK_EXEC_TABLE: invalid table name");
+        check(&[("LOCK_EXEC_LOG_FORMAT", "xml")], &["status", "k"], "invalid LOCK_EXEC_LOG_FORMAT \"xml\"");
         // the flag wins and is the one named
         check(&[("LOCK_EXEC_EXPIRE", "1m")], &["run", "k", "true", "-e", "bad"], "--expire: invalid duration");
         check(&[("LOCK_EXEC_TABLE", "good")], &["run", "k", "true", "-t", "ab"], "invalid table name");

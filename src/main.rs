@@ -41,7 +41,7 @@ Options (before or after the subcommand; every subcommand takes them):
       --profile NAME        shared config profile [env AWS_PROFILE]
   -e, --expire DURATION     lease length, renewed every third [env LOCK_EXEC_EXPIRE] (default 1m, min 1s);
                             used by run
-      --log-format FORMAT   json (default) or text
+      --log-format FORMAT   json (default) or text [env LOCK_EXEC_LOG_FORMAT]
       --retain DURATION     keep an unused lock item this long (its ttl) [env LOCK_EXEC_RETAIN] (default
                             720h, min 1h); used by the subcommands that write
       --max-clock-skew DURATION
@@ -197,7 +197,7 @@ fn main() -> ExitCode {
             };
             let log = logger(&common)
                 .with("key", args.key.clone())
-                .with("command", lock_exec::log::clip_display(&args.display));
+                .with_context("command", lock_exec::log::clip_display(&args.display));
             let result = commands::run(&common, &args, &env, signals, &log);
             (log, result)
         }

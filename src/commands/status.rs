@@ -13,7 +13,7 @@ use crate::log::Logger;
 /// `status`: print the lock item; exit 0 when free or never used, 3 when held.
 pub fn status(common: &Common, key: &str, env: &Env, log: &Logger) -> Result<Exit, Error> {
     let aws = Aws::resolve(common, env)?;
-    aws.log_endpoints(log);
+    aws.log_endpoints(&common.table, log);
     let client = aws.client(env, log);
     let item = lock::get(&client, &common.table, key)?;
     let now_ns = lock::unix_ns(env.now());

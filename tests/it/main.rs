@@ -8,6 +8,7 @@ mod credential_limits;
 mod credential_process;
 mod credentials;
 mod cron;
+mod docs;
 mod errors;
 mod hostile;
 mod lease;
