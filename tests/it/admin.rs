@@ -76,6 +76,41 @@ fn status_exits_3_while_held_and_prints_the_holder() {
     out.check("expire is set", true, json["expire"].is_string());
 }
 
+/// A free key shows no holder: the last holder's host, pid and command are not under the live holder's labels;
+/// the last run's record says who ran it and how it ended.
+#[test]
+fn status_of_a_free_key_shows_the_last_run_not_a_holder() {
+    let case = Case::new("status_free_last_run");
+    case.run(&["run", "k", "--", "sh", "-c", "exit 4"]).expect_code(4);
+    let out = case.run(&["status", "k"]);
+    out.expect_code(0);
+    let json = out.stdout_json();
+    out.check("state", json!("free"), json["state"].clone());
+    for holder in ["host", "pid", "owner", "owner_id", "command", "acquired", "expire"] {
+        out.check(&format!("{holder} of a free key"), None, json.get(holder));
+    }
+    out.check("last_exit_code", json!(4), json["last_exit_code"].clone());
+    out.check("last_host", true, json["last_host"].is_string());
+    out.check("fence", true, json["fence"].is_u64());
+    let text = case.run(&["status", "--log-format", "text", "k"]);
+    let labels: Vec<&str> = text.stdout.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    text.check(
+        "text labels",
+        vec![
+            "key",
+            "state",
+            "fence",
+            "ttl",
+            "last_exit_code",
+            "last_host",
+            "last_started",
+            "last_finished",
+            "last_duration_ms",
+        ],
+        labels,
+    );
+}
+
 #[test]
 fn status_of_a_never_used_key_exits_0() {
     let case = Case::new("status_never_used");
