@@ -193,3 +193,44 @@ fn man_page_renders_and_documents_every_flag() {
         assert!(roff_text.contains(&format!("--{flag}")), "man/lock-exec.1 does not document --{flag}");
     }
 }
+
+/// GitHub's anchor for a heading: lowercase, punctuation but `-` and `_` dropped, spaces as `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+#[test]
+fn readme_internal_links_resolve() {
+    let readme = read(&root().join("README.md"));
+    let mut anchors: Vec<String> = Vec::new();
+    let mut bases: Vec<String> = Vec::new();
+    let mut in_code = false;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        if in_code {
+            continue;
+        }
+        if let Some(heading) = line.strip_prefix('#').map(|h| h.trim_start_matches('#')) {
+            let base = anchor(heading);
+            // a repeated heading gets -1, -2, ...
+            let seen = bases.iter().filter(|b| **b == base).count();
+            anchors.push(if seen == 0 { base.clone() } else { format!("{base}-{seen}") });
+            bases.push(base);
+        }
+    }
+    let broken: Vec<&str> = readme
+        .match_indices("](#")
+        .filter_map(|(at, _)| readme[at + 3..].split(')').next())
+        .filter(|target| !anchors.iter().any(|a| a == target))
+        .collect();
+    assert!(broken.is_empty(), "README links to missing sections: {broken:?} (anchors: {anchors:?})");
+    assert_eq!(anchor("What happens to the command's processes"), "what-happens-to-the-commands-processes");
+}
