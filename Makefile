@@ -1,5 +1,9 @@
 # lock-exec: the developer commands. Everything a target needs is installed by scripts/ (a virtualenv under .tmp/).
-.PHONY: all build release static static-aarch64 test lint demo bench fuzz emulator-start emulator-stop clean
+.PHONY: all build release static static-aarch64 test lint man install demo bench fuzz emulator-start emulator-stop clean
+
+# `make install`: the release binary to $(PREFIX)/bin, the man page to $(PREFIX)/share/man/man1 (DESTDIR for
+# staging).
+PREFIX ?= /usr/local
 
 all: build
 
@@ -33,10 +37,19 @@ image:
 test:
 	scripts/test.sh
 
-lint:
+lint: man
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 	RUSTDOCFLAGS=-Dwarnings cargo doc --locked --no-deps
+
+# man/lock-exec.1 renders with groff -man -ww and man -l, without a warning.
+man:
+	scripts/man.sh
+
+install: release
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 target/release/lock-exec $(DESTDIR)$(PREFIX)/bin/lock-exec
+	install -m 644 man/lock-exec.1 $(DESTDIR)$(PREFIX)/share/man/man1/lock-exec.1
 
 demo:
 	scripts/demo.sh

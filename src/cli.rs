@@ -92,6 +92,35 @@ impl Topic {
 /// The subcommands, as usage errors list them.
 const SUBCOMMANDS: &str = "run, unlock, status, list, table, doctor, completion, version";
 
+/// The help topics, as `help TOPIC` errors list them.
+const TOPICS: &str = "run, unlock, status, list, table, doctor, completion";
+
+/// Every long flag the parser knows, for "did you mean" (the completion scripts' flag table must match it).
+pub const LONG_FLAGS: [&str; 22] = [
+    "table",
+    "region",
+    "expire",
+    "endpoint-url",
+    "profile",
+    "log-format",
+    "quiet",
+    "verbose",
+    "help",
+    "version",
+    "shell",
+    "locked-exit-code",
+    "kill-after",
+    "wait-descendants",
+    "clean-env-aws",
+    "wait",
+    "keep",
+    "owner",
+    "limit",
+    "retain",
+    "max-clock-skew",
+    "delete",
+];
+
 /// A shell `completion` writes a script for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shell {
@@ -259,6 +288,7 @@ where
             Short('h') | Long("help") => flags.help = true,
             Short('V') | Long("version") => return Ok(Command::Version),
             Value(value) => positionals.push(value),
+            Long(name) => return Err(unknown_flag(name)),
             other => return Err(usage(other.unexpected())),
         }
     }
@@ -269,10 +299,10 @@ where
         Some(sub) => sub.into_string().map_err(|_| Error::Usage("subcommand is not valid UTF-8".into()))?,
     };
     let topic = match subcommand.as_str() {
-        "version" => return Ok(Command::Version),
-        "help" => {
-            return Ok(Command::Help(positionals.next().as_ref().and_then(|t| t.to_str()).and_then(Topic::from_name)));
+        "version" => {
+            return no_arguments(positionals.collect(), "version").map(|()| Command::Version);
         }
+        "help" => return help(positionals.collect()),
         other => Topic::from_name(other)
             .ok_or_else(|| Error::Usage(format!("unknown subcommand {other:?} ({SUBCOMMANDS})")))?,
     };
@@ -304,10 +334,10 @@ where
     only_run(flags.limit.is_some(), "--limit")?;
     // `-e` is a persistent flag in the Go tool: every subcommand accepts it, only `run` uses it. It is still
     // checked everywhere, so a typo is caught where it is written.
-    let expire =
-        duration_flag(flags.expire.clone().or_else(|| env.var("LOCK_EXEC_EXPIRE")), DEFAULT_EXPIRE, "--expire")?;
+    let (expire, named) = flag_or_env(&flags.expire, env, "--expire", "LOCK_EXEC_EXPIRE");
+    let expire = duration_flag(expire, DEFAULT_EXPIRE, named)?;
     if expire < MIN_EXPIRE {
-        return Err(Error::Usage(format!("--expire {} is shorter than the minimum 1s", duration::format(expire))));
+        return Err(Error::Usage(format!("{named} {} is shorter than the minimum 1s", duration::format(expire))));
     }
     if flags.delete && topic != Topic::Unlock {
         return Err(Error::Usage("--delete applies to unlock only".into()));
@@ -327,6 +357,60 @@ where
         Topic::Table => table(rest).map(|()| Command::TableCreate(common)),
         Topic::Completion => completion(rest),
     }
+}
+
+/// `help [TOPIC]`: an unknown topic, or more than one, is a usage error.
+fn help(rest: Vec<OsString>) -> Result<Command, Error> {
+    let mut rest = rest.into_iter();
+    let Some(name) = rest.next() else { return Ok(Command::Help(None)) };
+    let name = name.to_string_lossy();
+    let topic =
+        Topic::from_name(&name).ok_or_else(|| Error::Usage(format!("help: unknown topic {name:?} ({TOPICS})")))?;
+    no_arguments(rest.collect(), "help TOPIC").map(|()| Command::Help(Some(topic)))
+}
+
+/// An unknown `--name`: lexopt's message, with the closest known flag when one is a typo away.
+fn unknown_flag(name: &str) -> Error {
+    let given = name.trim_start_matches('-');
+    let given = given.split_once('=').map_or(given, |(flag, _)| flag);
+    match closest_flag(given) {
+        Some(flag) => Error::Usage(format!("invalid option '--{given}' (did you mean --{flag}?)")),
+        None => Error::Usage(format!("invalid option '--{given}'")),
+    }
+}
+
+/// The known long flag nearest to `given` when it is close: at most 1 edit for short names, 2 from 5 characters.
+fn closest_flag(given: &str) -> Option<&'static str> {
+    let allowed = if given.chars().count() < 5 { 1 } else { 2 };
+    LONG_FLAGS
+        .iter()
+        .map(|flag| (edit_distance(given, flag), *flag))
+        .filter(|(distance, _)| *distance <= allowed)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, flag)| flag)
+}
+
+/// Levenshtein distance with adjacent transpositions counted as one edit (optimal string alignment).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // rows[i][j]: the distance between a[..i] and b[..j]
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    rows[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1).min(rows[i][j - 1] + 1).min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 fn no_arguments(rest: Vec<OsString>, subcommand: &str) -> Result<(), Error> {
@@ -372,12 +456,18 @@ fn string_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, Error
 }
 
 fn common(flags: &Flags, env: &Env) -> Result<Common, Error> {
-    let table = flags.table.clone().or_else(|| env.var("LOCK_EXEC_TABLE")).unwrap_or_else(|| DEFAULT_TABLE.into());
-    validate_table(&table)?;
-    let log_format = match flags.log_format.as_deref() {
+    let (table, named) = flag_or_env(&flags.table, env, "--table", "LOCK_EXEC_TABLE");
+    let table = table.unwrap_or_else(|| DEFAULT_TABLE.into());
+    // The default is valid: a bad name from LOCK_EXEC_TABLE is said to come from there.
+    validate_table(&table).map_err(|e| match e {
+        Error::Usage(message) if flags.table.is_none() => Error::Usage(format!("{named}: {message}")),
+        other => other,
+    })?;
+    let (log_format, named) = flag_or_env(&flags.log_format, env, "--log-format", "LOCK_EXEC_LOG_FORMAT");
+    let log_format = match log_format.as_deref() {
         None | Some("json") => LogFormat::Json,
         Some("text") => LogFormat::Text,
-        Some(other) => return Err(Error::Usage(format!("invalid --log-format {other:?} (json or text)"))),
+        Some(other) => return Err(Error::Usage(format!("invalid {named} {other:?} (json or text)"))),
     };
     let verbosity = match (flags.quiet, flags.verbose) {
         (true, true) => return Err(Error::Usage("--quiet and --verbose exclude each other".into())),
@@ -402,11 +492,9 @@ fn common(flags: &Flags, env: &Env) -> Result<Common, Error> {
     if retain < MIN_RETAIN {
         return Err(Error::Usage(format!("{named} {} is shorter than the minimum 1h", duration::format(retain))));
     }
-    let max_clock_skew = duration_flag(
-        flags.max_clock_skew.clone().or_else(|| env.var("LOCK_EXEC_MAX_CLOCK_SKEW")),
-        DEFAULT_MAX_CLOCK_SKEW,
-        "--max-clock-skew",
-    )?;
+    let (max_clock_skew, named) =
+        flag_or_env(&flags.max_clock_skew, env, "--max-clock-skew", "LOCK_EXEC_MAX_CLOCK_SKEW");
+    let max_clock_skew = duration_flag(max_clock_skew, DEFAULT_MAX_CLOCK_SKEW, named)?;
     Ok(Common {
         retain,
         max_clock_skew,
@@ -697,6 +785,20 @@ mod tests {
     }
 
     #[test]
+    fn log_format_from_flag_env_or_default() {
+        let check = |args: &[&str], env: &[(&str, &str)], expected: LogFormat| match parse_from(
+            args.iter().copied(),
+            &Env::from_pairs(env),
+        ) {
+            Ok(Command::Status(common, _)) => assert_eq!(common.log_format, expected, "{args:?} {env:?}"),
+            other => panic!("{args:?}: {other:?}"),
+        };
+        check(&["status", "k"], &[], LogFormat::Json);
+        check(&["status", "k"], &[("LOCK_EXEC_LOG_FORMAT", "text")], LogFormat::Text);
+        check(&["status", "k", "--log-format", "json"], &[("LOCK_EXEC_LOG_FORMAT", "text")], LogFormat::Json);
+    }
+
+    #[test]
     fn max_clock_skew_from_flag_env_or_default() {
         let check =
             |args: &[&str], env: &[(&str, &str)], expected: Duration| match parse_from(args, &Env::from_pairs(env)) {
@@ -715,7 +817,7 @@ mod tests {
         check(&["status", "k", "--max-clock-skew", "0s"], &[], Duration::ZERO);
         let bad = Env::from_pairs(&[("LOCK_EXEC_MAX_CLOCK_SKEW", "soon")]);
         assert!(
-            matches!(parse_from(["run", "k", "true"], &bad), Err(Error::Usage(m)) if m.contains("--max-clock-skew"))
+            matches!(parse_from(["run", "k", "true"], &bad), Err(Error::Usage(m)) if m.contains("LOCK_EXEC_MAX_CLOCK_SKEW"))
         );
     }
 
@@ -801,6 +903,52 @@ mod tests {
         assert_eq!(parse(&["help", "run"]).ok(), Some(Command::Help(Some(Topic::Run))));
         assert_eq!(parse(&["run", "--help"]).ok(), Some(Command::Help(Some(Topic::Run))));
         assert_eq!(parse(&["status", "-h"]).ok(), Some(Command::Help(Some(Topic::Status))));
+    }
+
+    #[test]
+    fn help_topics_and_version_take_nothing_else() {
+        assert!(usage_error(&["help", "foo"]).contains("help: unknown topic \"foo\" (run, unlock"));
+        assert!(usage_error(&["help", "run", "x"]).contains("unexpected argument"));
+        assert!(usage_error(&["version", "extra"]).contains("version: unexpected argument \"extra\""));
+    }
+
+    #[test]
+    fn unknown_flags_get_the_closest_known_one() {
+        let check = |args: &[&str], expected: &str| {
+            let message = usage_error(args);
+            assert_eq!(message, expected, "{args:?}");
+        };
+        check(&["run", "k", "true", "--tabel", "x"], "invalid option '--tabel' (did you mean --table?)");
+        check(&["run", "k", "true", "--tabel=x"], "invalid option '--tabel' (did you mean --table?)");
+        check(&["status", "k", "--expires", "1m"], "invalid option '--expires' (did you mean --expire?)");
+        check(
+            &["run", "k", "true", "--lokced-exit-code", "3"],
+            "invalid option '--lokced-exit-code' (did you mean --locked-exit-code?)",
+        );
+        check(&["run", "k", "true", "--bogus"], "invalid option '--bogus'");
+        check(&["run", "k", "true", "--ab"], "invalid option '--ab'");
+        assert_eq!(edit_distance("tabel", "table"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn bad_values_from_the_environment_are_named_by_their_variable() {
+        let check = |pairs: &[(&str, &str)], args: &[&str], expected: &str| match parse_from(
+            args.iter().copied(),
+            &Env::from_pairs(pairs),
+        ) {
+            Err(Error::Usage(message)) => assert!(message.starts_with(expected), "{pairs:?}: {message}"),
+            other => panic!("expected a usage error from {pairs:?}, got {other:?}"),
+        };
+        check(&[("LOCK_EXEC_EXPIRE", "bad")], &["run", "k", "true"], "LOCK_EXEC_EXPIRE: invalid duration");
+        check(&[("LOCK_EXEC_EXPIRE", "10ms")], &["status", "k"], "LOCK_EXEC_EXPIRE 10ms is shorter");
+        check(&[("LOCK_EXEC_MAX_CLOCK_SKEW", "x")], &["run", "k", "true"], "LOCK_EXEC_MAX_CLOCK_SKEW: invalid");
+        check(&[("LOCK_EXEC_TABLE", "ab")], &["run", "k", "true"], "LOCK_EXEC_TABLE: invalid table name");
+        check(&[("LOCK_EXEC_LOG_FORMAT", "xml")], &["status", "k"], "invalid LOCK_EXEC_LOG_FORMAT \"xml\"");
+        // the flag wins and is the one named
+        check(&[("LOCK_EXEC_EXPIRE", "1m")], &["run", "k", "true", "-e", "bad"], "--expire: invalid duration");
+        check(&[("LOCK_EXEC_TABLE", "good")], &["run", "k", "true", "-t", "ab"], "invalid table name");
     }
 
     #[test]

@@ -115,10 +115,20 @@ impl Aws {
         })
     }
 
-    /// Logs (with `-v`) the host of each service lock-exec will call, and the proxy it goes through; warns once
-    /// per endpoint that is plain http to a host other than loopback.
-    pub fn log_endpoints(&self, log: &Logger) {
+    /// Logs (with `-v`) the resolved region, endpoint, table and credential source, then the host of each
+    /// service lock-exec will call and the proxy it goes through; warns once per endpoint that is plain http to a
+    /// host other than loopback.
+    pub fn log_endpoints(&self, table: &str, log: &Logger) {
         let http = &self.http;
+        log.debug(
+            "configuration resolved",
+            &[
+                ("region", self.region.clone().into()),
+                ("endpoint", crate::aws::proxy::endpoint_for_messages(&self.endpoint).into()),
+                ("table", table.into()),
+                ("credentials", self.credentials.source_name().into()),
+            ],
+        );
         let services = [("dynamodb", Some(self.endpoint.as_str())), ("sts", self.credentials.sts_endpoint())];
         for (service, url) in services.into_iter().filter_map(|(service, url)| Some((service, url?))) {
             let host = host_of(url).unwrap_or_default();

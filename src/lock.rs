@@ -140,10 +140,12 @@ pub fn is_held(item: &Item, now_ns: i128) -> bool {
 /// Log fields describing a holder.
 pub fn holder_fields(item: Option<&Item>) -> Vec<(&'static str, Value)> {
     let Some(item) = item else { return vec![("holder", "unknown".into())] };
-    let mut fields: Vec<(&'static str, Value)> = vec![
-        ("holder", item.host.clone().unwrap_or_else(|| "unknown (no owner recorded)".into()).into()),
-        ("expire", rfc3339_ns(item.expire_ns).into()),
-    ];
+    let mut fields: Vec<(&'static str, Value)> =
+        vec![("holder", item.host.clone().unwrap_or_else(|| "unknown (no owner recorded)".into()).into())];
+    // A released item's expire is 0: no lease end to show.
+    if item.expire_ns > 0 {
+        fields.push(("expire", rfc3339_ns(item.expire_ns).into()));
+    }
     if let Some(pid) = item.pid {
         fields.push(("holder_pid", pid.into()));
     }

@@ -41,12 +41,14 @@ impl Level {
     }
 }
 
-/// A logger with fields repeated on every line (`key`, `command`).
+/// A logger with fields repeated on every line (`key`), and context fields (`command`) that JSON lines repeat
+/// too (as zap does in the Go tool) while text lines carry them only on a run's first line and on errors.
 #[derive(Debug, Clone)]
 pub struct Logger {
     format: Format,
     min_level: Level,
-    base: Vec<(&'static str, Value)>,
+    /// Each field with whether text lines always carry it (false: a context field).
+    base: Vec<(&'static str, Value, bool)>,
 }
 
 impl Logger {
@@ -58,8 +60,22 @@ impl Logger {
     /// A logger that adds `field` to every line.
     pub fn with(&self, field: &'static str, value: impl Into<Value>) -> Logger {
         let mut logger = self.clone();
-        logger.base.push((field, value.into()));
+        logger.base.push((field, value.into(), true));
         logger
+    }
+
+    /// A logger that adds the context `field` to every JSON line, and to the text lines written by
+    /// [`Logger::first`] and at error level.
+    pub fn with_context(&self, field: &'static str, value: impl Into<Value>) -> Logger {
+        let mut logger = self.clone();
+        logger.base.push((field, value.into(), false));
+        logger
+    }
+
+    /// Logs a run's first line (or one about the command itself): in text format it carries the context fields
+    /// too.
+    pub fn first(&self, level: Level, msg: &str, fields: &[(&str, Value)]) {
+        self.write(level, msg, fields, true);
     }
 
     /// True when lines of this level are written.
@@ -90,18 +106,29 @@ impl Logger {
     /// Writes one line to stderr if the level is enabled. Write errors are ignored: a closed stderr must not
     /// change what happens to the lock or the child.
     pub fn log(&self, level: Level, msg: &str, fields: &[(&str, Value)]) {
+        self.write(level, msg, fields, false);
+    }
+
+    fn write(&self, level: Level, msg: &str, fields: &[(&str, Value)], first: bool) {
         if !self.enabled(level) {
             return;
         }
         #[allow(clippy::disallowed_methods)] // log timestamps are the wall clock by definition
         let now = SystemTime::now();
-        let line = self.format_line(now, level, msg, fields);
+        let line = self.line(now, level, msg, fields, first);
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
-    /// Formats one line, newline included.
+    /// Formats one line, newline included (the context fields in text format only at error level).
     pub fn format_line(&self, now: SystemTime, level: Level, msg: &str, fields: &[(&str, Value)]) -> String {
-        let all = self.base.iter().map(|(k, v)| (*k, v)).chain(fields.iter().map(|(k, v)| (*k, v)));
+        self.line(now, level, msg, fields, false)
+    }
+
+    /// Formats one line; `first`: a run's first line, which carries the context fields in text format too.
+    fn line(&self, now: SystemTime, level: Level, msg: &str, fields: &[(&str, Value)], first: bool) -> String {
+        let context = self.format == Format::Json || first || level >= Level::Error;
+        let base = self.base.iter().filter(|(_, _, always)| *always || context).map(|(k, v, _)| (*k, v));
+        let all = base.chain(fields.iter().map(|(k, v)| (*k, v)));
         match self.format {
             Format::Json => {
                 // zap's order: level, ts, msg, then the fields (a serde_json Map would sort the keys).
@@ -221,6 +248,25 @@ mod tests {
         let logger = Logger::new(Format::Text, Level::Info).with("key", "k").with("command", "echo hi");
         let line = logger.format_line(UNIX_EPOCH + NOW, Level::Warn, "lock lost", &[("exit_code", 75.into())]);
         assert_eq!(line, "2023-11-14T22:13:20.250Z WARN  lock lost key=k command=\"echo hi\" exit_code=75\n");
+    }
+
+    #[test]
+    fn context_fields_are_on_every_json_line_but_only_first_and_error_text_lines() {
+        let text = Logger::new(Format::Text, Level::Info).with("key", "k").with_context("command", "echo hi");
+        let at = UNIX_EPOCH + NOW;
+        assert_eq!(
+            text.line(at, Level::Info, "lock acquired", &[("fence", 1.into())], true),
+            "2023-11-14T22:13:20.250Z INFO  lock acquired key=k command=\"echo hi\" fence=1\n"
+        );
+        assert_eq!(
+            text.format_line(at, Level::Info, "lock released", &[]),
+            "2023-11-14T22:13:20.250Z INFO  lock released key=k\n"
+        );
+        assert_eq!(text.format_line(at, Level::Warn, "w", &[]), "2023-11-14T22:13:20.250Z WARN  w key=k\n");
+        assert!(text.format_line(at, Level::Error, "command failed", &[]).contains(" command=\"echo hi\""));
+        let json = Logger::new(Format::Json, Level::Info).with("key", "k").with_context("command", "echo hi");
+        let line = json.format_line(at, Level::Info, "lock released", &[]);
+        assert!(line.contains(r#","key":"k","command":"echo hi"}"#), "{line}");
     }
 
     #[test]

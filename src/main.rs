@@ -34,12 +34,14 @@ Usage:
   lock-exec completion bash|zsh|fish                  shell completion script
   lock-exec version
 
-Options (before or after the subcommand):
+Options (before or after the subcommand; every subcommand takes them):
   -t, --table NAME          DynamoDB table [env LOCK_EXEC_TABLE] (default lock-exec)
   -r, --region REGION       AWS region [env AWS_REGION, AWS_DEFAULT_REGION, profile]
       --endpoint-url URL    DynamoDB endpoint [env AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL]
       --profile NAME        shared config profile [env AWS_PROFILE]
-      --log-format FORMAT   json (default) or text
+  -e, --expire DURATION     lease length, renewed every third [env LOCK_EXEC_EXPIRE] (default 1m, min 1s);
+                            used by run
+      --log-format FORMAT   json (default) or text [env LOCK_EXEC_LOG_FORMAT]
       --retain DURATION     keep an unused lock item this long (its ttl) [env LOCK_EXEC_RETAIN] (default
                             720h, min 1h); used by the subcommands that write
       --max-clock-skew DURATION
@@ -52,7 +54,22 @@ Options (before or after the subcommand):
   -h, --help                this help
   -V, --version             version, git commit and target
 
-Run 'lock-exec help SUBCOMMAND' for its options. Exit codes are listed in the README.
+Examples:
+  lock-exec table create                                      once: create the table (and TTL)
+  lock-exec run nightly-report -- /app/report --full          at most one host runs it at a time
+  lock-exec run -e 5m --locked-exit-code 3 backup 'backup.sh'  exit 3 when another host holds the key
+
+Exit codes:
+  the command's exit code when it ran (128+N when it died of signal N)
+  --locked-exit-code (default 0) when the key is held by someone else and the command did not run
+  1    doctor: a check failed                 3    status: the key is held
+  64   usage error                            69   DynamoDB unreachable or failing after retries
+  70   unexpected answer from DynamoDB        71   a thread or the command's process could not be created
+  74   stdout could not be written            75   the lock was lost; the command was stopped
+  77   access denied, credentials rejected    78   configuration: no credentials or region, no table
+  126  the command is not executable          127  the command was not found
+
+Run 'lock-exec help SUBCOMMAND' for its options; 'man lock-exec' and the README say more.
 ";
 
 const RUN_USAGE: &str = "\
@@ -64,8 +81,7 @@ Takes the lock KEY, runs the command while renewing the lease, releases the lock
 command's exit code (128+N when it died of signal N). When someone else holds KEY, logs
 'did not run command. key is locked' and exits with --locked-exit-code.
 
-Run options:
-  -e, --expire DURATION       lease length, renewed every third [env LOCK_EXEC_EXPIRE] (default 1m, min 1s)
+Run options (and the common options of 'lock-exec --help', -e/--expire among them):
       --shell                 run COMMAND as /bin/sh -c COMMAND
       --locked-exit-code N    exit status when the key is held (default 0)
       --kill-after DURATION   grace between a forwarded signal and SIGKILL (default 10s)
@@ -181,7 +197,7 @@ fn main() -> ExitCode {
             };
             let log = logger(&common)
                 .with("key", args.key.clone())
-                .with("command", lock_exec::log::clip_display(&args.display));
+                .with_context("command", lock_exec::log::clip_display(&args.display));
             let result = commands::run(&common, &args, &env, signals, &log);
             (log, result)
         }

@@ -99,6 +99,8 @@ pub struct Start {
     pub world: &'static World,
     /// The command's processes.
     pub tree: Arc<Tree>,
+    /// When the command was spawned (its duration is logged when it exits).
+    pub started: Instant,
     /// The event channel (until now read by the main thread).
     pub events: Receiver<Event>,
     /// The lease.
@@ -146,6 +148,7 @@ pub fn supervisor_thread(start: Receiver<Start>) -> Option<Outcome> {
 struct Supervisor {
     world: &'static World,
     tree: Arc<Tree>,
+    started: Instant,
     events: Receiver<Event>,
     lease: Lease,
     fence: u64,
@@ -178,6 +181,7 @@ impl Supervisor {
         Supervisor {
             world: start.world,
             tree: start.tree,
+            started: start.started,
             events: start.events,
             lease: start.lease,
             fence: start.fence,
@@ -292,10 +296,14 @@ impl Supervisor {
         self.stopped = false;
         self.tree.take_terminal_back();
         let code = process::exit_code(status);
+        let duration_ms = (self.started.elapsed().as_millis() as u64).into();
         if code == 0 {
-            self.log.info("command succeeded", &[("exit_code", code.into())]);
+            self.log.info("command succeeded", &[("exit_code", code.into()), ("duration_ms", duration_ms)]);
         } else {
-            self.log.error("command failed", &[("exit_code", code.into()), ("error", status.to_string().into())]);
+            self.log.error(
+                "command failed",
+                &[("exit_code", code.into()), ("error", status.to_string().into()), ("duration_ms", duration_ms)],
+            );
         }
         let remaining = self.tree.remaining();
         if remaining == 0 {

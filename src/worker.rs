@@ -158,7 +158,7 @@ pub fn dynamodb_worker(jobs: Receiver<Job>, events: Sender<Event>) {
                     Ok(aws) => aws,
                     Err(e) => return vec![Event::Acquired(Err(e))],
                 };
-                aws.log_endpoints(&log);
+                aws.log_endpoints(&common.table, &log);
                 let table = common.table;
                 let trying = Mutex::new(Trying::default());
                 let leaked: &'static World =
@@ -265,6 +265,8 @@ pub struct Finish {
     pub keep_until_ns: Option<i128>,
     /// The run's record, when the command ran.
     pub last_run: Option<LastRun>,
+    /// When the acquire that took the lock was sent: the release logs how long the lock was held.
+    pub held_since: Option<Instant>,
 }
 
 /// Releases the lock (owner-conditioned) and logs what happened.
@@ -276,10 +278,13 @@ pub fn release(client: &Client<'_>, world: &World, finish: &Finish) {
         keep_until_ns: finish.keep_until_ns,
         last_run: finish.last_run.clone(),
     };
-    match lock::release(client, &world.table, &world.item_key(), &world.owner.token, &release) {
+    let result = lock::release(client, &world.table, &world.item_key(), &world.owner.token, &release);
+    let held: Vec<(&str, serde_json::Value)> =
+        finish.held_since.iter().map(|since| ("duration_ms", (since.elapsed().as_millis() as u64).into())).collect();
+    match result {
         Ok(Owned::Done) => match release.kept_until() {
             Some(until) => log.info("lock kept until --keep ends", &[("expire", lock::rfc3339_ns(until).into())]),
-            None => log.info("lock released", &[]),
+            None => log.info("lock released", &held),
         },
         Ok(Owned::NotOwner(item)) => {
             let now_ns = lock::unix_ns(world.env.now());

@@ -306,6 +306,15 @@ fn fish() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_flag_table_matches_the_parser() {
+        let mut ours: Vec<&str> = flags().map(|flag| flag.long).collect();
+        let mut parsed = crate::cli::LONG_FLAGS.to_vec();
+        ours.sort_unstable();
+        parsed.sort_unstable();
+        assert_eq!(ours, parsed);
+    }
+
     use super::*;
 
     #[test]

@@ -113,7 +113,7 @@ pub fn doctor(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
             return report.exit();
         }
     };
-    aws.log_endpoints(log);
+    aws.log_endpoints(&common.table, log);
     report.line("settings", Verdict::Pass, &format!("profile {:?}", aws.profiles.selected_name()), &[]);
     report.line("region", Verdict::Pass, &aws.region, &[]);
     let endpoint = match aws.http.proxy_for(&aws.endpoint) {

@@ -20,7 +20,7 @@ const COLUMNS: [&str; 6] = ["key", "state", "holder", "pid", "expire", "fence"];
 /// `list`: print every lock item.
 pub fn list(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
     let aws = Aws::resolve(common, env)?;
-    aws.log_endpoints(log);
+    aws.log_endpoints(&common.table, log);
     let client = aws.client(env, log);
     let now_ns = lock::unix_ns(env.now());
     let mut rows: Vec<Map<String, Value>> = Vec::new();

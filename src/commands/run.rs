@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::exit::Exit;
 use crate::lease::Lease;
 use crate::lock::{self, Acquire, Item, LastRun, Owned, Owner, Release, holder_fields};
-use crate::log::Logger;
+use crate::log::{Level, Logger};
 use crate::process;
 use crate::supervise::{self, Event, Outcome, Start};
 use crate::worker::{self, Finish, Job, Setup, World};
@@ -50,7 +50,8 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
     if let Some(construct) = args.shell_syntax {
         // Kept as the Go tool had it (no shell), but said once: `a | b` would otherwise run `a` with `|` and `b`
         // as its arguments without a word.
-        log.warn(
+        log.first(
+            Level::Warn,
             &format!(
                 "COMMAND holds shell syntax ({construct}) but runs without a shell, split on whitespace as the Go \
                  tool did; use --shell to run it with /bin/sh -c, or -- PROGRAM ARGS"
@@ -140,6 +141,7 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
     ];
     let remove: &[&str] = if args.clean_env_aws { &AWS_CREDENTIAL_VARIABLES } else { &[] };
     let started_ns = lock::unix_ns(env.now());
+    let started = Instant::now();
     let spawned = process::spawn(&args.argv, &process::Spawn { vars: &vars, remove, give_terminal });
     let tree = match spawned {
         Ok(tree) => Arc::new(tree),
@@ -150,7 +152,8 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
             log.error(&crate::error_chain(&error), &[("exit_code", exit.code().into())]);
             // Nothing ran, so no --keep; the attempt is recorded.
             let last_run = last_run(world, exit, started_ns);
-            worker::release(&world.release_client(), world, &Finish { keep_until_ns: None, last_run: Some(last_run) });
+            let finish = Finish { keep_until_ns: None, last_run: Some(last_run), held_since: Some(sent) };
+            worker::release(&world.release_client(), world, &finish);
             return Ok(exit);
         }
     };
@@ -158,6 +161,7 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
     let start = Start {
         world,
         tree: Arc::clone(&tree),
+        started,
         events,
         lease,
         fence,
@@ -197,6 +201,7 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
     let finish = Finish {
         keep_until_ns: keep.map(|keep| acquired.acquired_ns + keep.as_nanos() as i128),
         last_run: Some(last_run(world, exit, started_ns)),
+        held_since: Some(sent),
     };
     worker::release(&world.release_client(), world, &finish);
     if let Some(Outcome { status: Some(status), lost: None }) = &outcome
@@ -311,7 +316,7 @@ fn acquire_phase(
                 Err(RecvTimeoutError::Timeout) => {
                     let Some(w) = waiting.as_mut() else { continue };
                     if w.give_up {
-                        log.info("did not run command. key is locked", &holder_fields(w.holder.as_ref()));
+                        log.first(Level::Info, "did not run command. key is locked", &holder_fields(w.holder.as_ref()));
                         return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
                     }
                     w.next_try = None;
@@ -341,13 +346,13 @@ fn acquire_phase(
             Event::Acquired(Ok((_, Acquire::Held(item)))) => {
                 let now = Instant::now();
                 let Some(w) = waiting.as_mut().filter(|w| now < w.deadline) else {
-                    log.info("did not run command. key is locked", &holder_fields(item.as_ref()));
+                    log.first(Level::Info, "did not run command. key is locked", &holder_fields(item.as_ref()));
                     return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
                 };
                 if w.tries == 0 {
                     let mut fields = holder_fields(item.as_ref());
                     fields.push(("wait", crate::duration::format(w.deadline - now).into()));
-                    log.info("waiting for lock", &fields);
+                    log.first(Level::Info, "waiting for lock", &fields);
                 }
                 let now_ns = world.map(|world| lock::unix_ns(world.env.now())).unwrap_or_default();
                 // The holder's lease counts as ended --max-clock-skew after its expire.
@@ -373,7 +378,7 @@ fn acquire_phase(
                 if world.slots > 1 {
                     fields.push(("slot", world.slot().into()));
                 }
-                log.info("lock acquired", &fields);
+                log.first(Level::Info, "lock acquired", &fields);
                 // A signal that came with the answer: release and end by it, without running anything.
                 while let Ok(event) = events.try_recv() {
                     if let Event::Signal(signal) = event

@@ -10,10 +10,12 @@ use crate::exit::Exit;
 use crate::lock;
 use crate::log::Logger;
 
-/// `status`: print the lock item; exit 0 when free or never used, 3 when held.
+/// `status`: print the lock item; exit 0 when free or never used, 3 when held. The holder's fields (host, pid,
+/// owner, owner_id, command, acquired, expire) are printed only while the key is held; the `last_*` fields are
+/// the last finished run's record.
 pub fn status(common: &Common, key: &str, env: &Env, log: &Logger) -> Result<Exit, Error> {
     let aws = Aws::resolve(common, env)?;
-    aws.log_endpoints(log);
+    aws.log_endpoints(&common.table, log);
     let client = aws.client(env, log);
     let item = lock::get(&client, &common.table, key)?;
     let now_ns = lock::unix_ns(env.now());
@@ -25,14 +27,18 @@ pub fn status(common: &Common, key: &str, env: &Env, log: &Logger) -> Result<Exi
     let mut rows: Vec<(&str, Value)> = vec![("key", key.into()), ("state", state.into())];
     if let Some(item) = &item {
         let optional = |v: &Option<String>| v.clone().map(Value::from).unwrap_or(Value::Null);
-        rows.push(("host", optional(&item.host)));
-        rows.push(("pid", item.pid.map(Value::from).unwrap_or(Value::Null)));
-        rows.push(("owner", optional(&item.owner)));
-        rows.push(("command", optional(&item.command)));
-        rows.push(("acquired", optional(&item.acquired)));
-        rows.push(("expire", if item.expire_ns > 0 { lock::rfc3339_ns(item.expire_ns).into() } else { Value::Null }));
+        // The holder's fields only while it holds the lock: a free item keeps the host, pid and command of
+        // whoever held it last, which are not a holder (the last run's record says what happened).
+        if state == "held" {
+            rows.push(("host", optional(&item.host)));
+            rows.push(("pid", item.pid.map(Value::from).unwrap_or(Value::Null)));
+            rows.push(("owner", optional(&item.owner)));
+            rows.push(("owner_id", optional(&item.owner_id)));
+            rows.push(("command", optional(&item.command)));
+            rows.push(("acquired", optional(&item.acquired)));
+            rows.push(("expire", lock::rfc3339_ns(item.expire_ns).into()));
+        }
         rows.push(("fence", item.fence.map(Value::from).unwrap_or(Value::Null)));
-        rows.push(("owner_id", optional(&item.owner_id)));
         rows.push((
             "ttl",
             item.ttl.map(|ttl| lock::rfc3339_ns(i128::from(ttl) * 1_000_000_000).into()).unwrap_or(Value::Null),

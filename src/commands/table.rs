@@ -69,7 +69,7 @@ pub fn has_lock_schema(table: &Value) -> bool {
 /// `table create`: create the table unless it exists, wait until it is ACTIVE, enable TTL on `ttl`.
 pub fn table_create(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
     let aws = Aws::resolve(common, env)?;
-    aws.log_endpoints(log);
+    aws.log_endpoints(&common.table, log);
     let client = aws.client(env, log);
     let table = common.table.as_str();
     let created = match client.call("CreateTable", &create_request(table)) {

@@ -11,7 +11,7 @@ use crate::log::Logger;
 /// `unlock`: clear the lease whoever holds it, or delete the item.
 pub fn unlock(common: &Common, args: &cli::Unlock, env: &Env, log: &Logger) -> Result<Exit, Error> {
     let aws = Aws::resolve(common, env)?;
-    aws.log_endpoints(log);
+    aws.log_endpoints(&common.table, log);
     let client = aws.client(env, log);
     let previous = if args.delete {
         lock::delete(&client, &common.table, &args.key)?

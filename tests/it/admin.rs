@@ -76,6 +76,41 @@ fn status_exits_3_while_held_and_prints_the_holder() {
     out.check("expire is set", true, json["expire"].is_string());
 }
 
+/// A free key shows no holder: the last holder's host, pid and command are not under the live holder's labels;
+/// the last run's record says who ran it and how it ended.
+#[test]
+fn status_of_a_free_key_shows_the_last_run_not_a_holder() {
+    let case = Case::new("status_free_last_run");
+    case.run(&["run", "k", "--", "sh", "-c", "exit 4"]).expect_code(4);
+    let out = case.run(&["status", "k"]);
+    out.expect_code(0);
+    let json = out.stdout_json();
+    out.check("state", json!("free"), json["state"].clone());
+    for holder in ["host", "pid", "owner", "owner_id", "command", "acquired", "expire"] {
+        out.check(&format!("{holder} of a free key"), None, json.get(holder));
+    }
+    out.check("last_exit_code", json!(4), json["last_exit_code"].clone());
+    out.check("last_host", true, json["last_host"].is_string());
+    out.check("fence", true, json["fence"].is_u64());
+    let text = case.run(&["status", "--log-format", "text", "k"]);
+    let labels: Vec<&str> = text.stdout.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    text.check(
+        "text labels",
+        vec![
+            "key",
+            "state",
+            "fence",
+            "ttl",
+            "last_exit_code",
+            "last_host",
+            "last_started",
+            "last_finished",
+            "last_duration_ms",
+        ],
+        labels,
+    );
+}
+
 #[test]
 fn status_of_a_never_used_key_exits_0() {
     let case = Case::new("status_never_used");
@@ -152,10 +187,13 @@ fn status_escapes_control_characters_of_the_item() {
 #[test]
 fn version_and_help_print_to_stdout() {
     let case = Case::new("version_and_help");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["version"], "lock-exec 0."),
         (&["--version"], "lock-exec 0."),
         (&["--help"], "Usage:"),
+        (&["--help"], "Exit codes:\n"),
+        (&["--help"], "Examples:\n  lock-exec table create"),
+        (&["--help"], "  -e, --expire DURATION"),
         (&["run", "--help"], "--locked-exit-code"),
         (&["help", "status"], "exits 0 when the key is free"),
     ];
@@ -164,5 +202,30 @@ fn version_and_help_print_to_stdout() {
         out.expect_code(0);
         out.check(&format!("stdout mentions {expected:?}"), true, out.stdout.contains(expected));
         out.check("stderr", "", out.stderr.as_str());
+    }
+}
+
+/// The usage errors a newcomer meets first: exit 64, one line that answers the next question.
+#[test]
+fn usage_errors_answer_the_next_question() {
+    let case = Case::new("usage_errors_next_question");
+    /// Arguments, environment variables added, the start of stderr.
+    type Row<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Row; 5] = [
+        (&["help", "foo"], &[], "lock-exec: help: unknown topic \"foo\" (run, unlock"),
+        (&["version", "extra"], &[], "lock-exec: version: unexpected argument \"extra\""),
+        (&["run", "k", "true", "--tabel", "t"], &[], "lock-exec: invalid option '--tabel' (did you mean --table?)"),
+        (
+            &["run", "k", "true"],
+            &[("LOCK_EXEC_EXPIRE", "bad")],
+            "lock-exec: LOCK_EXEC_EXPIRE: invalid duration \"bad\"",
+        ),
+        (&["status", "k"], &[("LOCK_EXEC_TABLE", "ab")], "lock-exec: LOCK_EXEC_TABLE: invalid table name \"ab\""),
+    ];
+    for (args, vars, expected) in cases {
+        let out = case.run_with(args, |env| env.extend(vars.iter().map(|(k, v)| (*k, (*v).to_owned()))));
+        out.expect_code(64);
+        out.check(&format!("stderr starts with {expected:?}"), true, out.stderr.starts_with(expected));
+        out.check("stdout", "", out.stdout.as_str());
     }
 }

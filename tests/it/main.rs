@@ -9,6 +9,7 @@ mod credential_limits;
 mod credential_process;
 mod credentials;
 mod cron;
+mod docs;
 mod errors;
 mod faults;
 mod hostile;

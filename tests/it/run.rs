@@ -356,3 +356,61 @@ fn a_command_string_with_shell_syntax_runs_without_a_shell_and_says_so_once() {
     let plain = case.run(&["run", "k2", "echo hello"]);
     plain.check("no warning for a plain command", false, plain.stderr.contains("shell syntax"));
 }
+
+/// Logs worth reading: `duration_ms` on the command's end and the release; in text format (set by
+/// `LOCK_EXEC_LOG_FORMAT`) `command` only on the run's first line and on errors; JSON keeps it on every line;
+/// `-v` says once what was resolved.
+#[test]
+fn logs_carry_durations_and_text_names_the_command_once() {
+    let case = Case::new("logs_durations_text_command");
+    let out = case.run(&["run", "k", "-v", "--", "sh", "-c", "sleep 0.2"]);
+    out.expect_code(0);
+    for msg in ["command succeeded", "lock released"] {
+        let ms = out.log(msg)["duration_ms"].as_u64();
+        out.check(&format!("{msg}: duration_ms of at least 200"), true, ms.is_some_and(|ms| ms >= 200));
+        out.check(&format!("{msg}: command in JSON"), json!("sh -c sleep 0.2"), out.log(msg)["command"].clone());
+    }
+    let resolved = out.log("configuration resolved");
+    out.check("resolved table", json!(case.table()), resolved["table"].clone());
+    out.check("resolved region", json!("us-east-1"), resolved["region"].clone());
+    out.check("resolved credentials", json!("environment"), resolved["credentials"].clone());
+    out.check(
+        "resolved endpoint",
+        true,
+        resolved["endpoint"].as_str().is_some_and(|e| e.starts_with("http://127.0.0.1:")),
+    );
+    let messages = out.messages();
+    out.check("resolved once", 1, messages.iter().filter(|m| *m == "configuration resolved").count());
+
+    let out = case.run_with(&["-t", case.table(), "run", "k", "--", "sh", "-c", "exit 3"], |env| {
+        env.insert("LOCK_EXEC_LOG_FORMAT", "text".to_owned());
+    });
+    out.expect_code(3);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let with_command: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.contains("command=\"sh -c exit 3\""))
+        .map(|l| l.split_whitespace().nth(2).unwrap_or(""))
+        .collect();
+    out.check("text lines naming the command (their first word)", vec!["lock", "command"], with_command);
+    out.check("first line", true, lines.first().is_some_and(|l| l.contains(" lock acquired ")));
+    out.check("failure", true, lines.iter().any(|l| l.contains(" command failed ") && l.contains(" duration_ms=")));
+    out.check("release", true, lines.iter().any(|l| l.contains(" lock released ") && l.contains(" duration_ms=")));
+    // the flag wins over the variable
+    let out = case.run_with(&["-t", case.table(), "--log-format", "json", "status", "k"], |env| {
+        env.insert("LOCK_EXEC_LOG_FORMAT", "text".to_owned());
+    });
+    out.check("status as JSON", json!("free"), out.stdout_json()["state"].clone());
+}
+
+/// `unlock` of a released item names its last holder without a lease end (no `expire=1970-01-01...`).
+#[test]
+fn unlock_of_a_released_item_logs_no_expire() {
+    let case = Case::new("unlock_released_no_expire");
+    case.run(&["run", "k", "true"]).expect_code(0);
+    let out = case.run(&["unlock", "k"]);
+    out.expect_code(0);
+    let line = out.log("lock force-released");
+    out.check("expire field", None, line.get("expire"));
+    out.check("holder field", true, line["holder"].is_string());
+}
