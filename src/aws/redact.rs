@@ -56,7 +56,7 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
         return text.to_owned();
     }
     // Longest first: where two forms start at the same position, the longer one is replaced whole.
-    forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+    forms.sort_unstable_by_key(|form| std::cmp::Reverse(form.len()));
     // The next occurrence of each form at or after `cursor` (`None`: no more), searched again only once the
     // cursor has passed it, so the whole pass stays linear in the text for each form.
     let mut next: Vec<Option<usize>> = forms.iter().map(|form| text.find(form.as_str())).collect();

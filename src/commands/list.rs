@@ -48,7 +48,7 @@ pub fn list(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
         }
     }
     if common.log_format == LogFormat::Text {
-        rows.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
+        rows.sort_unstable_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
         crate::output::print(&text_table(&rows))?;
     }
     Ok(Exit::Success)
