@@ -470,9 +470,12 @@ pub fn run_measured(case: &Case, args: &[&str], env: BTreeMap<&'static str, Stri
     let status = loop {
         // VmHWM is the peak of the process's own memory since its exec (the rusage of a reaped child would also
         // count the pages of this test process it was forked from).
+        // Until the exec, the child is a fork of this test process (its pages): only lock-exec's own count.
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let execed = status.lines().any(|l| l.strip_prefix("Name:").is_some_and(|name| name.trim() == "lock-exec"));
         let hwm = status
             .lines()
+            .filter(|_| execed)
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
         max_rss_kib = max_rss_kib.max(hwm.unwrap_or(0));
