@@ -2,7 +2,9 @@
 //! injecting random faults, while the test SIGKILLs, SIGTERMs and SIGINTs random ones. Every command appends its
 //! start and end instants (CLOCK_REALTIME ns, `date +%s%N`) to one file. Asserted at the end: no two commands'
 //! intervals overlap, fences grow in start order, no process panicked, and no lock outlives its lease once every
-//! process is gone.
+//! process is gone. Each process's clock is shifted by a random offset within +-1 s (`LOCK_EXEC_TEST_CLOCK_OFFSET_MS`),
+//! so any two clocks differ by up to 2 s: under the bound of the default `--max-clock-skew` (2 s) plus a 2 s lease's
+//! margin (0.2 s), and no offset is beyond the skew a run refuses.
 //!
 //! A command whose lock-exec was SIGKILLed is SIGKILLed by the kernel (PR_SET_PDEATHSIG) during lock-exec's exit,
 //! before the test can reap lock-exec: its shell writes nothing after that. Its end instant may be missing (or it
@@ -54,6 +56,9 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 /// The chance, per 5 ms tick of a round, that the test signals one of the round's running processes.
 const KILLS_PER_MILLE: u64 = 5;
+
+/// The largest clock offset of one racer, either way (ms).
+const MAX_OFFSET_MS: u64 = 1000;
 
 /// A random fault for a call, or [`Fault::Pass`] (most calls).
 fn random_fault(rng: &mut Rng, call: &Call) -> Fault {
@@ -154,11 +159,13 @@ fn chaos_race_never_runs_two_commands_at_once() {
             let now = Instant::now();
             while pending.first().is_some_and(|(at, _)| *at <= now) {
                 let (_, index) = pending.remove(0);
-                let (wait, sleep) = {
+                let (wait, sleep, offset_ms) = {
                     let mut rng = rng.lock().unwrap_or_else(|p| p.into_inner());
-                    (rng.chance(40).then(|| rng.millis(500, 3000)), rng.millis(50, 1500))
+                    let wait = rng.chance(40).then(|| rng.millis(500, 3000));
+                    (wait, rng.millis(50, 1500), rng.below(2 * MAX_OFFSET_MS + 1) as i64 - MAX_OFFSET_MS as i64)
                 };
-                racers.push(spawn(&case, &proxy, key, &script, &format!("{round}.{}", index - first), wait, sleep));
+                let id = format!("{round}.{}", index - first);
+                racers.push(spawn(&case, &proxy, key, &script, &id, (wait, sleep, offset_ms)));
             }
             // Now and then, a signal to one of the round's processes still running (the holder, or a waiter).
             let victim = {
@@ -300,12 +307,13 @@ fn chaos_race_never_runs_two_commands_at_once() {
     assert!(overlaps.is_empty(), "chaos (seed {seed}): commands overlapped:\n{}", overlaps.join("\n"));
     assert!(!intervals.is_empty(), "chaos (seed {seed}): no command ever ran");
 
-    // Every process is gone: whatever the item says, its lease ends within a lease of the last exit.
+    // Every process is gone: whatever the item says, its lease ends within a lease of the last exit (plus the
+    // largest clock offset: a host ahead writes its lease end ahead).
     let item = case.item(key).expect("the chaos key has an item");
-    let lease_ns = 2_000_000_000;
+    let lease_ns = 2_000_000_000 + MAX_OFFSET_MS as i128 * 1_000_000;
     assert!(
         item.expire_ns <= all_gone_ns + lease_ns,
-        "chaos (seed {seed}): the lock outlives its lease: expire {} > last exit {all_gone_ns} + 2 s ({item:?})",
+        "chaos (seed {seed}): the lock outlives its lease: expire {} > last exit {all_gone_ns} + 2 s + 1 s of clock offset ({item:?})",
         item.expire_ns
     );
     crate::support::sleep_until(
@@ -322,8 +330,7 @@ fn spawn(
     key: &str,
     script: &str,
     id: &str,
-    wait: Option<Duration>,
-    sleep: Duration,
+    (wait, sleep, offset_ms): (Option<Duration>, Duration, i64),
 ) -> Racer {
     let wait_text = wait.map(|w| format!("{}ms", w.as_millis()));
     let mut args = vec!["-t", case.table(), "run", key, "-e", "2s", "--kill-after", "300ms", "--locked-exit-code", "9"];
@@ -334,6 +341,7 @@ fn spawn(
     let mut env = proxy.env(case);
     env.insert("CHAOS_ID", id.to_owned());
     env.insert("CHAOS_SLEEP", format!("{:.3}", sleep.as_secs_f64()));
+    env.insert("LOCK_EXEC_TEST_CLOCK_OFFSET_MS", offset_ms.to_string());
     let stderr = case.path(&format!("racer-{id}.stderr"));
     let child = Command::new(env!("CARGO_BIN_EXE_lock-exec"))
         .args(&args)

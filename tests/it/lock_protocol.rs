@@ -115,3 +115,27 @@ fn force_unlock_and_delete_report_the_previous_item() {
     assert!(lock::delete(&client(), &table.name, "k").expect("delete").is_some(), "delete returns the old item");
     assert_eq!(get(&table, "k"), None, "after delete");
 }
+
+/// A holder whose clock stepped back asks its renewal for a lease end before the one the item has: the renewal's
+/// condition (`#expire <= :expire`) refuses it, but the item is ours with a lease at least as long, so it counts as
+/// renewed and the item's end stays where it was (never moved back). Once the item has been taken, the same
+/// renewal is refused.
+#[test]
+fn a_renewal_after_a_clock_step_back_keeps_the_later_lease_end() {
+    let table = Table::create("renew_step_back");
+    let a = owner("host-a", 1);
+    let Acquire::Acquired(lease) = acquire(&table, "k", &a, Duration::from_secs(60)) else { panic!("A's acquire") };
+    let earlier = lease.expire_ns - 30_000_000_000;
+    let renewed = lock::renew(&client(), &table.name, "k", &a.token, earlier, DEFAULT_RETAIN).expect("renewal");
+    assert_eq!(renewed, Owned::Done, "a renewal to an earlier end of our own item");
+    let item = get(&table, "k").expect("the item");
+    assert_eq!(item.expire_ns, lease.expire_ns, "the lease end moved back: {item:?}");
+    // Another owner's item with a later end is no renewal of ours.
+    lock::force_unlock(&client(), &table.name, "k", Env::real().now(), DEFAULT_RETAIN).expect("unlock");
+    let b = owner("host-b", 2);
+    let Acquire::Acquired(_) = acquire(&table, "k", &b, Duration::from_secs(120)) else { panic!("B's acquire") };
+    match lock::renew(&client(), &table.name, "k", &a.token, earlier, DEFAULT_RETAIN).expect("A's renewal") {
+        Owned::NotOwner(Some(item)) => assert_eq!(item.owner.as_deref(), Some(b.token.as_str()), "{item:?}"),
+        other => panic!("expected NotOwner(B's item), got {other:?}"),
+    }
+}
