@@ -661,7 +661,7 @@ fn run(
 /// The first shell construct in a COMMAND string that, run without a shell, does not do what it seems to: a pipe,
 /// `&&`, `||`, `;`, a redirection, a command substitution, or a leading `cd` (a shell builtin).
 pub fn shell_syntax_in(text: &str) -> Option<&'static str> {
-    const CONSTRUCTS: [(&str, &str); 8] = [
+    const CONSTRUCTS: [(&str, &str); 11] = [
         ("&&", "&&"),
         ("||", "||"),
         ("|", "a pipe (|)"),
@@ -670,6 +670,9 @@ pub fn shell_syntax_in(text: &str) -> Option<&'static str> {
         ("<", "a redirection (<)"),
         ("$(", "a command substitution ($(...))"),
         ("`", "a command substitution (`...`)"),
+        ("$", "a variable ($)"),
+        ("\"", "quotes"),
+        ("'", "quotes"),
     ];
     if text.split_whitespace().next() == Some("cd") {
         return Some("cd (a shell builtin)");
@@ -692,6 +695,10 @@ mod tests {
         assert_eq!(shell_syntax_in("make && make test"), Some("&&"));
         assert_eq!(shell_syntax_in("echo $(date)"), Some("a command substitution ($(...))"));
         assert_eq!(shell_syntax_in("backup.sh --to /srv/backup"), None);
+        // The two a shell user writes most: a variable and quotes ('"my db"' would be two words, quotes kept).
+        assert_eq!(shell_syntax_in("pg_dump $DATABASE_URL"), Some("a variable ($)"));
+        assert_eq!(shell_syntax_in("backup.sh --name \"my db\""), Some("quotes"));
+        assert_eq!(shell_syntax_in("backup.sh --name 'my db'"), Some("quotes"));
         assert_eq!(run_of(&["run", "k", "a | b"]).shell_syntax, Some("a pipe (|)"));
         assert_eq!(run_of(&["run", "k", "--shell", "a | b"]).shell_syntax, None);
         assert_eq!(run_of(&["run", "k", "--", "sh", "-c", "a | b"]).shell_syntax, None);

@@ -129,8 +129,14 @@ impl<'a> Client<'a> {
         match error {
             Error::Service(mut e) if e.kind() == ServiceErrorKind::ResourceNotFound => {
                 let table = body["TableName"].as_str().unwrap_or("?");
+                // Said when LOCK_EXEC_TABLE holds this name: a table set in the environment is easily forgotten.
+                let from = if self.ctx.env.var("LOCK_EXEC_TABLE").as_deref() == Some(table) {
+                    " (LOCK_EXEC_TABLE)"
+                } else {
+                    ""
+                };
                 e.message =
-                    format!("{}: table {table:?} in region {} at {}", e.message, self.ctx.region, self.endpoint);
+                    format!("{}: table {table:?}{from} in region {} at {}", e.message, self.ctx.region, self.endpoint);
                 Error::Service(e)
             }
             Error::Transport { target, source } if attempts > 1 => Error::Transport {

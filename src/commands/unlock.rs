@@ -18,14 +18,17 @@ pub fn unlock(common: &Common, args: &cli::Unlock, env: &Env, log: &Logger) -> R
     } else {
         lock::force_unlock(&client, &common.table, &args.key, env.now(), common.retain)?
     };
-    let message = match (&previous, args.delete) {
-        (None, _) => "no lock item; nothing to unlock",
-        (Some(_), true) => "lock item deleted",
-        (Some(_), false) => "lock force-released",
-    };
-    let mut fields = previous.as_ref().map(|item| holder_fields(Some(item))).unwrap_or_default();
     let now_ns = lock::unix_ns(env.now());
-    if let Some(item) = previous.as_ref().filter(|item| item.owner.is_some() && lock::is_held(item, now_ns)) {
+    // Only a live holder is named (as `status` does): a released item still carries the last holder's host.
+    let held = previous.as_ref().filter(|item| lock::is_held(item, now_ns));
+    let message = match (&previous, held, args.delete) {
+        (None, ..) => "no lock item; nothing to unlock",
+        (_, _, true) => "lock item deleted",
+        (_, Some(_), false) => "lock force-released",
+        (_, None, false) => "lock already free; nothing to release",
+    };
+    let mut fields = held.map(|item| holder_fields(Some(item))).unwrap_or_default();
+    if let Some(item) = held.filter(|item| item.owner.is_some()) {
         // The holder's lock-exec learns it at its next renewal: say so, and by when at the latest.
         let by = lock::rfc3339_ns(item.expire_ns);
         fields.push(("holder_stops", format!("at its next renewal, by {by} at the latest").into()));

@@ -49,6 +49,23 @@ fn unlock_delete_removes_the_item() {
     case.run(&["status", "k"]).expect_state("never used");
 }
 
+/// Unlocking a key that is already free (released, or its lease over) does not name a holder: the last holder
+/// is not holding it, and saying "force-released holder=..." would send the reader after a run that ended.
+#[test]
+fn unlock_of_a_free_key_names_no_holder() {
+    let case = Case::new("unlock_free");
+    hold(&case, "k");
+    case.run(&["unlock", "k"]).expect_code(0);
+    let out = case.run(&["unlock", "k"]);
+    out.expect_code(0);
+    let line = out.log("lock already free; nothing to release");
+    out.check("holder fields", (None, None), (line.get("holder"), line.get("holder_pid")));
+    let out = case.run(&["unlock", "--delete", "k"]);
+    out.expect_code(0);
+    let line = out.log("lock item deleted");
+    out.check("holder fields", (None, None), (line.get("holder"), line.get("holder_pid")));
+}
+
 #[test]
 fn unlock_of_a_never_used_key_succeeds() {
     let case = Case::new("unlock_never_used");

@@ -33,6 +33,17 @@ fn missing_table_exits_78_naming_resource_not_found() {
     out.check("error line", true, out.logs().iter().any(|l| l["level"] == "error" && l["exit_code"] == 78));
 }
 
+/// A table that came from LOCK_EXEC_TABLE (nothing on the command line names it) is said to come from there.
+#[test]
+fn missing_table_from_lock_exec_table_says_so() {
+    let case = Case::new("missing_table_env");
+    let mut env = case.env();
+    env.insert("LOCK_EXEC_TABLE", "no-such-table-from-env".into());
+    let out = run_fails(&case, &[], "k", env, 78);
+    let named = "table \"no-such-table-from-env\" (LOCK_EXEC_TABLE) in region us-east-1";
+    out.check("the error names LOCK_EXEC_TABLE", true, out.messages().iter().any(|m| m.contains(named)));
+}
+
 #[test]
 fn no_credentials_exits_78() {
     let case = Case::new("no_credentials");
