@@ -3,13 +3,13 @@
 //! lock-exec exits. Each run must end promptly with a clear outcome, and leave no helper behind. A helper that
 //! supplies a role's source credentials runs once per fetch, however often STS must be asked.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Case, Outcome, Reply, Server, endpoint, eventually, forward, is_dead, rfc3339_from_now, signal};
+use crate::support::{
+    Case, Outcome, Reply, Server, endpoint, eventually, forward, is_dead, rfc3339_from_now, run_in_terminal, signal,
+};
 
 /// The JSON a well-behaved helper prints.
 fn document() -> String {
@@ -124,30 +124,12 @@ fn an_interactive_process_reads_the_terminal_and_gives_it_back() {
         env!("CARGO_BIN_EXE_lock-exec"),
         case.table()
     );
-    let mut child = Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
-        .env_clear()
-        .envs(case.env_without_credentials())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run script(1) from util-linux");
-    child.stdin.take().expect("stdin is piped").write_all(b"424242\nsecond line\n").expect("type on the terminal");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("collect output");
-            panic!(
-                "still running after 20 s (stopped reading the terminal?)\n--- stdout:\n{}\n--- stderr:\n{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().expect("collect output");
+    let output = run_in_terminal(
+        &inner,
+        case.env_without_credentials(),
+        b"424242\nsecond line\n",
+        "the helper or the command stopped reading the terminal",
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "exit {:?}\n--- stdout:\n{stdout}", output.status);
     assert!(stdout.contains("MFA code: "), "the prompt reaches the terminal\n--- stdout:\n{stdout}");

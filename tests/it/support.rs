@@ -937,3 +937,39 @@ pub fn emulator_has_ttl_api() -> bool {
     });
     !matches!(client().call("UpdateTimeToLive", &request), Err(lock_exec::Error::Service(e)) if e.code == "UnknownOperationException")
 }
+
+/// Runs `shell_command` with exactly `env` in a pseudo-terminal made by script(1) (util-linux), which becomes its
+/// controlling terminal and stdin, types `input` on that terminal, and waits for it to end. After 20 s it is
+/// killed and the test fails, saying `stuck` (what a hang means) and showing the output.
+pub fn run_in_terminal(
+    shell_command: &str,
+    env: BTreeMap<&'static str, String>,
+    input: &[u8],
+    stuck: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new("script")
+        .args(["-qec", shell_command, "/dev/null"])
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script(1) from util-linux");
+    child.stdin.take().expect("stdin is piped").write_all(input).expect("type on the terminal");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("collect output");
+            panic!(
+                "{stuck} (still running after 20 s)\n--- stdout:\n{}\n--- stderr:\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("collect output")
+}
