@@ -12,11 +12,9 @@
 //! (`lease::`).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -448,29 +446,14 @@ pub struct Measured {
 }
 
 /// Runs `lock-exec ARGS...` with exactly `env` in the case's folder to its end, sampling its
-/// peak memory (sampled); SIGKILLs it and fails the test after `limit`.
+/// peak memory every 5 ms; SIGKILLs it and fails the test after `limit`.
 pub fn run_measured(case: &Case, args: &[&str], env: BTreeMap<&'static str, String>, limit: Duration) -> Measured {
-    static RUNS: AtomicU32 = AtomicU32::new(0);
-    let n = RUNS.fetch_add(1, Ordering::Relaxed);
-    let stdout = case.path(&format!("measured-{n}.stdout"));
-    let stderr = case.path(&format!("measured-{n}.stderr"));
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lock-exec"))
-        .args(args)
-        .env_clear()
-        .envs(&env)
-        .current_dir(&case.dir.path)
-        .stdin(Stdio::null())
-        .stdout(File::create(&stdout).expect("create the stdout file"))
-        .stderr(File::create(&stderr).expect("create the stderr file"))
-        .spawn()
-        .expect("spawn the lock-exec binary");
-    let pid = child.id();
     let mut max_rss_kib = 0;
-    let status = loop {
+    let out = case.spawn_raw(args, env).wait_sampling(limit, Duration::from_millis(5), |pid| {
         // VmHWM is the peak of the process's own memory since its exec (the rusage of a reaped child would also
-        // count the pages of this test process it was forked from).
-        // Until the exec, the child is a fork of this test process (its pages): only lock-exec's own count.
+        // count the pages of this test process it was forked from). Until the exec, the child is a fork of this
+        // test process (its pages): only lock-exec's own count.
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let execed = status.lines().any(|l| l.strip_prefix("Name:").is_some_and(|name| name.trim() == "lock-exec"));
         let hwm = status
@@ -479,25 +462,7 @@ pub fn run_measured(case: &Case, args: &[&str], env: BTreeMap<&'static str, Stri
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
         max_rss_kib = max_rss_kib.max(hwm.unwrap_or(0));
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "lock-exec {args:?} still running after {limit:?}; killed it\n--- its stderr:\n{}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let out = Outcome {
-        args: args.iter().map(|a| (*a).to_owned()).collect(),
-        status,
-        stdout: std::fs::read_to_string(&stdout).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&stderr).unwrap_or_default(),
-    };
+    });
     Measured { out, took: started.elapsed(), max_rss_kib }
 }
 

@@ -360,10 +360,17 @@ impl Running {
     }
 
     /// Waits for the process to exit; SIGKILLs it and fails the test after `limit`.
-    pub fn wait(mut self, limit: Duration) -> Outcome {
+    pub fn wait(self, limit: Duration) -> Outcome {
+        self.wait_sampling(limit, Duration::from_millis(20), |_| {})
+    }
+
+    /// [`Running::wait`], calling `sample` with the process id every `every` until it has exited (it is not
+    /// reaped before, so the pid stays its own).
+    pub fn wait_sampling(mut self, limit: Duration, every: Duration, mut sample: impl FnMut(u32)) -> Outcome {
         let mut child = self.child.take().expect("waited once");
         let deadline = Instant::now() + limit;
         let status = loop {
+            sample(child.id());
             if let Some(status) = child.try_wait().expect("try_wait") {
                 break status;
             }
@@ -376,7 +383,7 @@ impl Running {
                     std::fs::read_to_string(&self.stderr).unwrap_or_default()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(every);
         };
         Outcome {
             args: std::mem::take(&mut self.args),
