@@ -16,6 +16,22 @@ fn command(case: &Case, args: &[&str]) -> Command {
     command
 }
 
+/// `sh -c SCRIPT` with the case's environment and working directory, `$0` the lock-exec binary and `$1` the
+/// case's table, to its end.
+fn shell(case: &Case, script: &str) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_lock-exec"))
+        .arg(case.table())
+        .env_clear()
+        .envs(case.env())
+        .current_dir(&case.dir.path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh")
+}
+
 #[test]
 fn a_huge_command_line_runs_and_is_stored_and_logged_clipped() {
     let case = Case::new("huge_command");
@@ -159,17 +175,7 @@ fn a_deleted_working_directory_still_runs_the_command() {
         gone.display(),
         gone.display()
     );
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .arg(env!("CARGO_BIN_EXE_lock-exec"))
-        .arg(case.table())
-        .env_clear()
-        .envs(case.env())
-        .current_dir(&case.dir.path)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sh");
+    let output = shell(&case, &script);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ran", "stderr: {stderr}");
@@ -184,17 +190,7 @@ fn closed_standard_streams_are_dev_null_for_lock_exec_and_the_command() {
         "\"$0\" -t \"$1\" status k <&- >&- 2>&-; echo status=$? > '{seen}'; \
          exec \"$0\" -t \"$1\" run k -- sh -c 'readlink /proc/self/fd/0 /proc/self/fd/2 >> {seen}' <&- >&- 2>&-"
     );
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .arg(env!("CARGO_BIN_EXE_lock-exec"))
-        .arg(case.table())
-        .env_clear()
-        .envs(case.env())
-        .current_dir(&case.dir.path)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sh");
+    let output = shell(&case, &script);
     assert_eq!(output.status.code(), Some(0), "run with fds 0-2 closed");
     let seen = std::fs::read_to_string(&seen).expect("the script wrote what it saw");
     assert_eq!(seen, "status=0\n/dev/null\n/dev/null\n");
