@@ -184,21 +184,17 @@ fn main() -> ExitCode {
             );
         }
         Command::Run(common, args) => {
-            // Before any thread starts, every signal the run catches is blocked (pending, not acted on), in this
-            // thread and so in every thread it creates; the signal thread registers the handlers and unblocks
-            // them for itself, while the acquire is under way (registering ~50 signals costs about a millisecond).
-            let blocked = lock_exec::process::block_signals(&lock_exec::supervise::caught_signals());
-            let signals = match blocked.and_then(|()| Signals::new(std::iter::empty::<i32>())) {
-                Ok(signals) => signals,
-                Err(e) => {
-                    output::error_line(&format!("lock-exec: cannot register signal handlers: {e}"));
-                    return ExitCode::from(Exit::Software.code());
-                }
-            };
+            // Before any thread starts, every signal the run catches is blocked, in this thread and so in every
+            // thread it creates: none is acted on or lost; each stays pending until the signal thread takes it
+            // with sigwaitinfo (as dumb-init does). No handler is installed, so nothing is registered per signal.
+            if let Err(e) = lock_exec::process::block_signals(&lock_exec::supervise::caught_signals()) {
+                output::error_line(&format!("lock-exec: cannot block signals: {e}"));
+                return ExitCode::from(Exit::Software.code());
+            }
             let log = logger(&common)
                 .with("key", args.key.clone())
                 .with_context("command", lock_exec::log::clip_display(&args.display));
-            let result = commands::run(&common, &args, &env, signals, &log);
+            let result = commands::run(&common, &args, &env, &log);
             (log, result)
         }
         Command::Unlock(common, args) => {

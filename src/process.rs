@@ -267,6 +267,11 @@ pub fn unblock_signals(signals: &[i32]) -> io::Result<()> {
     sys::mask(libc::SIG_UNBLOCK, signals)
 }
 
+/// The next of `signals` (blocked in every thread) sent to lock-exec.
+pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
+    sys::wait_signal(signals)
+}
+
 /// SIGTTOU is ignored during a run (and set back to its default in the command): lock-exec writes its log lines
 /// while the command has the terminal, and with `stty tostop` each write would raise SIGTTOU. Ignored, the
 /// write goes through, and `tcsetpgrp` from a background group works too.
@@ -418,8 +423,9 @@ pub fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
-/// The few libc calls std lacks: prctl (subreaper, parent-death signal), getppid, kill, raise, waitid, getpgrp, and
-/// the terminal's foreground group (isatty, tcgetpgrp, tcsetpgrp, with SIGTTOU blocked around tcsetpgrp).
+/// The few libc calls std lacks: prctl (subreaper, parent-death signal), getppid, kill, raise, waitid, getpgrp, the
+/// signal mask and sigwaitinfo, and the terminal's foreground group (isatty, tcgetpgrp, tcsetpgrp, with SIGTTOU
+/// blocked around tcsetpgrp).
 /// Each `unsafe` block is a plain FFI call with no pointers we do not own.
 #[allow(unsafe_code)]
 mod sys {
@@ -547,9 +553,34 @@ mod sys {
 
     /// Blocks (`how` = `SIG_BLOCK`) or unblocks (`SIG_UNBLOCK`) `signals` for the calling thread.
     pub fn mask(how: libc::c_int, signals: &[i32]) -> io::Result<()> {
+        let set = signal_set(signals)?;
+        // SAFETY: pthread_sigmask takes an initialised set; a null old-set pointer is allowed.
+        match unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) } {
+            0 => Ok(()),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+
+    /// `sigwaitinfo` on `signals` (blocked in every thread): the next one sent to the process.
+    pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
+        let set = signal_set(signals)?;
+        loop {
+            // SAFETY: sigwaitinfo takes an initialised set; a null info pointer is allowed.
+            let signal = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+            if signal > 0 {
+                return Ok(signal);
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(error);
+            }
+        }
+    }
+
+    /// The set of `signals`.
+    fn signal_set(signals: &[i32]) -> io::Result<libc::sigset_t> {
         let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigemptyset initialises the set it is given; sigaddset and pthread_sigmask take that
-        // initialised set and plain integers; a null old-set pointer is allowed.
+        // SAFETY: sigemptyset initialises the set it is given; sigaddset takes that set and a plain integer.
         unsafe {
             libc::sigemptyset(set.as_mut_ptr());
             for &signal in signals {
@@ -557,10 +588,7 @@ mod sys {
                     return Err(io::Error::last_os_error());
                 }
             }
-            match libc::pthread_sigmask(how, set.as_ptr(), std::ptr::null_mut()) {
-                0 => Ok(()),
-                errno => Err(io::Error::from_raw_os_error(errno)),
-            }
+            Ok(set.assume_init())
         }
     }
 

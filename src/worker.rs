@@ -139,11 +139,11 @@ pub enum Job {
 }
 
 /// Spawns a named thread, mapping a failure to create it to [`Error::Thread`].
-pub fn spawn_thread(
+pub fn spawn_thread<T: Send + 'static>(
     name: &str,
     what: &'static str,
-    body: impl FnOnce() + Send + 'static,
-) -> Result<std::thread::JoinHandle<()>, Error> {
+    body: impl FnOnce() -> T + Send + 'static,
+) -> Result<std::thread::JoinHandle<T>, Error> {
     std::thread::Builder::new().name(name.into()).spawn(body).map_err(|source| Error::Thread { what, source })
 }
 

@@ -77,6 +77,9 @@ pub struct Http {
     redirect: Option<String>,
 }
 
+/// Each connection's input and output buffer (ureq's default is 128 KiB each, zeroed when the connection opens).
+const BUFFER_SIZE: usize = 16 * 1024;
+
 /// Connect timeout for every request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -212,6 +215,8 @@ fn agent(proxy: Option<ureq::Proxy>, roots: Option<Arc<Vec<Certificate<'static>>
         .http_status_as_error(false)
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .max_redirects(0)
+        .input_buffer_size(BUFFER_SIZE)
+        .output_buffer_size(BUFFER_SIZE)
         .proxy(proxy)
         .user_agent(concat!("lock-exec/", env!("CARGO_PKG_VERSION")))
         .build();

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use signal_hook::iterator::Signals;
-
 use crate::cli::{self, Common};
 use crate::env::Env;
 use crate::error::Error;
@@ -18,6 +16,18 @@ use crate::log::{Level, Logger};
 use crate::process;
 use crate::supervise::{self, Event, Outcome, Start};
 use crate::worker::{self, Finish, Job, Setup, World};
+
+/// The credential refresher's job channel. The thread exists only for credentials that can expire (static keys
+/// never do; a refresh job then has no receiver and is never asked for), and like every thread of the run it is
+/// created before the command starts.
+fn refresher(world: &World, events: &Sender<Event>) -> Result<Sender<Job>, Error> {
+    let (jobs_tx, jobs) = mpsc::channel::<Job>();
+    if world.aws.credentials.can_expire() {
+        let report = events.clone();
+        worker::spawn_thread("credentials", "credential refreshes", move || worker::refresher(jobs, report))?;
+    }
+    Ok(jobs_tx)
+}
 
 /// This machine's host name.
 fn host_name(env: &Env) -> String {
@@ -32,13 +42,14 @@ fn host_name(env: &Env) -> String {
 /// `run`: acquire, run the command under a renewed lease until it and everything it started are gone, release.
 ///
 /// ```text
-/// threads: signals, DynamoDB worker, credential refresher, supervisor   (before anything is sent)
-/// acquire (in the worker; the main thread acts on signals meanwhile)
+/// threads: signals, DynamoDB worker                     (before anything is sent)
+/// acquire (in the worker; the main thread acts on signals and creates the supervisor meanwhile)
+/// the credential refresher, for credentials that expire  (after the acquire, before the command)
 /// spawn (main thread), hand the events to the supervisor
 /// main thread: wait for the command and every orphan until none is left
 /// release, exit with the command's status (dying of its signal)
 /// ```
-pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &Logger) -> Result<Exit, Error> {
+pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<Exit, Error> {
     let job_control = process::job_control();
     let give_terminal = process::should_give_terminal();
     if let Err(e) = process::become_subreaper() {
@@ -68,19 +79,10 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
     }
     let (events_tx, events) = mpsc::channel::<Event>();
     let forward = events_tx.clone();
-    worker::spawn_thread("signals", "signal handling", move || signal_thread(signals, forward))?;
+    worker::spawn_thread("signals", "signal handling", move || signal_thread(forward))?;
     let (worker_tx, worker_jobs) = mpsc::channel::<Job>();
     let report = events_tx.clone();
     worker::spawn_thread("dynamodb", "DynamoDB requests", move || worker::dynamodb_worker(worker_jobs, report))?;
-    let (refresher_tx, refresher_jobs) = mpsc::channel::<Job>();
-    let report = events_tx.clone();
-    worker::spawn_thread("credentials", "credential refreshes", move || worker::refresher(refresher_jobs, report))?;
-    let (start_tx, start_rx) = mpsc::channel::<Start>();
-    let supervisor = std::thread::Builder::new()
-        .name("supervisor".into())
-        .spawn(move || supervise::supervisor_thread(start_rx))
-        .map_err(|source| Error::Thread { what: "supervision", source })?;
-
     let owner = Owner {
         token: crate::random::token128(),
         id: args.owner_id.clone(),
@@ -101,9 +103,21 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, signals: Signals, log: &
     if worker_tx.send(Job::Acquire(Box::new(setup))).is_err() {
         return Err(Error::Internal("the DynamoDB worker is gone".into()));
     }
+    // The supervisor is created while the acquire is in flight, off its path; a failure to create it is acted on
+    // once the acquire has answered (releasing a lock it took).
+    let (start_tx, start_rx) = mpsc::channel::<Start>();
+    let supervisor = worker::spawn_thread("supervisor", "supervision", move || supervise::supervisor_thread(start_rx));
     let (world, sent, acquired) = match acquire_phase(&events, job_control, args, log, &worker_tx)? {
         Acquiring::Acquired { world, sent, lease } => (world, sent, lease),
         Acquiring::Done(exit) => return Ok(exit),
+    };
+    let threads = supervisor.and_then(|supervisor| Ok((supervisor, refresher(world, &events_tx)?)));
+    let (supervisor, refresher_tx) = match threads {
+        Ok(threads) => threads,
+        Err(e) => {
+            worker::release(&world.release_client(), world, &Finish::default());
+            return Err(e);
+        }
     };
     // A host whose clock is certainly further off DynamoDB's than --max-clock-skew could hold the lock while
     // another host believes it ended (or take one still held): the command is not started.
@@ -241,14 +255,13 @@ pub const AWS_CREDENTIAL_VARIABLES: [&str; 12] = [
     "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
 ];
 
-/// Registers a handler for every signal the run catches, unblocks them for this thread (`main` blocked them in
-/// every thread before any started, so none was lost or acted on meanwhile), then forwards each into the run's
-/// event channel. A signal whose registration failed (none can in practice) stays blocked: pending, harmless.
-fn signal_thread(mut signals: Signals, events: Sender<Event>) {
+/// Takes each signal the run catches with `sigwaitinfo` (`main` blocked them in every thread before any started,
+/// so none was lost or acted on meanwhile) and forwards it into the run's event channel. `sigwaitinfo` fails only
+/// on an invalid set, which `wait_signal` has already ruled out: then the signals would stay blocked, pending and
+/// harmless.
+fn signal_thread(events: Sender<Event>) {
     let caught = supervise::caught_signals();
-    let registered: Vec<i32> = caught.into_iter().filter(|&signal| signals.add_signal(signal).is_ok()).collect();
-    let _ = process::unblock_signals(&registered);
-    for signal in signals.forever() {
+    while let Ok(signal) = process::wait_signal(&caught) {
         if events.send(Event::Signal(signal)).is_err() {
             return;
         }

@@ -301,3 +301,40 @@ fn neither_the_helper_nor_the_command_inherits_a_blocked_signal_mask() {
         out.check(&format!("the {who}'s blocked signals"), "SigBlk:\t0000000000000000", line);
     }
 }
+
+/// lock-exec's threads, by name, while its command runs: `run k` with `--profile proc` (a `credential_process`
+/// helper printing `document`) or, without a document, the case's static keys.
+fn threads_while_running(case: &Case, document: Option<&str>) -> Vec<String> {
+    let marker = case.file("started");
+    let command = format!("echo started > '{marker}'; sleep 1");
+    let (profile, env): (&[&str], _) = match document {
+        Some(document) => {
+            helper(case, &format!("cat <<'JSON'\n{document}\nJSON\n"));
+            (&["--profile", "proc"], case.env_without_credentials())
+        }
+        None => (&[], case.env()),
+    };
+    let mut args = vec!["-t", case.table()];
+    args.extend_from_slice(profile);
+    args.extend_from_slice(&["run", "k", "--", "sh", "-c", &command]);
+    let mut running = case.spawn_raw(&args, env);
+    running.wait_for_line(&case.path("started"), Duration::from_secs(20));
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", running.pid())).expect("lock-exec's /proc/PID/task");
+    let mut names: Vec<String> = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    names.sort();
+    running.wait(Duration::from_secs(20)).expect_code(0);
+    names
+}
+
+/// No thread is created before it is needed: static keys never expire, so no credential refresher exists; a
+/// helper's credentials with an Expiration get one (before the command starts).
+#[test]
+fn a_credential_refresher_thread_exists_only_for_credentials_that_expire() {
+    let static_keys = threads_while_running(&Case::new("threads_static_keys"), None);
+    assert_eq!(static_keys, ["dynamodb", "lock-exec", "signals", "supervisor"], "threads with static keys");
+    let expiring = threads_while_running(&Case::new("threads_expiring"), Some(&document()));
+    assert_eq!(expiring, ["credentials", "dynamodb", "lock-exec", "signals", "supervisor"], "with expiring ones");
+}

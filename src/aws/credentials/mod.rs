@@ -394,6 +394,11 @@ impl Cache {
         self.cached().is_none_or(|c| needs_refresh(&c, now))
     }
 
+    /// False only when the cached credentials have no expiry (static keys): they never need a refresh.
+    pub fn can_expire(&self) -> bool {
+        self.cached().is_none_or(|c| c.expiry().is_some())
+    }
+
     fn cached(&self) -> Option<Credentials> {
         self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
