@@ -1,5 +1,5 @@
 # lock-exec: the developer commands. Everything a target needs is installed by scripts/ (a virtualenv under .tmp/).
-.PHONY: all build release static static-aarch64 test lint man install demo bench fuzz emulator-start emulator-stop clean
+.PHONY: all build release static static-aarch64 hot-order test lint man install demo bench fuzz emulator-start emulator-stop clean
 
 # `make install`: the release binary to $(PREFIX)/bin, the man page to $(PREFIX)/share/man/man1 (DESTDIR for
 # staging).
@@ -21,6 +21,11 @@ static:
 static-aarch64:
 	scripts/static.sh aarch64
 	scripts/static-check.sh aarch64
+
+# Regenerates scripts/hot-symbols.txt, the functions a lock cycle runs, laid out first in the x86_64 static binary
+# (under valgrind against dynalite; after dependency, toolchain or version changes).
+hot-order:
+	scripts/hot-order.sh
 
 .PHONY: dist dist-verify image
 # dist/lock-exec-VERSION-{x86_64,aarch64}-linux-musl.tar.gz and dist/SHA256SUMS, reproducible from a clean checkout;

@@ -13,8 +13,9 @@ fn main() {
     let target = std::env::var("TARGET").unwrap_or_else(|_| "unknown".into());
     println!("cargo:rustc-env=LOCK_EXEC_TARGET={target}");
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| ".".into()));
-    // Rerun when a file of the build changes (it may make the tree dirty or clean)...
-    for path in ["build.rs", "Cargo.toml", "Cargo.lock", "src"] {
+    // Rerun when a file of the build changes (it may make the tree dirty or clean; the static x86_64 link reads
+    // scripts/hot-symbols.txt through a linker flag, which Cargo does not watch, so a new list must relink)...
+    for path in ["build.rs", "Cargo.toml", "Cargo.lock", "src", "scripts/hot-symbols.txt"] {
         println!("cargo:rerun-if-changed={path}");
     }
     let commit = match Checkout::find(&manifest_dir) {

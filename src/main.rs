@@ -3,6 +3,12 @@
 
 use std::process::ExitCode;
 
+/// dlmalloc keeps freed memory for reuse, where musl's allocator (the static builds) hands it back to the kernel
+/// page by page: without it, every request cost `mmap`/`munmap` pairs and page faults (README, Dependencies). No
+/// process lock-exec forks allocates before its `exec`, so a lock held by another thread at the fork is harmless.
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 use lock_exec::cli::{self, Command, Topic};
 use lock_exec::log::Logger;
 use lock_exec::{Env, Exit, commands, error_chain, output};

@@ -211,7 +211,12 @@ pub const RESPONSE_LIMIT: u64 = 1024 * 1024;
 fn agent(proxy: Option<ureq::Proxy>, roots: Option<Arc<Vec<Certificate<'static>>>>) -> ureq::Agent {
     let roots = roots.map_or(RootCerts::WebPki, RootCerts::Specific);
     let config = ureq::Agent::config_builder()
-        .tls_config(TlsConfig::builder().root_certs(roots).build())
+        .tls_config(
+            TlsConfig::builder()
+                .root_certs(roots)
+                .unversioned_rustls_crypto_provider(crate::aws::tls::provider())
+                .build(),
+        )
         .http_status_as_error(false)
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .max_redirects(0)

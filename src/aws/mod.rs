@@ -10,3 +10,4 @@ pub mod sign;
 pub mod sts;
 #[cfg(test)]
 pub(crate) mod test_http;
+pub mod tls;
