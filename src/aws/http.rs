@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport};
 
 use crate::aws::proxy::{Proxies, host_and_port, without_userinfo};
 use crate::aws::redact;
@@ -225,7 +225,75 @@ fn agent(proxy: Option<ureq::Proxy>, roots: Option<Arc<Vec<Certificate<'static>>
         .proxy(proxy)
         .user_agent(concat!("lock-exec/", env!("CARGO_PKG_VERSION")))
         .build();
-    ureq::Agent::with_parts(config, DefaultConnector::default(), LocalResolver)
+    ureq::Agent::with_parts(config, DefaultConnector::default().chain(OneWrite), LocalResolver)
+}
+
+/// Wraps every connection (plain or TLS, direct or proxied) in [`OneWriteTransport`].
+#[derive(Debug, Clone, Copy)]
+struct OneWrite;
+
+impl<In: Transport> Connector<In> for OneWrite {
+    type Out = OneWriteTransport<In>;
+
+    fn connect(&self, _: &ConnectionDetails, chained: Option<In>) -> Result<Option<Self::Out>, ureq::Error> {
+        Ok(chained.map(|inner| OneWriteTransport { inner, pending: Vec::new() }))
+    }
+}
+
+/// Sends what ureq writes in one go once it waits for the answer: a request's head and body leave in one write
+/// (one TCP segment for a small request) instead of two, as curl and Python's http.client send them. Output is
+/// held back until ureq waits for input, or until it fills the connection's output buffer.
+#[derive(Debug)]
+struct OneWriteTransport<T> {
+    inner: T,
+    pending: Vec<u8>,
+}
+
+impl<T: Transport> OneWriteTransport<T> {
+    /// Sends what is held back, an output buffer at a time.
+    fn flush(&mut self, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let mut sent = 0;
+        while sent < self.pending.len() {
+            let output = self.inner.buffers().output();
+            let n = output.len().min(self.pending.len() - sent);
+            output[..n].copy_from_slice(&self.pending[sent..sent + n]);
+            self.inner.transmit_output(n, timeout)?;
+            sent += n;
+        }
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+impl<T: Transport> Transport for OneWriteTransport<T> {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let output = self.inner.buffers().output();
+        let capacity = output.len();
+        self.pending.extend_from_slice(&output[..amount]);
+        if self.pending.len() >= capacity { self.flush(timeout) } else { Ok(()) }
+    }
+
+    fn maybe_await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.flush(timeout)?;
+        self.inner.maybe_await_input(timeout)
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.flush(timeout)?;
+        self.inner.await_input(timeout)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.inner.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.inner.is_tls()
+    }
 }
 
 /// The certificates of a CA bundle file (PEM), which replace the bundled roots (as `AWS_CA_BUNDLE` does for the
@@ -436,16 +504,79 @@ mod tests {
         assert!(e.chars().count() <= 515 && e.ends_with("...") && !e.contains('\n'), "{e}");
     }
 
-    fn resolve(url: &str) -> Result<Vec<SocketAddr>, ureq::Error> {
-        let uri: ureq::http::Uri = url.parse().expect("a test URL");
-        let config = ureq::config::Config::default();
-        let timeout = NextTimeout {
+    fn one_second() -> NextTimeout {
+        NextTimeout {
             after: ureq::unversioned::transport::time::Duration::from(Duration::from_secs(1)),
             reason: ureq::Timeout::Resolve,
             per_read: None,
             per_write: None,
+        }
+    }
+
+    fn resolve(url: &str) -> Result<Vec<SocketAddr>, ureq::Error> {
+        let uri: ureq::http::Uri = url.parse().expect("a test URL");
+        let config = ureq::config::Config::default();
+        LocalResolver.resolve(&uri, &config, one_second()).map(|addrs| addrs.iter().copied().collect())
+    }
+
+    /// A transport that records each write it is asked for.
+    #[derive(Debug)]
+    struct Recorder {
+        buffers: ureq::unversioned::transport::LazyBuffers,
+        writes: Vec<Vec<u8>>,
+        awaited: usize,
+    }
+
+    impl Transport for Recorder {
+        fn buffers(&mut self) -> &mut dyn Buffers {
+            &mut self.buffers
+        }
+        fn transmit_output(&mut self, amount: usize, _: NextTimeout) -> Result<(), ureq::Error> {
+            self.writes.push(self.buffers.output()[..amount].to_vec());
+            Ok(())
+        }
+        fn await_input(&mut self, _: NextTimeout) -> Result<bool, ureq::Error> {
+            self.awaited += 1;
+            Ok(true)
+        }
+        fn is_open(&mut self) -> bool {
+            true
+        }
+    }
+
+    /// What ureq does for a request: writes `chunks` one by one through the output buffer, then waits.
+    fn send(chunks: &[&[u8]], buffer: usize) -> Recorder {
+        let recorder = Recorder {
+            buffers: ureq::unversioned::transport::LazyBuffers::new(buffer, buffer),
+            writes: Vec::new(),
+            awaited: 0,
         };
-        LocalResolver.resolve(&uri, &config, timeout).map(|addrs| addrs.iter().copied().collect())
+        let mut transport = OneWriteTransport { inner: recorder, pending: Vec::new() };
+        for chunk in chunks {
+            transport.buffers().output()[..chunk.len()].copy_from_slice(chunk);
+            transport.transmit_output(chunk.len(), one_second()).expect("a recorded write");
+        }
+        assert!(transport.inner.writes.len() <= chunks.len(), "nothing is sent twice");
+        transport.await_input(one_second()).expect("a recorded wait");
+        transport.inner
+    }
+
+    #[test]
+    fn head_and_body_leave_in_one_write_when_the_answer_is_awaited() {
+        let sent = send(&[b"POST / HTTP/1.1\r\n\r\n", b"{\"Key\":1}"], 64);
+        assert_eq!(sent.writes, [b"POST / HTTP/1.1\r\n\r\n{\"Key\":1}".to_vec()]);
+        assert_eq!(sent.awaited, 1);
+    }
+
+    #[test]
+    fn output_beyond_the_buffer_goes_out_a_buffer_at_a_time() {
+        let head = [b'h'; 10];
+        let body = [b'b'; 12];
+        let sent = send(&[&head, &body], 16);
+        let all: Vec<u8> = sent.writes.concat();
+        assert_eq!(all, [&head[..], &body[..]].concat(), "every byte, in order");
+        assert!(sent.writes.iter().all(|write| write.len() <= 16), "{:?}", sent.writes);
+        assert_eq!(sent.awaited, 1);
     }
 
     #[test]
