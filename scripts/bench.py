@@ -14,7 +14,8 @@ round-robin, the starting variant rotating from round to round:
 3. The aws cli script a user would write (put-item with a condition, the command, delete-item).
 4. curl --aws-sigv4 sending lock-exec's two requests from one process (`--next`).
 5. Idle cost: lock-exec's own CPU time while it holds a lock over `sleep 30` with a 3 s lease (renewed every
-   second), from the per-thread counters in /proc/PID/task/*/schedstat (nanoseconds), in ms per minute.
+   second), from the per-thread counters in /proc/PID/task/*/schedstat (nanoseconds), in ms per minute; beside
+   it, measured at the same time, a floor: a C loop sending one pre-signed GetItem a second (IDLE_FLOOR_C).
 6. Contention: 50 lock-exec processes on one key at once; wall time until all have exited; exactly one ran.
 
 Exits 1 when a run fails or an outcome is wrong (an exit code, a count of runs); a target that is missed is
@@ -54,6 +55,7 @@ DYNALITE_PACKAGE = os.path.join(SCRIPTS, "dynalite", "node_modules", "dynalite",
 IDLE_SECONDS = 30
 IDLE_FIRST_READ, IDLE_LAST_READ = 3.0, IDLE_SECONDS - 2.0  # seconds after the holders' start
 IDLE_LEASE = "3s"
+IDLE_FLOOR_LABEL = "floor: a C loop sending one pre-signed GetItem a second on one connection"
 # Peak RSS is read from the wait4 rusage of a small forking parent (GNU time), not from this script's os.wait4:
 # Python spawns with vfork (posix_spawn, subprocess) or fork, and the kernel records the parent's memory as the
 # child's peak RSS at exec (exec_mmap -> setmax_mm_hiwater_rss of the old mm), so os.wait4 here reports
@@ -61,6 +63,52 @@ IDLE_LEASE = "3s"
 PEAK_RSS = "/usr/bin/time"
 
 DEVNULL = os.open(os.devnull, os.O_RDWR)
+
+# The idle floor: the least CPU a process can spend renewing once a second. One thread, one keep-alive connection,
+# one pre-signed request written and its answer read each second (absolute clock_nanosleep), nothing else.
+IDLE_FLOOR_C = r"""
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    static char request[65536], answer[65536];
+    if (argc != 5) return 64;
+    int file = open(argv[3], O_RDONLY);
+    ssize_t length = file < 0 ? -1 : read(file, request, sizeof request);
+    if (length <= 0) return 66;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
+    if (inet_pton(AF_INET, argv[1], &address.sin_addr) != 1) return 64;
+    if (connect(fd, (struct sockaddr *)&address, sizeof address) != 0) return 69;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    for (int second = 0; second < atoi(argv[4]); second++) {
+        next.tv_sec += 1;
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+        if (write(fd, request, length) != length) return 70;
+        size_t got = 0;
+        for (;;) {
+            ssize_t n = read(fd, answer + got, sizeof answer - 1 - got);
+            if (n <= 0) return 71;
+            got += n;
+            answer[got] = 0;
+            char *end = strstr(answer, "\r\n\r\n"), *size = strcasestr(answer, "content-length:");
+            if (end && got >= (size_t)(end + 4 - answer) + (size ? atol(size + 15) : 0)) break;
+        }
+        if (strncmp(answer, "HTTP/1.1 200", 12) != 0) return 72;
+    }
+    return 0;
+}
+"""
 
 
 def log(message):
@@ -514,32 +562,53 @@ class Bench:
         return results
 
     # 5. idle
+    def idle_floor(self):
+        """argv of the idle floor (IDLE_FLOOR_C, compiled here), renewing once a second for IDLE_SECONDS."""
+        source = os.path.join(self.work, "idle-floor.c")
+        binary = os.path.join(self.work, "idle-floor")
+        with open(source, "w") as text:
+            text.write(IDLE_FLOOR_C)
+        subprocess.run(["cc", "-O2", "-o", binary, source], check=True)
+        body = json.dumps({"TableName": TABLE, "Key": {"key": {"S": "idle-floor"}}, "ConsistentRead": True}).encode()
+        headers = sign(self.db.host, "GetItem", body)
+        request = os.path.join(self.work, "idle-floor.request")
+        with open(request, "wb") as raw:
+            raw.write(b"POST / HTTP/1.1\r\n")
+            raw.write(b"".join(f"{name}: {value}\r\n".encode() for name, value in headers.items()))
+            raw.write(b"\r\n" + body)
+        url = urllib.parse.urlsplit(self.endpoint)
+        return [binary, url.hostname, str(url.port), request, str(IDLE_SECONDS)]
+
     def idle(self, count):
-        """ms of CPU per minute of holding, per lock-exec process (count of each build, all at once)."""
+        """ms of CPU per minute of holding, per process: count lock-exec holders of each build and count idle
+        floors (IDLE_FLOOR_C), all at once."""
         env = self.env(self.endpoint)
         processes = []
+        floor = self.idle_floor()
         start = time.perf_counter()
         for index in range(count):
+            processes.append(("floor", spawn(floor, env)))
             for build in self.builds:
                 argv = [self.builds[build], "-t", TABLE, "-e", IDLE_LEASE, "run", f"idle-{build}-{index}"]
                 processes.append((build, spawn(argv + ["--", "sleep", str(IDLE_SECONDS)], env)))
         time.sleep(max(0.0, IDLE_FIRST_READ - (time.perf_counter() - start)))
         first = {pid: cpu_ns(pid) for _, pid in processes}
         first_time = time.perf_counter()
-        for _, pid in processes:
-            check(children(pid), f"lock-exec {pid} had not started its command {IDLE_FIRST_READ:.0f} s after its start")
+        for build, pid in processes:
+            if build != "floor":
+                check(children(pid), f"lock-exec {pid} had not started its command {IDLE_FIRST_READ:.0f} s after start")
         time.sleep(max(0.0, IDLE_LAST_READ - (time.perf_counter() - start)))
         last = {pid: cpu_ns(pid) for _, pid in processes}
         window = time.perf_counter() - first_time
-        per_minute = {build: [] for build in self.builds}
+        per_minute = {build: [] for build in ["floor", *self.builds]}
         for build, pid in processes:
             (before, threads_before), (after, threads_after) = first[pid], last[pid]
             check(threads_before == threads_after, f"lock-exec {pid}: its threads changed while idle")
             per_minute[build].append((after - before) / 1e6 / window * 60)
-        for _, pid in processes:
+        for build, pid in processes:
             _, status, _ = os.wait4(pid, 0)
-            check(os.waitstatus_to_exitcode(status) == 0, f"idle lock-exec {pid} exited {status}")
-        threads = first[processes[0][1]][1]
+            check(os.waitstatus_to_exitcode(status) == 0, f"idle {build} process {pid} exited {status}")
+        threads = next(first[pid][1] for build, pid in processes if build == "static")
         return per_minute, window, threads
 
     # 6. contention
@@ -745,8 +814,18 @@ def main():
         ("curl / lock-exec (static)", ratio("curl", "static"), "> 1x", median["curl"] > median["static"]),
         ("aws cli script / lock-exec (static)", ratio("aws", "static", 0), "≥ 150x", aws_times >= 150),
         ("peak RSS, static build", f"{static_rss:.0f} KiB ({static_rss / 1024:.2f} MiB)", "< 2 MiB", static_rss < 2048),
-        ("idle CPU, static build", f"{idle_all['static'][0]:.1f} ms/min", "< 10 ms/min", idle_all["static"][0] < 10),
-        ("idle CPU, glibc build", f"{idle_all['glibc'][0]:.1f} ms/min", "< 10 ms/min", idle_all["glibc"][0] < 10),
+        (
+            "idle CPU, static build",
+            f"{idle_all['static'][0]:.1f} ms/min (floor {idle_all['floor'][0]:.1f})",
+            "< 10 ms/min",
+            idle_all["static"][0] < 10,
+        ),
+        (
+            "idle CPU, glibc build",
+            f"{idle_all['glibc'][0]:.1f} ms/min (floor {idle_all['floor'][0]:.1f})",
+            "< 10 ms/min",
+            idle_all["glibc"][0] < 10,
+        ),
         (
             "HTTP requests / TCP connections, static build (every run)",
             f"{counts(requests['static'])} / {counts(connections['static'])}",
@@ -809,7 +888,8 @@ def main():
     ]
     for build, (mid, least, most) in idle_all.items():
         processes = len(idle[build])
-        lines.append(f"| {build} | {mid:.1f} ms ({least:.1f}–{most:.1f}) | {processes} at once | {idle_threads} |")
+        label, threads = (IDLE_FLOOR_LABEL, 1) if build == "floor" else (build, idle_threads)
+        lines.append(f"| {label} | {mid:.1f} ms ({least:.1f}–{most:.1f}) | {processes} at once | {threads} |")
     lines += [
         "",
         f"## Contention: {CONTENDERS} lock-exec processes on one key at once",
@@ -849,7 +929,9 @@ def main():
         "bodies. The aws cli script is `AWS_SCRIPT` in `scripts/bench.py`.",
         "- Idle: on-CPU time of every lock-exec thread from `/proc/PID/task/*/schedstat`, read "
         f"{IDLE_FIRST_READ:.0f} s and {IDLE_LAST_READ:.0f} s after the start ({idle_window:.1f} s of holding), "
-        "scaled to a minute.",
+        "scaled to a minute. The floor (`IDLE_FLOOR_C` in `scripts/bench.py`, built with `cc -O2`) runs at the "
+        "same time: the least a process renewing once a second can spend on this machine (a timer wake, one "
+        "write, one read of the answer).",
         "",
     ]
     report = "\n".join(lines)
