@@ -27,6 +27,11 @@ pub struct Spawn<'a> {
     pub remove: &'a [&'a str],
     /// Make the command's new process group the terminal's foreground group (an interactive run).
     pub give_terminal: bool,
+    /// Signals set back to their default action in the command. lock-exec takes the signals it catches with
+    /// `sigwaitinfo` and installs no handler, so a disposition it inherited as ignored (SIGINT and SIGQUIT in a
+    /// script's `&` job, SIGHUP under `nohup`) would otherwise survive the exec: the command would ignore the
+    /// very signals lock-exec forwards to it.
+    pub default_actions: &'a [i32],
 }
 
 /// The command's process tree: its main process (also its process group id) and everything it started.
@@ -78,6 +83,8 @@ pub fn spawn(argv: &[OsString], options: &Spawn<'_>) -> io::Result<Tree> {
         command.env(name, value);
     }
     sys::kill_with_parent(&mut command);
+    // Dispositions first, then the mask: a signal pending in the child meanwhile then takes its default action.
+    sys::default_actions_in_child(&mut command, options.default_actions.to_vec());
     sys::empty_signal_mask_in_child(&mut command);
     sys::default_terminal_output_stops_in_child(&mut command);
     // From an interactive terminal, the command's new process group becomes the terminal's foreground group,
@@ -613,6 +620,20 @@ mod sys {
                     0 => Ok(()),
                     errno => Err(io::Error::from_raw_os_error(errno)),
                 }
+            });
+        }
+    }
+
+    /// In the child, before exec: `signals` back to their default action (an ignored disposition survives exec).
+    pub fn default_actions_in_child(command: &mut Command, signals: Vec<i32>) {
+        // SAFETY: runs in the forked child before exec; signal is async-signal-safe and takes plain values; the
+        // closure only reads the vector it owns (no allocation).
+        unsafe {
+            command.pre_exec(move || {
+                for &signal in &signals {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+                Ok(())
             });
         }
     }

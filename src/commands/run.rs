@@ -156,7 +156,9 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
     let remove: &[&str] = if args.clean_env_aws { &AWS_CREDENTIAL_VARIABLES } else { &[] };
     let started_ns = lock::unix_ns(env.now());
     let started = Instant::now();
-    let spawned = process::spawn(&args.argv, &process::Spawn { vars: &vars, remove, give_terminal });
+    let caught = supervise::caught_signals();
+    let spawned =
+        process::spawn(&args.argv, &process::Spawn { vars: &vars, remove, give_terminal, default_actions: &caught });
     let tree = match spawned {
         Ok(tree) => Arc::new(tree),
         Err(source) => {

@@ -614,6 +614,31 @@ fn sigusr1_and_sigwinch_are_forwarded_and_do_not_end_lock_exec() {
     out.check("released", true, out.has_log("lock released"));
 }
 
+/// lock-exec started with signals ignored (a `&` job of a script ignores SIGINT and SIGQUIT, `nohup` SIGHUP)
+/// still takes them and forwards them; the command must get them with their default action, not the inherited
+/// ignored one, or a forwarded SIGINT does nothing until the SIGKILL of --kill-after (exit 137 instead of 130).
+#[test]
+fn signals_lock_exec_inherited_as_ignored_reach_the_command_with_their_default_action() {
+    let case = Case::new("sup_inherited_ignored");
+    let started = case.file("started");
+    let script = format!("echo $$ > {started}; exec sleep 30");
+    let ignoring = "trap '' HUP INT QUIT TERM USR1; exec \"$0\" \"$@\"";
+    for signal_number in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGUSR1] {
+        let _ = std::fs::remove_file(&started);
+        let mut args = vec!["-c", ignoring, BINARY];
+        args.extend(run_args(&case, &["--kill-after", "30s"], &script));
+        let mut running = case.spawn_program(Path::new("sh"), &args, case.env());
+        running.wait_for_line(Path::new(&started), WAIT);
+        signal(running.pid(), signal_number);
+        let sent = Instant::now();
+        let out = running.wait(Duration::from_secs(40));
+        let took = sent.elapsed();
+        out.check(&format!("signal {signal_number}: lock-exec died of it"), Some(signal_number), out.status.signal());
+        out.check(&format!("signal {signal_number}: ended within 5 s (not by --kill-after)"), true, took.as_secs() < 5);
+        out.check(&format!("signal {signal_number}: released"), true, out.has_log("lock released"));
+    }
+}
+
 #[test]
 fn a_calling_shell_sees_the_death_by_sigint_and_stops() {
     let case = Case::new("sup_calling_shell");
