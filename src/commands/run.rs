@@ -104,12 +104,19 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
         return Err(Error::Internal("the DynamoDB worker is gone".into()));
     }
     // The supervisor is created while the acquire is in flight, off its path; a failure to create it is acted on
-    // once the acquire has answered (releasing a lock it took).
+    // once the acquire has answered (releasing a lock it took). Without it the run cannot go on: a held key is
+    // not waited for (--wait), and ends the run with that failure rather than as `key is locked`.
     let (start_tx, start_rx) = mpsc::channel::<Start>();
     let supervisor = worker::spawn_thread("supervisor", "supervision", move || supervise::supervisor_thread(start_rx));
-    let (world, sent, acquired) = match acquire_phase(&events, job_control, args, log, &worker_tx)? {
+    let (world, sent, acquired) = match acquire_phase(&events, job_control, args, supervisor.is_ok(), log, &worker_tx)?
+    {
         Acquiring::Acquired { world, sent, lease } => (world, sent, lease),
-        Acquiring::Done(exit) => return Ok(exit),
+        Acquiring::Done(exit) => {
+            return match supervisor {
+                Err(e) if matches!(exit, Exit::Locked(_)) => Err(e),
+                _ => Ok(exit),
+            };
+        }
     };
     let threads = supervisor.and_then(|supervisor| Ok((supervisor, refresher(world, &events_tx)?)));
     let (supervisor, refresher_tx) = match threads {
@@ -304,17 +311,19 @@ struct Waiting {
 
 /// Waits for the acquire while acting on signals at once: a stop signal abandons the acquire, clears a write
 /// that may have landed (owner-conditioned, 1 s budget), and ends lock-exec by that signal. With `--wait`, a held
-/// key is tried again until the wait is over.
+/// key is tried again until the wait is over. `can_run` false (a thread the run needs could not be created): a
+/// held key ends the phase at once, as `Exit::Locked` with nothing logged, for the caller to report the failure.
 fn acquire_phase(
     events: &Receiver<Event>,
     job_control: bool,
     args: &cli::Run,
+    can_run: bool,
     log: &Logger,
     worker: &Sender<Job>,
 ) -> Result<Acquiring, Error> {
     let mut world: Option<&'static World> = None;
     let gone = || Error::Internal("the DynamoDB worker is gone".into());
-    let mut waiting = args.wait.map(|wait| Waiting {
+    let mut waiting = args.wait.filter(|_| can_run).map(|wait| Waiting {
         deadline: Instant::now() + wait,
         tries: 0,
         next_try: None,
@@ -359,6 +368,9 @@ fn acquire_phase(
             }
             Event::Resolved(resolved) => world = Some(resolved),
             Event::Acquired(Ok((_, Acquire::Held(item)))) => {
+                if !can_run {
+                    return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
+                }
                 let now = Instant::now();
                 let Some(w) = waiting.as_mut().filter(|w| now < w.deadline) else {
                     log.first(Level::Info, "did not run command. key is locked", &holder_fields(item.as_ref()));

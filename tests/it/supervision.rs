@@ -400,6 +400,49 @@ fn renewals_create_no_thread_once_the_command_runs() {
     out.check(&format!("renewals under --nproc={smallest} (at least 2)"), true, renewed >= 2);
 }
 
+/// The supervisor is created while the acquire is in flight. When it cannot be, the run is over whatever the
+/// acquire answers: a held key must not turn the thread failure into `did not run command. key is locked` with
+/// exit 0, nor a `--wait` wait for the lock (taking it from a waiter that could run, only to release it) before
+/// the exit 71.
+#[test]
+fn a_thread_that_cannot_be_created_exits_71_at_once_even_when_the_key_is_held() {
+    let _one_at_a_time = NOBODY.lock().unwrap_or_else(|p| p.into_inner());
+    let case = Case::new("sup_nproc_held");
+    let unprivileged = Unprivileged::new(&case);
+    case.put_go_item("k", crate::support::now_ns() + 600_000_000_000);
+    let args = ["-t", case.table(), "run", "--wait", "2s", "k", "--", "touch", &unprivileged.marker];
+    let sweep: Vec<(u32, Outcome, bool, Duration)> = (1..=8)
+        .map(|n| {
+            let started = Instant::now();
+            let out = unprivileged.run(&case, &format!("nproc-held-{n}"), n, &args);
+            (n, out, unprivileged.ran(), started.elapsed())
+        })
+        .collect();
+    let report: String = sweep
+        .iter()
+        .map(|(n, out, ran, took)| format!("--- N={n}: {} ran={ran} took={took:?}\n{}", out.status, out.stderr))
+        .collect();
+    assert!(
+        sweep.iter().any(|(_, out, _, _)| out.code() == Some(71) && out.stderr.contains("thread for supervision")),
+        "no N gave exit 71 for the supervisor thread\n{report}"
+    );
+    for (n, out, ran, took) in &sweep {
+        assert!(!ran, "N={n}: the command ran while the key was held\n{report}");
+        if out.code() == Some(71) {
+            let quiet = !out.has_log("waiting for lock") && !out.has_log("did not run command. key is locked");
+            assert!(
+                quiet && *took < Duration::from_millis(1500),
+                "N={n}: exit 71 must come at once, without waiting for the held key\n{report}"
+            );
+        } else {
+            assert!(
+                out.code() == Some(0) && out.has_log("did not run command. key is locked"),
+                "N={n}: neither 71 nor a locked exit\n{report}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Job control under a pseudo-terminal
 
