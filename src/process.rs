@@ -279,6 +279,13 @@ pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
     sys::wait_signal(signals)
 }
 
+/// SIGCHLD back to its default action, first thing in every subcommand. An ignored SIGCHLD (a parent's SIG_IGN
+/// survives exec) makes the kernel reap lock-exec's children itself: neither the command's exit status nor a
+/// `credential_process` helper's could be collected (`ECHILD`). The command then inherits the default too.
+pub fn collect_children() {
+    sys::default_action(libc::SIGCHLD);
+}
+
 /// SIGTTOU is ignored during a run (and set back to its default in the command): lock-exec writes its log lines
 /// while the command has the terminal, and with `stty tostop` each write would raise SIGTTOU. Ignored, the
 /// write goes through, and `tcsetpgrp` from a background group works too.
@@ -596,6 +603,14 @@ mod sys {
                 }
             }
             Ok(set.assume_init())
+        }
+    }
+
+    /// Sets `signal`'s disposition to its default action.
+    pub fn default_action(signal: i32) {
+        // SAFETY: signal takes a plain integer and the constant SIG_DFL.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
         }
     }
 
