@@ -355,10 +355,8 @@ fn acquire_phase(
         match event {
             Event::Signal(signal) if supervise::STOP_SIGNALS.contains(&signal) => {
                 log.warn("signal received before the command started; not running it", &[("signal", signal.into())]);
-                if let Some(world) = world
-                    && in_flight
-                {
-                    cleanup_release(world);
+                if in_flight {
+                    abandon_acquire(events, world);
                 }
                 return Ok(Acquiring::Done(Exit::Signaled(signal)));
             }
@@ -427,14 +425,14 @@ fn acquire_phase(
                 if e.outcome_unknown()
                     && let Some(world) = world
                 {
-                    cleanup_release(world);
+                    cleanup_release(world, Duration::from_millis(900));
                 }
                 return Err(e);
             }
             Event::Panicked(what) => {
                 // The acquire may or may not have been sent: clear whatever it may have written.
                 if let Some(world) = world {
-                    cleanup_release(world);
+                    cleanup_release(world, Duration::from_millis(900));
                 }
                 return Err(Error::Internal(format!("the {what} thread panicked before the command started")));
             }
@@ -443,11 +441,49 @@ fn acquire_phase(
     }
 }
 
-/// The owner-conditioned release after an acquire whose outcome is unknown, within 1 s (900 ms for the request).
-/// The acquire is abandoned first, so an attempt still going through `--limit` slots takes no further one.
-fn cleanup_release(world: &World) {
+/// A stop signal while the acquire may be on its way: abandons it (no further `--limit` slot) and clears whatever it
+/// takes, all within 1 s. Its answer is awaited first (600 ms at most): a cleanup release sent at once, on another
+/// connection, could overtake the acquire, find nothing, and let the acquire land after it, leaving the key held
+/// for a whole lease by a run that is gone. Without an answer by then, the cleanup goes out anyway (400 ms).
+fn abandon_acquire(events: &Receiver<Event>, mut world: Option<&'static World>) {
+    let started = Instant::now();
+    let answer_by = started + Duration::from_millis(600);
+    let cleanup_by = started + Duration::from_secs(1);
+    if let Some(world) = world {
+        world.abandon();
+    }
+    loop {
+        match events.recv_timeout(answer_by.saturating_duration_since(Instant::now())) {
+            Ok(Event::Resolved(resolved)) => {
+                resolved.abandon();
+                world = Some(resolved);
+            }
+            Ok(Event::Acquired(answer)) => {
+                // Taken, or an answer that leaves it open: clear it. Held or definitely refused: nothing was written.
+                let taken = match &answer {
+                    Ok((_, Acquire::Acquired(_))) => true,
+                    Ok((_, Acquire::Held(_))) => false,
+                    Err(e) => e.outcome_unknown(),
+                };
+                if let Some(world) = world.filter(|_| taken) {
+                    cleanup_release(world, cleanup_by.saturating_duration_since(Instant::now()));
+                }
+                return;
+            }
+            Ok(Event::Panicked(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    if let Some(world) = world {
+        cleanup_release(world, cleanup_by.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// The owner-conditioned release after an acquire whose outcome is unknown, one request within `budget`. The
+/// acquire is abandoned first, so an attempt still going through `--limit` slots takes no further one.
+fn cleanup_release(world: &World, budget: Duration) {
     let key = world.abandon();
-    let Some(client) = world.quick_client(Duration::from_millis(900)) else {
+    let Some(client) = world.quick_client(budget.max(Duration::from_millis(100))) else {
         world.log.debug("acquire abandoned before any request was signed; nothing to clean up", &[]);
         return;
     };

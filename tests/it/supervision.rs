@@ -840,6 +840,30 @@ fn the_exit_does_not_wait_for_a_held_renewal() {
     out.check("owner after the run", None, owner_of(&case, "k"));
 }
 
+/// SIGTERM while the acquire is on its way: the cleanup release must not overtake it. The proxy holds the acquire
+/// 300 ms (as a slow network would) and forwards everything else at once; a cleanup sent at once finds nothing,
+/// then the acquire lands and the key stays held for a whole lease by a run that is gone.
+#[test]
+fn sigterm_during_a_slow_acquire_leaves_the_key_free() {
+    let case = Case::new("sup_slow_acquire_sigterm");
+    let proxy = HoldingProxy::start(1, Duration::from_millis(300));
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", proxy.address.clone());
+    let running = case.spawn_raw(&["-t", case.table(), "run", "k", "--", "sh", "-c", &case.marker_script()], env);
+    let at_proxy = eventually(WAIT, || proxy.targets().iter().any(|t| t.ends_with(".UpdateItem")));
+    assert!(at_proxy, "the acquire did not reach the proxy");
+    signal(running.pid(), libc::SIGTERM);
+    let sent = Instant::now();
+    let out = running.wait(WAIT);
+    let took = sent.elapsed();
+    out.check("died of SIGTERM", Some(libc::SIGTERM), out.status.signal());
+    out.check("exited within 1.5 s of SIGTERM", true, took < Duration::from_millis(1500));
+    out.check("the command ran (marker)", false, case.exists("marker"));
+    // The held acquire has been forwarded by now (300 ms after it arrived).
+    std::thread::sleep(Duration::from_millis(500));
+    out.check("owner after the run", None, owner_of(&case, "k"));
+}
+
 const VALIDATION: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ValidationException","message":"bad"}"#;
 
 #[test]
