@@ -257,8 +257,8 @@ pub fn proc_is_ours() -> bool {
 }
 
 /// Blocks `signals` in the calling thread and every thread it creates afterwards: such a signal stays pending
-/// (instead of taking its default action) until a thread that has a handler unblocks it. The command does not
-/// inherit the mask: `std::process` empties it in the child before exec.
+/// (instead of taking its action, even an inherited ignored one) until [`wait_signal`] takes it. Neither the
+/// command nor a helper inherits the mask: see [`empty_signal_mask_in_child`].
 pub fn block_signals(signals: &[i32]) -> io::Result<()> {
     sys::mask(libc::SIG_BLOCK, signals)
 }
@@ -267,11 +267,6 @@ pub fn block_signals(signals: &[i32]) -> io::Result<()> {
 /// signals of the thread that spawns it.
 pub fn empty_signal_mask_in_child(command: &mut Command) {
     sys::empty_signal_mask_in_child(command);
-}
-
-/// Unblocks `signals` in the calling thread, which then receives those pending and to come.
-pub fn unblock_signals(signals: &[i32]) -> io::Result<()> {
-    sys::mask(libc::SIG_UNBLOCK, signals)
 }
 
 /// The next of `signals` (blocked in every thread) sent to lock-exec.
