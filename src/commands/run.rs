@@ -442,13 +442,14 @@ fn acquire_phase(
 }
 
 /// A stop signal while the acquire may be on its way: abandons it (no further `--limit` slot) and clears whatever it
-/// takes, all within 1 s. Its answer is awaited first (600 ms at most): a cleanup release sent at once, on another
-/// connection, could overtake the acquire, find nothing, and let the acquire land after it, leaving the key held
-/// for a whole lease by a run that is gone. Without an answer by then, the cleanup goes out anyway (400 ms).
+/// takes, all within 900 ms, as a cleanup alone took before. Its answer is awaited first (500 ms at most): a
+/// cleanup release sent at once, on another connection, could overtake the acquire, find nothing, and let the
+/// acquire land after it, leaving the key held for a whole lease by a run that is gone. Without an answer by then,
+/// the cleanup goes out anyway (400 ms).
 fn abandon_acquire(events: &Receiver<Event>, mut world: Option<&'static World>) {
     let started = Instant::now();
-    let answer_by = started + Duration::from_millis(600);
-    let cleanup_by = started + Duration::from_secs(1);
+    let answer_by = started + Duration::from_millis(500);
+    let cleanup_by = started + Duration::from_millis(900);
     if let Some(world) = world {
         world.abandon();
     }
