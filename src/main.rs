@@ -162,6 +162,7 @@ Prints a completion script for the shell:
 ";
 
 fn main() -> ExitCode {
+    lock_exec::process::collect_children();
     let env = Env::real();
     let command = match cli::parse_from(std::env::args_os().skip(1), &env) {
         Ok(command) => command,

@@ -27,6 +27,11 @@ pub struct Spawn<'a> {
     pub remove: &'a [&'a str],
     /// Make the command's new process group the terminal's foreground group (an interactive run).
     pub give_terminal: bool,
+    /// Signals set back to their default action in the command. lock-exec takes the signals it catches with
+    /// `sigwaitinfo` and installs no handler, so a disposition it inherited as ignored (SIGINT and SIGQUIT in a
+    /// script's `&` job, SIGHUP under `nohup`) would otherwise survive the exec: the command would ignore the
+    /// very signals lock-exec forwards to it.
+    pub default_actions: &'a [i32],
 }
 
 /// The command's process tree: its main process (also its process group id) and everything it started.
@@ -78,6 +83,8 @@ pub fn spawn(argv: &[OsString], options: &Spawn<'_>) -> io::Result<Tree> {
         command.env(name, value);
     }
     sys::kill_with_parent(&mut command);
+    // Dispositions first, then the mask: a signal pending in the child meanwhile then takes its default action.
+    sys::default_actions_in_child(&mut command, options.default_actions.to_vec());
     sys::empty_signal_mask_in_child(&mut command);
     sys::default_terminal_output_stops_in_child(&mut command);
     // From an interactive terminal, the command's new process group becomes the terminal's foreground group,
@@ -250,8 +257,8 @@ pub fn proc_is_ours() -> bool {
 }
 
 /// Blocks `signals` in the calling thread and every thread it creates afterwards: such a signal stays pending
-/// (instead of taking its default action) until a thread that has a handler unblocks it. The command does not
-/// inherit the mask: `std::process` empties it in the child before exec.
+/// (instead of taking its action, even an inherited ignored one) until [`wait_signal`] takes it. Neither the
+/// command nor a helper inherits the mask: see [`empty_signal_mask_in_child`].
 pub fn block_signals(signals: &[i32]) -> io::Result<()> {
     sys::mask(libc::SIG_BLOCK, signals)
 }
@@ -262,14 +269,16 @@ pub fn empty_signal_mask_in_child(command: &mut Command) {
     sys::empty_signal_mask_in_child(command);
 }
 
-/// Unblocks `signals` in the calling thread, which then receives those pending and to come.
-pub fn unblock_signals(signals: &[i32]) -> io::Result<()> {
-    sys::mask(libc::SIG_UNBLOCK, signals)
-}
-
 /// The next of `signals` (blocked in every thread) sent to lock-exec.
 pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
     sys::wait_signal(signals)
+}
+
+/// SIGCHLD back to its default action, first thing in every subcommand. An ignored SIGCHLD (a parent's SIG_IGN
+/// survives exec) makes the kernel reap lock-exec's children itself: neither the command's exit status nor a
+/// `credential_process` helper's could be collected (`ECHILD`). The command then inherits the default too.
+pub fn collect_children() {
+    sys::default_action(libc::SIGCHLD);
 }
 
 /// SIGTTOU is ignored during a run (and set back to its default in the command): lock-exec writes its log lines
@@ -592,6 +601,14 @@ mod sys {
         }
     }
 
+    /// Sets `signal`'s disposition to its default action.
+    pub fn default_action(signal: i32) {
+        // SAFETY: signal takes a plain integer and the constant SIG_DFL.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+    }
+
     /// Sets `signal`'s disposition to ignored.
     pub fn ignore(signal: i32) {
         // SAFETY: signal takes a plain integer and the constant SIG_IGN.
@@ -613,6 +630,20 @@ mod sys {
                     0 => Ok(()),
                     errno => Err(io::Error::from_raw_os_error(errno)),
                 }
+            });
+        }
+    }
+
+    /// In the child, before exec: `signals` back to their default action (an ignored disposition survives exec).
+    pub fn default_actions_in_child(command: &mut Command, signals: Vec<i32>) {
+        // SAFETY: runs in the forked child before exec; signal is async-signal-safe and takes plain values; the
+        // closure only reads the vector it owns (no allocation).
+        unsafe {
+            command.pre_exec(move || {
+                for &signal in &signals {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+                Ok(())
             });
         }
     }

@@ -104,12 +104,19 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
         return Err(Error::Internal("the DynamoDB worker is gone".into()));
     }
     // The supervisor is created while the acquire is in flight, off its path; a failure to create it is acted on
-    // once the acquire has answered (releasing a lock it took).
+    // once the acquire has answered (releasing a lock it took). Without it the run cannot go on: a held key is
+    // not waited for (--wait), and ends the run with that failure rather than as `key is locked`.
     let (start_tx, start_rx) = mpsc::channel::<Start>();
     let supervisor = worker::spawn_thread("supervisor", "supervision", move || supervise::supervisor_thread(start_rx));
-    let (world, sent, acquired) = match acquire_phase(&events, job_control, args, log, &worker_tx)? {
+    let (world, sent, acquired) = match acquire_phase(&events, job_control, args, supervisor.is_ok(), log, &worker_tx)?
+    {
         Acquiring::Acquired { world, sent, lease } => (world, sent, lease),
-        Acquiring::Done(exit) => return Ok(exit),
+        Acquiring::Done(exit) => {
+            return match supervisor {
+                Err(e) if matches!(exit, Exit::Locked(_)) => Err(e),
+                _ => Ok(exit),
+            };
+        }
     };
     let threads = supervisor.and_then(|supervisor| Ok((supervisor, refresher(world, &events_tx)?)));
     let (supervisor, refresher_tx) = match threads {
@@ -156,7 +163,9 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
     let remove: &[&str] = if args.clean_env_aws { &AWS_CREDENTIAL_VARIABLES } else { &[] };
     let started_ns = lock::unix_ns(env.now());
     let started = Instant::now();
-    let spawned = process::spawn(&args.argv, &process::Spawn { vars: &vars, remove, give_terminal });
+    let caught = supervise::caught_signals();
+    let spawned =
+        process::spawn(&args.argv, &process::Spawn { vars: &vars, remove, give_terminal, default_actions: &caught });
     let tree = match spawned {
         Ok(tree) => Arc::new(tree),
         Err(source) => {
@@ -302,17 +311,19 @@ struct Waiting {
 
 /// Waits for the acquire while acting on signals at once: a stop signal abandons the acquire, clears a write
 /// that may have landed (owner-conditioned, 1 s budget), and ends lock-exec by that signal. With `--wait`, a held
-/// key is tried again until the wait is over.
+/// key is tried again until the wait is over. `can_run` false (a thread the run needs could not be created): a
+/// held key ends the phase at once, as `Exit::Locked` with nothing logged, for the caller to report the failure.
 fn acquire_phase(
     events: &Receiver<Event>,
     job_control: bool,
     args: &cli::Run,
+    can_run: bool,
     log: &Logger,
     worker: &Sender<Job>,
 ) -> Result<Acquiring, Error> {
     let mut world: Option<&'static World> = None;
     let gone = || Error::Internal("the DynamoDB worker is gone".into());
-    let mut waiting = args.wait.map(|wait| Waiting {
+    let mut waiting = args.wait.filter(|_| can_run).map(|wait| Waiting {
         deadline: Instant::now() + wait,
         tries: 0,
         next_try: None,
@@ -344,10 +355,8 @@ fn acquire_phase(
         match event {
             Event::Signal(signal) if supervise::STOP_SIGNALS.contains(&signal) => {
                 log.warn("signal received before the command started; not running it", &[("signal", signal.into())]);
-                if let Some(world) = world
-                    && in_flight
-                {
-                    cleanup_release(world);
+                if in_flight {
+                    abandon_acquire(events, world);
                 }
                 return Ok(Acquiring::Done(Exit::Signaled(signal)));
             }
@@ -357,6 +366,9 @@ fn acquire_phase(
             }
             Event::Resolved(resolved) => world = Some(resolved),
             Event::Acquired(Ok((_, Acquire::Held(item)))) => {
+                if !can_run {
+                    return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
+                }
                 let now = Instant::now();
                 let Some(w) = waiting.as_mut().filter(|w| now < w.deadline) else {
                     log.first(Level::Info, "did not run command. key is locked", &holder_fields(item.as_ref()));
@@ -413,14 +425,14 @@ fn acquire_phase(
                 if e.outcome_unknown()
                     && let Some(world) = world
                 {
-                    cleanup_release(world);
+                    cleanup_release(world, Duration::from_millis(900));
                 }
                 return Err(e);
             }
             Event::Panicked(what) => {
                 // The acquire may or may not have been sent: clear whatever it may have written.
                 if let Some(world) = world {
-                    cleanup_release(world);
+                    cleanup_release(world, Duration::from_millis(900));
                 }
                 return Err(Error::Internal(format!("the {what} thread panicked before the command started")));
             }
@@ -429,11 +441,50 @@ fn acquire_phase(
     }
 }
 
-/// The owner-conditioned release after an acquire whose outcome is unknown, within 1 s (900 ms for the request).
-/// The acquire is abandoned first, so an attempt still going through `--limit` slots takes no further one.
-fn cleanup_release(world: &World) {
+/// A stop signal while the acquire may be on its way: abandons it (no further `--limit` slot) and clears whatever it
+/// takes, all within 900 ms, as a cleanup alone took before. Its answer is awaited first (500 ms at most): a
+/// cleanup release sent at once, on another connection, could overtake the acquire, find nothing, and let the
+/// acquire land after it, leaving the key held for a whole lease by a run that is gone. Without an answer by then,
+/// the cleanup goes out anyway (400 ms).
+fn abandon_acquire(events: &Receiver<Event>, mut world: Option<&'static World>) {
+    let started = Instant::now();
+    let answer_by = started + Duration::from_millis(500);
+    let cleanup_by = started + Duration::from_millis(900);
+    if let Some(world) = world {
+        world.abandon();
+    }
+    loop {
+        match events.recv_timeout(answer_by.saturating_duration_since(Instant::now())) {
+            Ok(Event::Resolved(resolved)) => {
+                resolved.abandon();
+                world = Some(resolved);
+            }
+            Ok(Event::Acquired(answer)) => {
+                // Taken, or an answer that leaves it open: clear it. Held or definitely refused: nothing was written.
+                let taken = match &answer {
+                    Ok((_, Acquire::Acquired(_))) => true,
+                    Ok((_, Acquire::Held(_))) => false,
+                    Err(e) => e.outcome_unknown(),
+                };
+                if let Some(world) = world.filter(|_| taken) {
+                    cleanup_release(world, cleanup_by.saturating_duration_since(Instant::now()));
+                }
+                return;
+            }
+            Ok(Event::Panicked(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    if let Some(world) = world {
+        cleanup_release(world, cleanup_by.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// The owner-conditioned release after an acquire whose outcome is unknown, one request within `budget`. The
+/// acquire is abandoned first, so an attempt still going through `--limit` slots takes no further one.
+fn cleanup_release(world: &World, budget: Duration) {
     let key = world.abandon();
-    let Some(client) = world.quick_client(Duration::from_millis(900)) else {
+    let Some(client) = world.quick_client(budget.max(Duration::from_millis(100))) else {
         world.log.debug("acquire abandoned before any request was signed; nothing to clean up", &[]);
         return;
     };

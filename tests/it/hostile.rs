@@ -212,3 +212,25 @@ fn a_huge_program_name_that_cannot_start_is_logged_clipped() {
         out.messages().iter().any(|m| m.contains("... [120000 bytes]")),
     );
 }
+
+/// lock-exec started with SIGCHLD ignored (a parent set SIG_IGN, which survives exec): the kernel would then
+/// reap lock-exec's children itself, and the command's exit status could never be collected (exit 75, no
+/// `command failed`, although the command ran and exited 3).
+#[test]
+fn an_inherited_ignored_sigchld_still_gives_the_command_s_exit_code() {
+    use std::os::unix::process::CommandExt;
+    let case = Case::new("ignored_sigchld");
+    let mut command = command(&case, &["-t", case.table(), "run", "k", "--", "sh", "-c", "sleep 0.2; exit 3"]);
+    // SAFETY: runs in the forked child before exec; signal is async-signal-safe and takes plain values.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let output = command.output().expect("run lock-exec");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "the command's exit code; stderr: {stderr}");
+    assert!(stderr.contains("\"msg\":\"command failed\""), "`command failed` logged; stderr: {stderr}");
+    assert!(stderr.contains("\"msg\":\"lock released\""), "released; stderr: {stderr}");
+}

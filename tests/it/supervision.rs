@@ -400,6 +400,49 @@ fn renewals_create_no_thread_once_the_command_runs() {
     out.check(&format!("renewals under --nproc={smallest} (at least 2)"), true, renewed >= 2);
 }
 
+/// The supervisor is created while the acquire is in flight. When it cannot be, the run is over whatever the
+/// acquire answers: a held key must not turn the thread failure into `did not run command. key is locked` with
+/// exit 0, nor a `--wait` wait for the lock (taking it from a waiter that could run, only to release it) before
+/// the exit 71.
+#[test]
+fn a_thread_that_cannot_be_created_exits_71_at_once_even_when_the_key_is_held() {
+    let _one_at_a_time = NOBODY.lock().unwrap_or_else(|p| p.into_inner());
+    let case = Case::new("sup_nproc_held");
+    let unprivileged = Unprivileged::new(&case);
+    case.put_go_item("k", crate::support::now_ns() + 600_000_000_000);
+    let args = ["-t", case.table(), "run", "--wait", "2s", "k", "--", "touch", &unprivileged.marker];
+    let sweep: Vec<(u32, Outcome, bool, Duration)> = (1..=8)
+        .map(|n| {
+            let started = Instant::now();
+            let out = unprivileged.run(&case, &format!("nproc-held-{n}"), n, &args);
+            (n, out, unprivileged.ran(), started.elapsed())
+        })
+        .collect();
+    let report: String = sweep
+        .iter()
+        .map(|(n, out, ran, took)| format!("--- N={n}: {} ran={ran} took={took:?}\n{}", out.status, out.stderr))
+        .collect();
+    assert!(
+        sweep.iter().any(|(_, out, _, _)| out.code() == Some(71) && out.stderr.contains("thread for supervision")),
+        "no N gave exit 71 for the supervisor thread\n{report}"
+    );
+    for (n, out, ran, took) in &sweep {
+        assert!(!ran, "N={n}: the command ran while the key was held\n{report}");
+        if out.code() == Some(71) {
+            let quiet = !out.has_log("waiting for lock") && !out.has_log("did not run command. key is locked");
+            assert!(
+                quiet && *took < Duration::from_millis(1500),
+                "N={n}: exit 71 must come at once, without waiting for the held key\n{report}"
+            );
+        } else {
+            assert!(
+                out.code() == Some(0) && out.has_log("did not run command. key is locked"),
+                "N={n}: neither 71 nor a locked exit\n{report}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Job control under a pseudo-terminal
 
@@ -614,6 +657,31 @@ fn sigusr1_and_sigwinch_are_forwarded_and_do_not_end_lock_exec() {
     out.check("released", true, out.has_log("lock released"));
 }
 
+/// lock-exec started with signals ignored (a `&` job of a script ignores SIGINT and SIGQUIT, `nohup` SIGHUP)
+/// still takes them and forwards them; the command must get them with their default action, not the inherited
+/// ignored one, or a forwarded SIGINT does nothing until the SIGKILL of --kill-after (exit 137 instead of 130).
+#[test]
+fn signals_lock_exec_inherited_as_ignored_reach_the_command_with_their_default_action() {
+    let case = Case::new("sup_inherited_ignored");
+    let started = case.file("started");
+    let script = format!("echo $$ > {started}; exec sleep 30");
+    let ignoring = "trap '' HUP INT QUIT TERM USR1; exec \"$0\" \"$@\"";
+    for signal_number in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGUSR1] {
+        let _ = std::fs::remove_file(&started);
+        let mut args = vec!["-c", ignoring, BINARY];
+        args.extend(run_args(&case, &["--kill-after", "30s"], &script));
+        let mut running = case.spawn_program(Path::new("sh"), &args, case.env());
+        running.wait_for_line(Path::new(&started), WAIT);
+        signal(running.pid(), signal_number);
+        let sent = Instant::now();
+        let out = running.wait(Duration::from_secs(40));
+        let took = sent.elapsed();
+        out.check(&format!("signal {signal_number}: lock-exec died of it"), Some(signal_number), out.status.signal());
+        out.check(&format!("signal {signal_number}: ended within 5 s (not by --kill-after)"), true, took.as_secs() < 5);
+        out.check(&format!("signal {signal_number}: released"), true, out.has_log("lock released"));
+    }
+}
+
 #[test]
 fn a_calling_shell_sees_the_death_by_sigint_and_stops() {
     let case = Case::new("sup_calling_shell");
@@ -769,6 +837,30 @@ fn the_exit_does_not_wait_for_a_held_renewal() {
     out.expect_code(0);
     out.check("released", true, out.has_log("lock released"));
     out.check("lock-exec exited within 4 s (a 2.3 s command)", true, took < Duration::from_secs(4));
+    out.check("owner after the run", None, owner_of(&case, "k"));
+}
+
+/// SIGTERM while the acquire is on its way: the cleanup release must not overtake it. The proxy holds the acquire
+/// 300 ms (as a slow network would) and forwards everything else at once; a cleanup sent at once finds nothing,
+/// then the acquire lands and the key stays held for a whole lease by a run that is gone.
+#[test]
+fn sigterm_during_a_slow_acquire_leaves_the_key_free() {
+    let case = Case::new("sup_slow_acquire_sigterm");
+    let proxy = HoldingProxy::start(1, Duration::from_millis(300));
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", proxy.address.clone());
+    let running = case.spawn_raw(&["-t", case.table(), "run", "k", "--", "sh", "-c", &case.marker_script()], env);
+    let at_proxy = eventually(WAIT, || proxy.targets().iter().any(|t| t.ends_with(".UpdateItem")));
+    assert!(at_proxy, "the acquire did not reach the proxy");
+    signal(running.pid(), libc::SIGTERM);
+    let sent = Instant::now();
+    let out = running.wait(WAIT);
+    let took = sent.elapsed();
+    out.check("died of SIGTERM", Some(libc::SIGTERM), out.status.signal());
+    out.check("exited within 1.5 s of SIGTERM", true, took < Duration::from_millis(1500));
+    out.check("the command ran (marker)", false, case.exists("marker"));
+    // The held acquire has been forwarded by now (300 ms after it arrived).
+    std::thread::sleep(Duration::from_millis(500));
     out.check("owner after the run", None, owner_of(&case, "k"));
 }
 
