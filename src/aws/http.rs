@@ -78,6 +78,8 @@ pub struct Http {
 }
 
 /// Each connection's input and output buffer (ureq's default is 128 KiB each, zeroed when the connection opens).
+/// A response's status line and headers must fit in the input buffer: ureq's own limit for them (64 KiB) is set
+/// just below it, or a larger head would fill the buffer and end as "Peer disconnected".
 const BUFFER_SIZE: usize = 16 * 1024;
 
 /// Connect timeout for every request.
@@ -222,6 +224,7 @@ fn agent(proxy: Option<ureq::Proxy>, roots: Option<Arc<Vec<Certificate<'static>>
         .max_redirects(0)
         .input_buffer_size(BUFFER_SIZE)
         .output_buffer_size(BUFFER_SIZE)
+        .max_response_header_size(BUFFER_SIZE - 1)
         .proxy(proxy)
         .user_agent(concat!("lock-exec/", env!("CARGO_PKG_VERSION")))
         .build();
@@ -408,6 +411,11 @@ fn transport_source(error: ureq::Error, timeout: Duration) -> Box<dyn std::error
             std::io::ErrorKind::TimedOut,
             format!("no answer within {:.1} s", timeout.as_secs_f64()),
         )),
+        // ureq says `response header is too big: 16384 > 16383`.
+        ureq::Error::LargeResponseHeader(..) => Box::new(std::io::Error::other(format!(
+            "response headers larger than {} KiB (the most lock-exec reads)",
+            BUFFER_SIZE / 1024
+        ))),
         ureq::Error::Io(io) => match io.downcast::<Unresolved>() {
             Ok(unresolved) => Box::new(unresolved),
             Err(io) => Box::new(ureq::Error::Io(io)),
@@ -577,6 +585,39 @@ mod tests {
         assert_eq!(all, [&head[..], &body[..]].concat(), "every byte, in order");
         assert!(sent.writes.iter().all(|write| write.len() <= 16), "{:?}", sent.writes);
         assert_eq!(sent.awaited, 1);
+    }
+
+    /// A GET to a local server whose answer carries a header of `size` bytes: the body, or the error chain.
+    fn get_with_header_of(size: usize) -> Result<String, String> {
+        use crate::aws::test_http::{Server, read_request, write_response};
+        let mut server = Server::start(move |stream| {
+            let _ = read_request(&stream);
+            let _ = write_response(&stream, 200, &[("x-large", "a".repeat(size))], "{}");
+        });
+        let url = format!("{}/", server.base());
+        let request = Request {
+            method: "GET",
+            url: &url,
+            headers: Vec::new(),
+            body: b"",
+            timeout: Duration::from_secs(5),
+            target: "test server",
+        };
+        let result = Http::new().send(&request).map(|response| response.body).map_err(|e| crate::error_chain(&e));
+        server.stop();
+        result
+    }
+
+    #[test]
+    fn response_headers_larger_than_the_input_buffer_are_named_as_such() {
+        assert_eq!(get_with_header_of(BUFFER_SIZE / 2), Ok("{}".to_owned()));
+        // Between the input buffer and ureq's own header limit (64 KiB) the buffer fills up and ureq saw
+        // "Peer disconnected"; beyond it, ureq's "response header is too big".
+        for size in [BUFFER_SIZE, 2 * BUFFER_SIZE, 70 * 1024] {
+            let error = get_with_header_of(size).expect_err("a header larger than the input buffer");
+            assert!(error.contains("response headers larger than 16 KiB"), "{size}: {error}");
+            assert!(!error.contains("disconnected"), "{size}: {error}");
+        }
     }
 
     #[test]
