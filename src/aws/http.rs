@@ -438,9 +438,25 @@ fn transport_source(error: ureq::Error, timeout: Duration) -> Box<dyn std::error
         ))),
         ureq::Error::Io(io) => match io.downcast::<Unresolved>() {
             Ok(unresolved) => Box::new(unresolved),
-            Err(io) => Box::new(ureq::Error::Io(io)),
+            Err(io) => match refused_handshake(&io) {
+                Some(alert) => Box::new(std::io::Error::other(format!(
+                    "received fatal alert: {alert:?}: the server agreed to none of what lock-exec offers (TLS 1.3 \
+                     and 1.2 with AES-GCM cipher suites only, key exchange over X25519, P-256 or P-384)"
+                ))),
+                None => Box::new(ureq::Error::Io(io)),
+            },
         },
         other => Box::new(other),
+    }
+}
+
+/// The server's alert when it refused the TLS handshake outright: most often it shares no cipher suite or key
+/// exchange group with lock-exec's (AES-GCM only, see [`crate::aws::tls`]), which the alert alone does not say.
+fn refused_handshake(error: &std::io::Error) -> Option<rustls::AlertDescription> {
+    use rustls::AlertDescription::{HandshakeFailure, InsufficientSecurity};
+    match error.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert @ (HandshakeFailure | InsufficientSecurity)) => Some(*alert),
+        _ => None,
     }
 }
 
@@ -677,6 +693,20 @@ mod tests {
             assert!(error.contains("response headers larger than 16 KiB"), "{size}: {error}");
             assert!(!error.contains("disconnected"), "{size}: {error}");
         }
+    }
+
+    #[test]
+    fn a_refused_handshake_names_what_lock_exec_offers() {
+        let tls = |error: rustls::Error| {
+            let io = std::io::Error::new(std::io::ErrorKind::InvalidData, error);
+            transport_source(ureq::Error::Io(io), Duration::from_secs(5)).to_string()
+        };
+        let refused = tls(rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure));
+        assert!(refused.starts_with("received fatal alert: HandshakeFailure: the server agreed to none"), "{refused}");
+        assert!(refused.contains("AES-GCM") && refused.contains("X25519") && !refused.contains('\n'), "{refused}");
+        // Other TLS errors are left as they are.
+        let other = tls(rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate));
+        assert_eq!(other, "io: received fatal alert: BadCertificate");
     }
 
     #[test]
