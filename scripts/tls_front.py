@@ -2,9 +2,10 @@
 """A TLS front for the tests: terminates TLS on 127.0.0.1 with a certificate from a throwaway CA and forwards
 the plain bytes to an upstream HTTP server (the local emulator).
 
-    tls_front.py UPSTREAM_URL DIR
+    tls_front.py UPSTREAM_URL DIR [--chacha20-only]
 
-Writes DIR/ca.pem (the CA's certificate, the bundle a client must trust), prints the listening port on one line
+With --chacha20-only it speaks TLS 1.2 with the ChaCha20-Poly1305 suites alone (a server lock-exec cannot agree
+with: it offers AES-GCM only). Writes DIR/ca.pem (the CA's certificate, the bundle a client must trust), prints the listening port on one line
 and serves until stdin closes (the test holds the pipe; the front never outlives it). Needs the `cryptography`
 package, which moto brings into the test virtualenv.
 """
@@ -80,6 +81,7 @@ def serve(listener, context, upstream):
 
 def main():
     upstream_url, directory = sys.argv[1], sys.argv[2]
+    chacha20_only = sys.argv[3:] == ["--chacha20-only"]
     parsed = urllib.parse.urlsplit(upstream_url)
     upstream = (parsed.hostname, parsed.port or 80)
 
@@ -105,6 +107,10 @@ def main():
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(chain, key)
+    if chacha20_only:
+        # Python cannot narrow TLS 1.3's suites: TLS 1.2 it is.
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers("ECDHE+CHACHA20")
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)

@@ -78,6 +78,8 @@ pub struct Http {
 }
 
 /// Each connection's input and output buffer (ureq's default is 128 KiB each, zeroed when the connection opens).
+/// A response's status line and headers must fit in the input buffer: ureq's own limit for them (64 KiB) is set
+/// just below it, or a larger head would fill the buffer and end as "Peer disconnected".
 const BUFFER_SIZE: usize = 16 * 1024;
 
 /// Connect timeout for every request.
@@ -222,6 +224,7 @@ fn agent(proxy: Option<ureq::Proxy>, roots: Option<Arc<Vec<Certificate<'static>>
         .max_redirects(0)
         .input_buffer_size(BUFFER_SIZE)
         .output_buffer_size(BUFFER_SIZE)
+        .max_response_header_size(BUFFER_SIZE - 1)
         .proxy(proxy)
         .user_agent(concat!("lock-exec/", env!("CARGO_PKG_VERSION")))
         .build();
@@ -250,19 +253,39 @@ struct OneWriteTransport<T> {
 }
 
 impl<T: Transport> OneWriteTransport<T> {
-    /// Sends what is held back, an output buffer at a time.
-    fn flush(&mut self, timeout: NextTimeout) -> Result<(), ureq::Error> {
+    /// Sends what is held back, an output buffer at a time, and returns what is left of `timeout`: ureq computed
+    /// it before the output was sent, and each write and the wait that follows get only what the ones before left.
+    fn flush(&mut self, timeout: NextTimeout) -> Result<NextTimeout, ureq::Error> {
+        if self.pending.is_empty() {
+            return Ok(timeout);
+        }
+        let started = std::time::Instant::now();
         let mut sent = 0;
         while sent < self.pending.len() {
+            let left = remaining(timeout, started.elapsed())?;
             let output = self.inner.buffers().output();
             let n = output.len().min(self.pending.len() - sent);
             output[..n].copy_from_slice(&self.pending[sent..sent + n]);
-            self.inner.transmit_output(n, timeout)?;
+            self.inner.transmit_output(n, left)?;
             sent += n;
         }
         self.pending.clear();
-        Ok(())
+        remaining(timeout, started.elapsed())
     }
+}
+
+/// `timeout` less `elapsed`; a timeout error (with its reason) when nothing is left. A transport given a zero
+/// budget would not fail at once: ureq's TLS transport waits a second instead.
+fn remaining(mut timeout: NextTimeout, elapsed: Duration) -> Result<NextTimeout, ureq::Error> {
+    use ureq::unversioned::transport::time::Duration as Budget;
+    if let Budget::Exact(after) = timeout.after {
+        let left = after.saturating_sub(elapsed);
+        if left.is_zero() {
+            return Err(ureq::Error::Timeout(timeout.reason));
+        }
+        timeout.after = Budget::Exact(left);
+    }
+    Ok(timeout)
 }
 
 impl<T: Transport> Transport for OneWriteTransport<T> {
@@ -274,17 +297,17 @@ impl<T: Transport> Transport for OneWriteTransport<T> {
         let output = self.inner.buffers().output();
         let capacity = output.len();
         self.pending.extend_from_slice(&output[..amount]);
-        if self.pending.len() >= capacity { self.flush(timeout) } else { Ok(()) }
+        if self.pending.len() >= capacity { self.flush(timeout).map(drop) } else { Ok(()) }
     }
 
     fn maybe_await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        self.flush(timeout)?;
-        self.inner.maybe_await_input(timeout)
+        let left = self.flush(timeout)?;
+        self.inner.maybe_await_input(left)
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        self.flush(timeout)?;
-        self.inner.await_input(timeout)
+        let left = self.flush(timeout)?;
+        self.inner.await_input(left)
     }
 
     fn is_open(&mut self) -> bool {
@@ -408,11 +431,32 @@ fn transport_source(error: ureq::Error, timeout: Duration) -> Box<dyn std::error
             std::io::ErrorKind::TimedOut,
             format!("no answer within {:.1} s", timeout.as_secs_f64()),
         )),
+        // ureq says `response header is too big: 16384 > 16383`.
+        ureq::Error::LargeResponseHeader(..) => Box::new(std::io::Error::other(format!(
+            "response headers larger than {} KiB (the most lock-exec reads)",
+            BUFFER_SIZE / 1024
+        ))),
         ureq::Error::Io(io) => match io.downcast::<Unresolved>() {
             Ok(unresolved) => Box::new(unresolved),
-            Err(io) => Box::new(ureq::Error::Io(io)),
+            Err(io) => match refused_handshake(&io) {
+                Some(alert) => Box::new(std::io::Error::other(format!(
+                    "received fatal alert: {alert:?}: the server agreed to none of what lock-exec offers (TLS 1.3 \
+                     and 1.2 with AES-GCM cipher suites only, key exchange over X25519, P-256 or P-384)"
+                ))),
+                None => Box::new(ureq::Error::Io(io)),
+            },
         },
         other => Box::new(other),
+    }
+}
+
+/// The server's alert when it refused the TLS handshake outright: most often it shares no cipher suite or key
+/// exchange group with lock-exec's (AES-GCM only, see [`crate::aws::tls`]), which the alert alone does not say.
+fn refused_handshake(error: &std::io::Error) -> Option<rustls::AlertDescription> {
+    use rustls::AlertDescription::{HandshakeFailure, InsufficientSecurity};
+    match error.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert @ (HandshakeFailure | InsufficientSecurity)) => Some(*alert),
+        _ => None,
     }
 }
 
@@ -519,12 +563,26 @@ mod tests {
         LocalResolver.resolve(&uri, &config, one_second()).map(|addrs| addrs.iter().copied().collect())
     }
 
-    /// A transport that records each write it is asked for.
+    /// A transport that records each write it is asked for (each taking `write_time`) and the budget of each wait.
     #[derive(Debug)]
     struct Recorder {
         buffers: ureq::unversioned::transport::LazyBuffers,
         writes: Vec<Vec<u8>>,
+        write_time: Duration,
         awaited: usize,
+        wait_budgets: Vec<Duration>,
+    }
+
+    impl Recorder {
+        fn new(buffer: usize, write_time: Duration) -> Recorder {
+            Recorder {
+                buffers: ureq::unversioned::transport::LazyBuffers::new(buffer, buffer),
+                writes: Vec::new(),
+                write_time,
+                awaited: 0,
+                wait_budgets: Vec::new(),
+            }
+        }
     }
 
     impl Transport for Recorder {
@@ -532,11 +590,13 @@ mod tests {
             &mut self.buffers
         }
         fn transmit_output(&mut self, amount: usize, _: NextTimeout) -> Result<(), ureq::Error> {
+            std::thread::sleep(self.write_time);
             self.writes.push(self.buffers.output()[..amount].to_vec());
             Ok(())
         }
-        fn await_input(&mut self, _: NextTimeout) -> Result<bool, ureq::Error> {
+        fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
             self.awaited += 1;
+            self.wait_budgets.push(*timeout.after);
             Ok(true)
         }
         fn is_open(&mut self) -> bool {
@@ -546,11 +606,7 @@ mod tests {
 
     /// What ureq does for a request: writes `chunks` one by one through the output buffer, then waits.
     fn send(chunks: &[&[u8]], buffer: usize) -> Recorder {
-        let recorder = Recorder {
-            buffers: ureq::unversioned::transport::LazyBuffers::new(buffer, buffer),
-            writes: Vec::new(),
-            awaited: 0,
-        };
+        let recorder = Recorder::new(buffer, Duration::ZERO);
         let mut transport = OneWriteTransport { inner: recorder, pending: Vec::new() };
         for chunk in chunks {
             transport.buffers().output()[..chunk.len()].copy_from_slice(chunk);
@@ -577,6 +633,80 @@ mod tests {
         assert_eq!(all, [&head[..], &body[..]].concat(), "every byte, in order");
         assert!(sent.writes.iter().all(|write| write.len() <= 16), "{:?}", sent.writes);
         assert_eq!(sent.awaited, 1);
+    }
+
+    /// A wait after held output took time to leave has only what is left of the budget: ureq computed that budget
+    /// before the output was sent, and a request must not last longer than its timeout.
+    #[test]
+    fn the_wait_after_a_slow_write_has_only_the_rest_of_the_budget() {
+        let budget = |after: Duration| NextTimeout {
+            after: ureq::unversioned::transport::time::Duration::from(after),
+            reason: ureq::Timeout::RecvResponse,
+            per_read: None,
+            per_write: None,
+        };
+        let slow = |write_time: Duration| {
+            let mut transport = OneWriteTransport { inner: Recorder::new(64, write_time), pending: Vec::new() };
+            transport.buffers().output()[..4].copy_from_slice(b"POST");
+            transport.transmit_output(4, budget(Duration::from_secs(1))).expect("held back");
+            transport
+        };
+        let mut transport = slow(Duration::from_millis(300));
+        transport.await_input(budget(Duration::from_millis(1000))).expect("time left to wait");
+        let waited = transport.inner.wait_budgets[0];
+        assert!(waited <= Duration::from_millis(700), "the wait got {waited:?} of a 1 s budget after a 300 ms write");
+        // A write that used the whole budget leaves none: a timeout, not a wait with a fresh budget.
+        let mut transport = slow(Duration::from_millis(150));
+        let error = transport.maybe_await_input(budget(Duration::from_millis(100))).expect_err("no time left");
+        assert!(matches!(error, ureq::Error::Timeout(ureq::Timeout::RecvResponse)), "{error:?}");
+        assert_eq!(transport.inner.awaited, 0);
+    }
+
+    /// A GET to a local server whose answer carries a header of `size` bytes: the body, or the error chain.
+    fn get_with_header_of(size: usize) -> Result<String, String> {
+        use crate::aws::test_http::{Server, read_request, write_response};
+        let mut server = Server::start(move |stream| {
+            let _ = read_request(&stream);
+            let _ = write_response(&stream, 200, &[("x-large", "a".repeat(size))], "{}");
+        });
+        let url = format!("{}/", server.base());
+        let request = Request {
+            method: "GET",
+            url: &url,
+            headers: Vec::new(),
+            body: b"",
+            timeout: Duration::from_secs(5),
+            target: "test server",
+        };
+        let result = Http::new().send(&request).map(|response| response.body).map_err(|e| crate::error_chain(&e));
+        server.stop();
+        result
+    }
+
+    #[test]
+    fn response_headers_larger_than_the_input_buffer_are_named_as_such() {
+        assert_eq!(get_with_header_of(BUFFER_SIZE / 2), Ok("{}".to_owned()));
+        // Between the input buffer and ureq's own header limit (64 KiB) the buffer fills up and ureq saw
+        // "Peer disconnected"; beyond it, ureq's "response header is too big".
+        for size in [BUFFER_SIZE, 2 * BUFFER_SIZE, 70 * 1024] {
+            let error = get_with_header_of(size).expect_err("a header larger than the input buffer");
+            assert!(error.contains("response headers larger than 16 KiB"), "{size}: {error}");
+            assert!(!error.contains("disconnected"), "{size}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_refused_handshake_names_what_lock_exec_offers() {
+        let tls = |error: rustls::Error| {
+            let io = std::io::Error::new(std::io::ErrorKind::InvalidData, error);
+            transport_source(ureq::Error::Io(io), Duration::from_secs(5)).to_string()
+        };
+        let refused = tls(rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure));
+        assert!(refused.starts_with("received fatal alert: HandshakeFailure: the server agreed to none"), "{refused}");
+        assert!(refused.contains("AES-GCM") && refused.contains("X25519") && !refused.contains('\n'), "{refused}");
+        // Other TLS errors are left as they are.
+        let other = tls(rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate));
+        assert_eq!(other, "io: received fatal alert: BadCertificate");
     }
 
     #[test]

@@ -16,11 +16,17 @@ struct Front {
 impl Front {
     /// Starts a front whose CA certificate is written to `case`'s `ca.pem`.
     fn start(case: &Case) -> Front {
+        Front::start_with(case, &[])
+    }
+
+    /// [`Front::start`] with more arguments for `scripts/tls_front.py` (`--chacha20-only`).
+    fn start_with(case: &Case, extra: &[&str]) -> Front {
         let root = env!("CARGO_MANIFEST_DIR");
         let mut child = Command::new(format!("{root}/.tmp/venv/bin/python"))
             .arg(format!("{root}/scripts/tls_front.py"))
             .arg(endpoint())
             .arg(&case.dir.path)
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -63,6 +69,22 @@ fn without_the_bundle_the_private_ca_is_refused() {
     let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
     out.expect_code(69);
     out.expect_stderr_contains("certificate");
+}
+
+/// lock-exec offers the AES-GCM suites only: an endpoint with ChaCha20-Poly1305 alone fails the handshake, in one
+/// line that says what lock-exec offers (the server's alert alone does not say why), and is unavailable (69).
+#[test]
+fn an_endpoint_offering_only_chacha20_fails_in_one_line_naming_the_suites_offered() {
+    let case = Case::new("tls_chacha20_only");
+    let front = Front::start_with(&case, &["--chacha20-only"]);
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", front.url.clone());
+    env.insert("AWS_CA_BUNDLE", case.file("ca.pem"));
+    let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
+    out.expect_code(69);
+    out.check("one line on stderr", 1, out.stderr.lines().count());
+    out.expect_stderr_contains("HandshakeFailure");
+    out.expect_stderr_contains("AES-GCM");
 }
 
 #[test]
