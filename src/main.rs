@@ -2,10 +2,12 @@
 //! error and exits.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// dlmalloc keeps freed memory for reuse, where musl's allocator (the static builds) hands it back to the kernel
-/// page by page: without it, every request cost `mmap`/`munmap` pairs and page faults (README, Dependencies). No
-/// process lock-exec forks allocates before its `exec`, so a lock held by another thread at the fork is harmless.
+/// page by page: without it, every request cost `mmap`/`munmap` pairs and page faults (README, Dependencies).
+/// Its lock is taken around every fork (`enable_alloc_after_fork`, first thing in `main`), so a forked child never
+/// inherits it held by another thread; no child allocates before its `exec` anyway.
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
@@ -236,6 +238,11 @@ fn main() -> ExitCode {
     // lock-exec exits below, whatever the result: a credential_process helper still running in a thread that
     // is not waited for (a refresh during the lease) must not outlive it.
     commands::kill_credential_helpers();
+    if let Some(signal) = dying_of() {
+        // `status`/`unlock` got a stop signal and killed the helpers; the helper's death (an error here) must not
+        // win the race with that signal.
+        die_of(signal);
+    }
     match result {
         Ok(Exit::Signaled(signal)) => {
             // Die of the command's signal, as sudo does, so a calling shell sees it (bash stops a script on a
@@ -265,12 +272,24 @@ fn kill_helpers_on_signals() {
     let Ok(mut signals) = Signals::new([SIGHUP, SIGINT, SIGQUIT, SIGTERM]) else { return };
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
+            DYING_OF.store(signal, Ordering::SeqCst);
             commands::kill_credential_helpers();
-            let _ = signal_hook::low_level::emulate_default_handler(signal);
-            // Still here: PID 1, which a default action does not end.
-            std::process::exit(128 + signal);
+            die_of(signal);
         }
     });
+}
+
+/// The stop signal `status` or `unlock` is dying of, once one came (0: none).
+static DYING_OF: AtomicI32 = AtomicI32::new(0);
+
+fn dying_of() -> Option<i32> {
+    Some(DYING_OF.load(Ordering::SeqCst)).filter(|&signal| signal != 0)
+}
+
+/// Dies of `signal` (its default action); exits 128+N where that does not end the process (PID 1).
+fn die_of(signal: i32) -> ! {
+    let _ = signal_hook::low_level::emulate_default_handler(signal);
+    std::process::exit(128 + signal);
 }
 
 /// The exit code of a command that only prints (version, help, completion); a failed write is one line on

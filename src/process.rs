@@ -476,9 +476,10 @@ mod sys {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                     return Err(io::Error::last_os_error());
                 }
-                // The parent may have died between fork and prctl: then nobody will signal us.
+                // The parent may have died between fork and prctl: then nobody will signal us. (An OS error
+                // code, not a message: nothing may allocate between fork and exec.)
                 if libc::getppid() != parent {
-                    return Err(io::Error::other("lock-exec exited before the command started"));
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 Ok(())
             });
