@@ -84,9 +84,11 @@ pub fn spawn(argv: &[OsString], options: &Spawn<'_>) -> io::Result<Tree> {
     }
     sys::kill_with_parent(&mut command);
     // Dispositions first, then the mask: a signal pending in the child meanwhile then takes its default action.
-    sys::default_actions_in_child(&mut command, options.default_actions.to_vec());
+    // SIGTTOU too: lock-exec ignores it during a run (see `ignore_terminal_output_stops`).
+    let mut defaults = options.default_actions.to_vec();
+    defaults.push(libc::SIGTTOU);
+    sys::default_actions_in_child(&mut command, defaults);
     sys::empty_signal_mask_in_child(&mut command);
-    sys::default_terminal_output_stops_in_child(&mut command);
     // From an interactive terminal, the command's new process group becomes the terminal's foreground group,
     // or reading stdin stops it with SIGTTIN (a shell does the same for each job).
     let terminal_owner = if options.give_terminal { sys::foreground_terminal_group() } else { None };
@@ -260,7 +262,7 @@ pub fn proc_is_ours() -> bool {
 /// (instead of taking its action, even an inherited ignored one) until [`wait_signal`] takes it. Neither the
 /// command nor a helper inherits the mask: see [`empty_signal_mask_in_child`].
 pub fn block_signals(signals: &[i32]) -> io::Result<()> {
-    sys::mask(libc::SIG_BLOCK, signals)
+    sys::block(signals)
 }
 
 /// A child of lock-exec (a `credential_process` helper) starts with an empty signal mask, not the blocked
@@ -561,11 +563,11 @@ mod sys {
         }
     }
 
-    /// Blocks (`how` = `SIG_BLOCK`) or unblocks (`SIG_UNBLOCK`) `signals` for the calling thread.
-    pub fn mask(how: libc::c_int, signals: &[i32]) -> io::Result<()> {
+    /// Blocks `signals` for the calling thread.
+    pub fn block(signals: &[i32]) -> io::Result<()> {
         let set = signal_set(signals)?;
         // SAFETY: pthread_sigmask takes an initialised set; a null old-set pointer is allowed.
-        match unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) } {
+        match unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } {
             0 => Ok(()),
             errno => Err(io::Error::from_raw_os_error(errno)),
         }
@@ -644,17 +646,6 @@ mod sys {
                 for &signal in &signals {
                     libc::signal(signal, libc::SIG_DFL);
                 }
-                Ok(())
-            });
-        }
-    }
-
-    /// In the child, before exec: SIGTTOU back to its default action (an ignored disposition survives exec).
-    pub fn default_terminal_output_stops_in_child(command: &mut Command) {
-        // SAFETY: runs in the forked child before exec; signal is async-signal-safe and takes plain values.
-        unsafe {
-            command.pre_exec(|| {
-                libc::signal(libc::SIGTTOU, libc::SIG_DFL);
                 Ok(())
             });
         }
