@@ -1025,3 +1025,19 @@ fn as_pid_1_without_its_own_proc_leftovers_are_still_terminated() {
     assert_eq!(status.code(), Some(3), "exit code of the command");
     assert_eq!(owner_of(&case, "k"), None, "the lock was not released");
 }
+
+/// lock-exec ignores SIGTTOU while it runs (its log lines must not stop it under `stty tostop`); the command
+/// starts with SIGTTOU at its default action, as from a shell.
+#[test]
+fn the_command_does_not_inherit_lock_exec_s_ignored_sigttou() {
+    let case = Case::new("sup_sigttou_default");
+    let out = case.run(&["run", "k", "--", "grep", "SigIgn", "/proc/self/status"]);
+    out.expect_code(0);
+    let ignored = out
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|mask| u64::from_str_radix(mask, 16).ok())
+        .unwrap_or_else(|| out.fail("the command's SigIgn line", &"SigIgn:\t<hex>", &out.stdout));
+    out.check("SIGTTOU ignored in the command", 0, ignored & (1 << (libc::SIGTTOU - 1)));
+}
