@@ -36,6 +36,20 @@ fn auth_endpoint() -> String {
     endpoint
 }
 
+/// Switches moto's signature and IAM checks on (a form content type makes moto fail with 500).
+pub fn switch_auth_on(http: &Http, endpoint: &str) {
+    let request = Request {
+        method: "POST",
+        url: &format!("{endpoint}/moto-api/reset-auth"),
+        headers: vec![("content-type".to_owned(), "text/plain".to_owned())],
+        body: b"0",
+        timeout: Duration::from_secs(10),
+        target: "moto reset-auth",
+    };
+    let reset = http.send(&request).unwrap_or_else(|e| panic!("reset-auth: {}", lock_exec::error_chain(&e)));
+    assert_eq!(reset.status, 200, "reset-auth answered {}: {}", reset.status, reset.body);
+}
+
 /// Sends an IAM Query action (`Action=...&Version=2010-05-08&...`), signed for `iam` in us-east-1.
 pub fn iam(http: &Http, endpoint: &str, credentials: &Credentials, params: &[(&str, &str)]) -> Response {
     let mut body = String::from("Version=2010-05-08");
@@ -119,17 +133,8 @@ fn iam_user_with_the_documented_policy_runs_and_bad_keys_are_refused() {
     let access_key_id = xml_tag(&key.body, "AccessKeyId").expect("CreateAccessKey answers an AccessKeyId");
     let secret_access_key = xml_tag(&key.body, "SecretAccessKey").expect("CreateAccessKey answers a SecretAccessKey");
 
-    // 2. Switch signature and IAM checks on (a form content type makes moto fail with 500).
-    let request = Request {
-        method: "POST",
-        url: &format!("{endpoint}/moto-api/reset-auth"),
-        headers: vec![("content-type".to_owned(), "text/plain".to_owned())],
-        body: b"0",
-        timeout: Duration::from_secs(10),
-        target: "moto reset-auth",
-    };
-    let reset = http.send(&request).unwrap_or_else(|e| panic!("reset-auth: {}", lock_exec::error_chain(&e)));
-    assert_eq!(reset.status, 200, "reset-auth answered {}: {}", reset.status, reset.body);
+    // 2. Switch signature and IAM checks on.
+    switch_auth_on(&http, &endpoint);
 
     // 3. The user's key: a full lock cycle.
     let case = Case::with_table_name("auth", &table);

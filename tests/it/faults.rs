@@ -19,11 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use lock_exec::aws::http::{Http, Request};
+use lock_exec::aws::http::Http;
 use lock_exec::lock;
 use serde_json::Value;
 
-use crate::support::{Case, Outcome, Seen, client, endpoint, now_ns, owner, read_http_request};
+use crate::support::{Case, Outcome, Seen, client, endpoint, now_ns, owner, read_http_request, send_on};
 
 /// Which of lock-exec's requests a proxied call is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -382,21 +382,7 @@ fn serve(stream: TcpStream, shared: &Arc<Shared>) {
 
 /// Sends `request` to the emulator; its status, content type, date and body.
 fn forward(shared: &Shared, request: &Seen) -> Answer {
-    let url = format!("{}{}", shared.upstream.trim_end_matches('/'), request.path);
-    let headers = request
-        .headers
-        .iter()
-        .filter(|(n, _)| !["host", "content-length", "connection", "transfer-encoding"].contains(&n.as_str()))
-        .cloned()
-        .collect();
-    let sent = shared.http.send(&Request {
-        method: &request.method,
-        url: &url,
-        headers,
-        body: request.body.as_bytes(),
-        timeout: Duration::from_secs(20),
-        target: "the emulator (fault proxy)",
-    });
+    let sent = send_on(&shared.http, &shared.upstream, request, Duration::from_secs(20), "the emulator (fault proxy)");
     match sent {
         Ok(response) => Answer {
             status: response.status,
@@ -501,6 +487,19 @@ fn expect_bounded(what: &str, run: &Measured, limit: Duration) {
 }
 
 /// `run KEY -- sh -c 'echo ran'`
+/// A proxy that gives each key's fault (from `faults`) to the calls `applies` picks, and passes every other call.
+fn proxy_faulting<'a>(
+    faults: impl IntoIterator<Item = (&'a str, &'a Fault)>,
+    applies: fn(&Call) -> bool,
+) -> FaultProxy {
+    let plan: BTreeMap<String, Fault> =
+        faults.into_iter().map(|(key, fault)| (key.to_owned(), fault.clone())).collect();
+    FaultProxy::start(move |call| match plan.get(&call.key) {
+        Some(fault) if applies(call) => fault.clone(),
+        _ => Fault::Pass,
+    })
+}
+
 fn echo_run(key: &str) -> Vec<&str> {
     vec!["run", key, "--", "sh", "-c", "echo ran"]
 }
@@ -527,11 +526,8 @@ fn transient_faults_of_the_acquire_are_retried_and_the_command_runs_once() {
         ("huge-200-after", Fault::AnswerAfter(Answer::huge(200, 10 * 1024 * 1024))),
         ("huge-500", Fault::Answer(Answer::huge(500, 10 * 1024 * 1024))),
     ];
-    let plan_faults: BTreeMap<String, Fault> = faults.iter().map(|(k, f)| ((*k).to_owned(), f.clone())).collect();
-    let proxy = FaultProxy::start(move |call| match plan_faults.get(&call.key) {
-        Some(fault) if call.op == Op::Acquire && call.nth == 1 => fault.clone(),
-        _ => Fault::Pass,
-    });
+    let proxy =
+        proxy_faulting(faults.iter().map(|(key, fault)| (*key, fault)), |call| call.op == Op::Acquire && call.nth == 1);
     let runs: Vec<(&str, Vec<&str>)> = faults.iter().map(|(key, _)| (*key, echo_run(key))).collect();
     let results = run_all(&case, &proxy, &runs, QUICK);
     for ((key, _), run) in faults.iter().zip(&results) {
@@ -570,8 +566,7 @@ fn definite_rejections_are_not_retried() {
         ),
         ("unknown-400", Fault::Answer(Answer::error(400, "SomethingNewException")), 70, "SomethingNewException"),
     ];
-    let plan_faults: BTreeMap<String, Fault> = faults.iter().map(|(k, f, ..)| ((*k).to_owned(), f.clone())).collect();
-    let proxy = FaultProxy::start(move |call| plan_faults.get(&call.key).cloned().unwrap_or(Fault::Pass));
+    let proxy = proxy_faulting(faults.iter().map(|(key, fault, ..)| (*key, fault)), |_| true);
     let marker = case.marker_script();
     let runs: Vec<(&str, Vec<&str>)> =
         faults.iter().map(|(key, ..)| (*key, vec!["run", key, "--", "sh", "-c", marker.as_str()])).collect();
@@ -605,11 +600,7 @@ fn persistent_faults_exit_69_in_bounded_time_and_leave_the_key_free() {
             vec![Op::Acquire, Op::Acquire, Op::Acquire],
         ),
     ];
-    let plan_faults: BTreeMap<String, Fault> = faults.iter().map(|(k, f, _)| ((*k).to_owned(), f.clone())).collect();
-    let proxy = FaultProxy::start(move |call| match plan_faults.get(&call.key) {
-        Some(fault) if call.op == Op::Acquire => fault.clone(),
-        _ => Fault::Pass,
-    });
+    let proxy = proxy_faulting(faults.iter().map(|(key, fault, _)| (*key, fault)), |call| call.op == Op::Acquire);
     let marker = case.marker_script();
     let runs: Vec<(&str, Vec<&str>)> =
         faults.iter().map(|(key, ..)| (*key, vec!["run", key, "--", "sh", "-c", marker.as_str()])).collect();
@@ -637,11 +628,7 @@ fn an_unreadable_200_acquire_answer_does_not_leave_the_key_locked() {
         ("truncated-200", Fault::TruncateAfter),
         ("no-fence-200", Fault::AnswerAfter(Answer::text(200, "application/x-amz-json-1.0", "{}"))),
     ];
-    let plan_faults: BTreeMap<String, Fault> = faults.iter().map(|(k, f)| ((*k).to_owned(), f.clone())).collect();
-    let proxy = FaultProxy::start(move |call| match plan_faults.get(&call.key) {
-        Some(fault) if call.op == Op::Acquire => fault.clone(),
-        _ => Fault::Pass,
-    });
+    let proxy = proxy_faulting(faults.iter().map(|(key, fault)| (*key, fault)), |call| call.op == Op::Acquire);
     let marker = case.marker_script();
     let runs: Vec<(&str, Vec<&str>)> =
         faults.iter().map(|(key, _)| (*key, vec!["run", key, "--", "sh", "-c", marker.as_str()])).collect();
@@ -667,11 +654,8 @@ fn answers_slower_than_the_client_timeout_are_retried() {
         ("drip", Fault::DripAfter(Duration::from_millis(400))),
         ("delayed", Fault::Delay(Duration::from_secs(6))),
     ];
-    let plan_faults: BTreeMap<String, Fault> = faults.iter().map(|(k, f)| ((*k).to_owned(), f.clone())).collect();
-    let proxy = FaultProxy::start(move |call| match plan_faults.get(&call.key) {
-        Some(fault) if call.op == Op::Acquire && call.nth == 1 => fault.clone(),
-        _ => Fault::Pass,
-    });
+    let proxy =
+        proxy_faulting(faults.iter().map(|(key, fault)| (*key, fault)), |call| call.op == Op::Acquire && call.nth == 1);
     let runs: Vec<(&str, Vec<&str>)> = faults.iter().map(|(key, _)| (*key, echo_run(key))).collect();
     let results = run_all(&case, &proxy, &runs, QUICK);
     for ((key, _), run) in faults.iter().zip(&results) {
@@ -695,11 +679,8 @@ fn a_failed_renewal_is_survived() {
         ("renew-truncated", Fault::TruncateAfter),
         ("renew-html", Fault::Answer(Answer::text(502, "text/html", "<html>Bad Gateway</html>"))),
     ];
-    let plan_faults: BTreeMap<String, Fault> = faults.iter().map(|(k, f)| ((*k).to_owned(), f.clone())).collect();
-    let proxy = FaultProxy::start(move |call| match plan_faults.get(&call.key) {
-        Some(fault) if call.op == Op::Renew && call.nth == 1 => fault.clone(),
-        _ => Fault::Pass,
-    });
+    let proxy =
+        proxy_faulting(faults.iter().map(|(key, fault)| (*key, fault)), |call| call.op == Op::Renew && call.nth == 1);
     // -e 3s: renewals every second; the command outlives four of them.
     let runs: Vec<(&str, Vec<&str>)> = faults
         .iter()

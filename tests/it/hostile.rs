@@ -49,20 +49,21 @@ fn a_huge_command_line_runs_and_is_stored_and_logged_clipped() {
     out.check("log lines say what ran", true, out.messages().contains(&"command succeeded".to_owned()));
 }
 
+/// Runs `command` with its stdout a pipe whose reader is gone before lock-exec writes: its status and stderr.
+fn into_closed_pipe(mut command: Command) -> (std::process::ExitStatus, String) {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn lock-exec");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for lock-exec");
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 #[test]
 fn status_into_a_closed_pipe_keeps_its_exit_code_and_does_not_panic() {
     let case = Case::new("status_closed_pipe");
     case.put_go_item("held", now_ns() + 600_000_000_000);
     for (key, code) in [("never", 0), ("held", 3)] {
-        let mut child = command(&case, &["-t", case.table(), "status", key])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn lock-exec");
-        drop(child.stdout.take()); // the reader is gone before lock-exec writes
-        let out = child.wait_with_output().expect("wait for lock-exec");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(code), "status {key} into a closed pipe; stderr: {stderr}");
+        let (status, stderr) = into_closed_pipe(command(&case, &["-t", case.table(), "status", key]));
+        assert_eq!(status.code(), Some(code), "status {key} into a closed pipe; stderr: {stderr}");
         assert!(!stderr.contains("panicked"), "no panic: {stderr}");
     }
 }
@@ -83,16 +84,10 @@ fn list_into_a_closed_pipe_stops_scanning() {
             ),
         }
     });
-    let mut child = command(&case, &["-t", case.table(), "list"])
-        .env("AWS_ENDPOINT_URL", server.url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lock-exec");
-    drop(child.stdout.take()); // the reader is gone before lock-exec writes
-    let out = child.wait_with_output().expect("wait for lock-exec");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "list into a closed pipe; stderr: {stderr}");
+    let mut list = command(&case, &["-t", case.table(), "list"]);
+    list.env("AWS_ENDPOINT_URL", server.url());
+    let (status, stderr) = into_closed_pipe(list);
+    assert_eq!(status.code(), Some(0), "list into a closed pipe; stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "no panic: {stderr}");
     let scans = server.stop().len();
     assert_eq!(scans, 1, "Scan pages read after the reader was gone");

@@ -6,14 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::Duration;
 
 use lock_exec::Env;
 use lock_exec::aws::credentials::Credentials;
-use lock_exec::aws::http::{Http, Request};
+use lock_exec::aws::http::Http;
 use serde_json::{Value, json};
 
-use crate::auth::iam;
+use crate::auth::{iam, switch_auth_on};
 use crate::support::{
     Case, Outcome, Reply, Server, Table, client, create_table_request, emulator_has_ttl_api, endpoint, forward, now_ns,
     wait_until_active, xml_tag,
@@ -400,16 +399,7 @@ fn doctor_with_iam_checks_on() {
         user(&http, &endpoint, &admin, "ops-operator", &["CreateTable", "DescribeTable", "UpdateTimeToLive", "Scan"]);
 
     // 2. Signature and IAM checks on.
-    let request = Request {
-        method: "POST",
-        url: &format!("{endpoint}/moto-api/reset-auth"),
-        headers: vec![("content-type".to_owned(), "text/plain".to_owned())],
-        body: b"0",
-        timeout: Duration::from_secs(10),
-        target: "moto reset-auth",
-    };
-    let reset = http.send(&request).unwrap_or_else(|e| panic!("reset-auth: {}", lock_exec::error_chain(&e)));
-    assert_eq!(reset.status, 200, "reset-auth answered {}: {}", reset.status, reset.body);
+    switch_auth_on(&http, &endpoint);
 
     // 3. The run policy alone: what doctor cannot look at is skipped, the writes pass.
     let out = case.run_env(&["doctor"], env_for(&runner));

@@ -802,22 +802,7 @@ fn write_reply(mut stream: &std::net::TcpStream, reply: &Reply) -> std::io::Resu
 /// Sends `request` on to `base` (the emulator) with its method, path, headers and body, and returns the answer:
 /// a recording proxy's handler. Signatures stay as they were (the emulator does not check them with auth off).
 pub fn forward(base: &str, request: &Seen) -> Reply {
-    let url = format!("{}{}", base.trim_end_matches('/'), request.path);
-    let headers = request
-        .headers
-        .iter()
-        .filter(|(n, _)| !["host", "content-length", "connection", "transfer-encoding"].contains(&n.as_str()))
-        .cloned()
-        .collect();
-    let sent = Http::new().send(&lock_exec::aws::http::Request {
-        method: &request.method,
-        url: &url,
-        headers,
-        body: request.body.as_bytes(),
-        timeout: Duration::from_secs(10),
-        target: "the emulator (forwarded)",
-    });
-    match sent {
+    match send_on(&Http::new(), base, request, Duration::from_secs(10), "the emulator (forwarded)") {
         Ok(response) => Reply {
             status: response.status,
             headers: response.headers.into_iter().filter(|(n, _)| n == "content-type").collect(),
@@ -825,6 +810,32 @@ pub fn forward(base: &str, request: &Seen) -> Reply {
         },
         Err(e) => Reply::new(502, format!("forwarding failed: {}", lock_exec::error_chain(&e))),
     }
+}
+
+/// Sends `request` on to `base` with `http`: its method, path, body and headers (without those of its own
+/// connection: host, content-length, connection, transfer-encoding).
+pub fn send_on(
+    http: &Http,
+    base: &str,
+    request: &Seen,
+    timeout: Duration,
+    target: &str,
+) -> Result<lock_exec::aws::http::Response, lock_exec::Error> {
+    let url = format!("{}{}", base.trim_end_matches('/'), request.path);
+    let headers = request
+        .headers
+        .iter()
+        .filter(|(n, _)| !["host", "content-length", "connection", "transfer-encoding"].contains(&n.as_str()))
+        .cloned()
+        .collect();
+    http.send(&lock_exec::aws::http::Request {
+        method: &request.method,
+        url: &url,
+        headers,
+        body: request.body.as_bytes(),
+        timeout,
+        target,
+    })
 }
 
 /// The text of the first `<tag>...</tag>` in an XML document.
