@@ -425,14 +425,14 @@ fn acquire_phase(
                 if e.outcome_unknown()
                     && let Some(world) = world
                 {
-                    cleanup_release(world, Duration::from_millis(900));
+                    cleanup_release(world, CLEANUP_BUDGET);
                 }
                 return Err(e);
             }
             Event::Panicked(what) => {
                 // The acquire may or may not have been sent: clear whatever it may have written.
                 if let Some(world) = world {
-                    cleanup_release(world, Duration::from_millis(900));
+                    cleanup_release(world, CLEANUP_BUDGET);
                 }
                 return Err(Error::Internal(format!("the {what} thread panicked before the command started")));
             }
@@ -440,6 +440,9 @@ fn acquire_phase(
         }
     }
 }
+
+/// How long clearing what an abandoned or failed acquire may have written takes at most, answer included.
+const CLEANUP_BUDGET: Duration = Duration::from_millis(900);
 
 /// A stop signal while the acquire may be on its way: abandons it (no further `--limit` slot) and clears whatever it
 /// takes, all within 900 ms, as a cleanup alone took before. Its answer is awaited first (500 ms at most): a
@@ -449,7 +452,7 @@ fn acquire_phase(
 fn abandon_acquire(events: &Receiver<Event>, mut world: Option<&'static World>) {
     let started = Instant::now();
     let answer_by = started + Duration::from_millis(500);
-    let cleanup_by = started + Duration::from_millis(900);
+    let cleanup_by = started + CLEANUP_BUDGET;
     if let Some(world) = world {
         world.abandon();
     }
