@@ -134,10 +134,14 @@ fn chaos_race_never_runs_two_commands_at_once() {
         })
     };
     let intervals_file = case.file("intervals");
+    // The end instant is read again when a forwarded signal killed `date` on its way (lock-exec signals the whole
+    // tree, the trap's `date` included): an empty reading would be a malformed line, not a late end.
     let script = format!(
-        "trap 'echo \"E $CHAOS_ID $(date +%s%N)\" >> {f}; exit 143' TERM INT HUP; \
+        "end() {{ e=; i=0; while [ -z \"$e\" ] && [ $i -lt 20 ]; do e=$(date +%s%N); i=$((i+1)); done; \
+         echo \"E $CHAOS_ID $e\" >> {f}; }}; \
+         trap 'end; exit 143' TERM INT HUP; \
          echo \"S $CHAOS_ID $$ $LOCK_EXEC_FENCE $(date +%s%N)\" >> {f}; \
-         sleep $CHAOS_SLEEP & wait $!; echo \"E $CHAOS_ID $(date +%s%N)\" >> {f}",
+         sleep $CHAOS_SLEEP & wait $!; end",
         f = intervals_file
     );
     let started = Instant::now();
