@@ -11,12 +11,17 @@
 //! - The command is reaped under the same lock that signals its process group, so `kill(-pgid)` can never
 //!   reach a group whose id was recycled.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+#[cfg(not(target_os = "linux"))]
+use std::os::unix::process::CommandExt;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+
+#[cfg(target_os = "linux")]
+mod launch;
 
 /// How to start the command.
 #[derive(Debug, Clone, Default)]
@@ -74,6 +79,32 @@ pub fn is_pid1() -> bool {
 pub fn spawn(argv: &[OsString], options: &Spawn<'_>) -> io::Result<Tree> {
     let (program, args) =
         argv.split_first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+    // Dispositions first, then the mask: a signal pending in the child meanwhile then takes its default action.
+    // SIGTTOU too: lock-exec ignores it during a run (see `ignore_terminal_output_stops`); and SIGPIPE, which
+    // Rust's runtime ignores (std::process sets it back the same way).
+    let mut defaults = options.default_actions.to_vec();
+    defaults.extend([libc::SIGTTOU, libc::SIGPIPE]);
+    // From an interactive terminal, the command's new process group becomes the terminal's foreground group,
+    // or reading stdin stops it with SIGTTIN (a shell does the same for each job).
+    let terminal_owner = if options.give_terminal { sys::foreground_terminal_group() } else { None };
+    let leader = start(program, args, options, &defaults, terminal_owner.is_some())?;
+    if terminal_owner.is_some() {
+        sys::give_terminal(leader);
+        // In case the command read the terminal before it was its own: wake it.
+        sys::kill(-(leader as i64), libc::SIGCONT);
+    }
+    Ok(Tree { leader, reaped: Mutex::new(false), terminal_owner })
+}
+
+/// Linux: see [`launch`].
+#[cfg(target_os = "linux")]
+fn start(program: &OsStr, args: &[OsString], options: &Spawn<'_>, defaults: &[i32], terminal: bool) -> io::Result<u32> {
+    launch::start(program, args, launch::environment(options.remove, options.vars), defaults, terminal)
+}
+
+/// Elsewhere: `std::process` (no parent-death signal).
+#[cfg(not(target_os = "linux"))]
+fn start(program: &OsStr, args: &[OsString], options: &Spawn<'_>, defaults: &[i32], terminal: bool) -> io::Result<u32> {
     let mut command = Command::new(program);
     command.args(args).process_group(0);
     for name in options.remove {
@@ -82,29 +113,13 @@ pub fn spawn(argv: &[OsString], options: &Spawn<'_>) -> io::Result<Tree> {
     for (name, value) in options.vars {
         command.env(name, value);
     }
-    sys::kill_with_parent(&mut command);
-    // Dispositions first, then the mask: a signal pending in the child meanwhile then takes its default action.
-    // SIGTTOU too: lock-exec ignores it during a run (see `ignore_terminal_output_stops`).
-    let mut defaults = options.default_actions.to_vec();
-    defaults.push(libc::SIGTTOU);
-    sys::default_actions_in_child(&mut command, defaults);
+    sys::default_actions_in_child(&mut command, defaults.to_vec());
     sys::empty_signal_mask_in_child(&mut command);
-    // From an interactive terminal, the command's new process group becomes the terminal's foreground group,
-    // or reading stdin stops it with SIGTTIN (a shell does the same for each job).
-    let terminal_owner = if options.give_terminal { sys::foreground_terminal_group() } else { None };
-    if terminal_owner.is_some() {
+    if terminal {
         sys::take_terminal_in_child(&mut command);
     }
-    let child = command.spawn()?;
-    let leader = child.id();
     // The std handle is dropped without waiting: the main thread reaps the command with waitid (Tree::wait).
-    drop(child);
-    if terminal_owner.is_some() {
-        sys::give_terminal(leader);
-        // In case the command read the terminal before it was its own: wake it.
-        sys::kill(-(leader as i64), libc::SIGCONT);
-    }
-    Ok(Tree { leader, reaped: Mutex::new(false), terminal_owner })
+    Ok(command.spawn()?.id())
 }
 
 impl Tree {
@@ -467,31 +482,6 @@ mod sys {
         Ok(())
     }
 
-    /// Linux: `PR_SET_PDEATHSIG(SIGKILL)` in the child, so it cannot outlive a SIGKILLed lock-exec.
-    #[cfg(target_os = "linux")]
-    pub fn kill_with_parent(command: &mut Command) {
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe
-        // functions (prctl, getppid); it allocates nothing.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died between fork and prctl: then nobody will signal us. (An OS error
-                // code, not a message: nothing may allocate between fork and exec.)
-                if libc::getppid() != parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
-    }
-
-    /// Other systems have no parent-death signal.
-    #[cfg(not(target_os = "linux"))]
-    pub fn kill_with_parent(_command: &mut Command) {}
-
     /// Our process group.
     pub fn own_group() -> u32 {
         // SAFETY: getpgrp takes nothing and only reads process state.
@@ -638,6 +628,7 @@ mod sys {
     }
 
     /// In the child, before exec: `signals` back to their default action (an ignored disposition survives exec).
+    #[cfg(not(target_os = "linux"))]
     pub fn default_actions_in_child(command: &mut Command, signals: Vec<i32>) {
         // SAFETY: runs in the forked child before exec; signal is async-signal-safe and takes plain values; the
         // closure only reads the vector it owns (no allocation).
