@@ -13,14 +13,17 @@
 //!   `execvpe`, which searches `PATH` on the stack as `execvp` does for `std::process`;
 //! - every signal is blocked around the clone, so no handler of lock-exec's can run in it; it empties its mask
 //!   only right before the exec;
-//! - a step that fails sends its errno through a close-on-exec pipe, as `std::process` does: the pipe also
-//!   works where the clone is turned into a plain fork (qemu-user does that), where shared memory would not.
+//! - it reports through the memory it shares with the suspended parent: the errno of a step that failed, or
+//!   that it reached the exec. Where the clone is turned into a plain fork (qemu-user does that), the parent
+//!   sees neither and reads the errno from a close-on-exec pipe instead, as `std::process` does (waiting for the
+//!   pipe to close at the exec costs a wake-up, which the shared memory saves).
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString, c_char, c_int, c_void};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The child's stack, beyond what `execvpe` may put on it: glibc's copies argv there to run a script without
 /// a `#!` line through `/bin/sh`.
@@ -42,6 +45,10 @@ struct Plan {
     take_terminal: bool,
     /// The write end of the error pipe (close-on-exec).
     report: c_int,
+    /// Set by the child right before its exec (seen by the parent only when the memory is shared).
+    reached: AtomicI32,
+    /// The errno of a step that failed in the child (likewise).
+    error: AtomicI32,
 }
 
 /// The environment of the command: lock-exec's, without `remove`, with `vars` set (sorted by name, as
@@ -97,6 +104,8 @@ pub fn start(
         parent: std::process::id() as libc::pid_t,
         take_terminal,
         report: -1,
+        reached: AtomicI32::new(0),
+        error: AtomicI32::new(0),
     };
     let mut stack = vec![0u8; STACK + 8 * (argc + 3)];
     clone_and_exec(plan, &mut stack)
@@ -137,7 +146,16 @@ fn clone_and_exec(mut plan: Plan, stack: &mut [u8]) -> io::Result<u32> {
         pid
     };
     drop(writer);
-    // The child's copy of the write end closes at its exec (nothing to read) or after its errno.
+    // Shared memory (the clone was honoured): the child has exec'd or failed by now.
+    match (plan.error.load(Ordering::SeqCst), plan.reached.load(Ordering::SeqCst)) {
+        (0, 0) => {}
+        (0, _) => return Ok(pid as u32),
+        (errno, _) => {
+            reap(pid);
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+    }
+    // A plain fork: the child's copy of the write end closes at its exec (nothing to read) or after its errno.
     let mut reader = std::fs::File::from(reader);
     let mut report = [0u8; 4];
     let mut got = 0;
@@ -184,7 +202,9 @@ extern "C" fn child(plan: *mut c_void) -> c_int {
     let plan = unsafe { &*(plan as *const Plan) };
     // SAFETY: prepare_and_exec makes only raw system calls and execvpe on what the parent prepared.
     let errno = unsafe { prepare_and_exec(plan) };
-    let report = if errno == 0 { libc::EINVAL } else { errno }.to_ne_bytes();
+    let errno = if errno == 0 { libc::EINVAL } else { errno };
+    plan.error.store(errno, Ordering::SeqCst);
+    let report = errno.to_ne_bytes();
     // SAFETY: a raw write of our local to the pipe's write end, then _exit, which runs nothing of the parent's.
     unsafe {
         libc::syscall(libc::SYS_write, libc::c_long::from(plan.report), report.as_ptr(), report.len());
@@ -240,6 +260,7 @@ unsafe fn prepare_and_exec(plan: &Plan) -> c_int {
         if libc::syscall(libc::SYS_rt_sigprocmask, how, &empty as *const u64, std::ptr::null::<u64>(), size) != 0 {
             return errno();
         }
+        plan.reached.store(1, Ordering::SeqCst);
         libc::execvpe(plan.program.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
         errno()
     }
