@@ -107,7 +107,12 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
     // once the acquire has answered (releasing a lock it took). Without it the run cannot go on: a held key is
     // not waited for (--wait), and ends the run with that failure rather than as `key is locked`.
     let (start_tx, start_rx) = mpsc::channel::<Start>();
-    let supervisor = worker::spawn_thread("supervisor", "supervision", move || supervise::supervisor_thread(start_rx));
+    // Its outcome comes back through a channel, sent as its last act: the release need not wait for the thread
+    // to wind down. (A thread that died without sending reads as no outcome: the lock counts as lost.)
+    let (outcome_tx, outcome_rx) = mpsc::channel::<Option<Outcome>>();
+    let supervisor = worker::spawn_thread("supervisor", "supervision", move || {
+        let _ = outcome_tx.send(supervise::supervisor_thread(start_rx));
+    });
     let (world, sent, acquired) = match acquire_phase(&events, job_control, args, supervisor.is_ok(), log, &worker_tx)?
     {
         Acquiring::Acquired { world, sent, lease } => (world, sent, lease),
@@ -208,7 +213,8 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
             break;
         }
     }
-    let outcome = supervisor.join().ok().flatten();
+    let outcome = outcome_rx.recv().ok().flatten();
+    drop(supervisor);
     let exit = match &outcome {
         Some(Outcome { lost: Some(_), .. }) | None => Exit::LockLost,
         Some(Outcome { status: None, .. }) => Exit::LockLost,
