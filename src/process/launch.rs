@@ -107,12 +107,13 @@ pub fn start(
         reached: AtomicI32::new(0),
         error: AtomicI32::new(0),
     };
-    let mut stack = vec![0u8; STACK + 8 * (argc + 3)];
+    // Reserved, not zeroed: only the pages the child touches become resident.
+    let mut stack: Vec<u8> = Vec::with_capacity(STACK + 8 * (argc + 3));
     clone_and_exec(plan, &mut stack)
 }
 
 #[allow(unsafe_code)]
-fn clone_and_exec(mut plan: Plan, stack: &mut [u8]) -> io::Result<u32> {
+fn clone_and_exec(mut plan: Plan, stack: &mut Vec<u8>) -> io::Result<u32> {
     let mut pipe = [-1 as c_int; 2];
     // SAFETY: pipe2 writes two descriptors into the array we own.
     if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -122,7 +123,7 @@ fn clone_and_exec(mut plan: Plan, stack: &mut [u8]) -> io::Result<u32> {
     let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
     plan.report = writer.as_raw_fd();
     // The stack grows down from its (16-byte aligned) end.
-    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    let top = (stack.as_mut_ptr() as usize + stack.capacity()) & !15;
     // SAFETY: `all` and `previous` are sets we own, initialised by sigfillset and by pthread_sigmask. The clone
     // runs `child` on `stack` with a pointer to `plan`; both outlive the call (CLONE_VFORK suspends this thread
     // until the child execs or exits; where the clone is a plain fork the child has copies) and the child only

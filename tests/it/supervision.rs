@@ -1026,10 +1026,11 @@ fn as_pid_1_without_its_own_proc_leftovers_are_still_terminated() {
     assert_eq!(owner_of(&case, "k"), None, "the lock was not released");
 }
 
-/// lock-exec ignores SIGTTOU while it runs (its log lines must not stop it under `stty tostop`); the command
-/// starts with SIGTTOU at its default action, as from a shell.
+/// lock-exec ignores SIGTTOU while it runs (its log lines must not stop it under `stty tostop`), and Rust's
+/// runtime ignores SIGPIPE; the command starts with both at their default action, as from a shell (an ignored
+/// disposition survives the exec: `yes | head -1` would spin writing into a closed pipe).
 #[test]
-fn the_command_does_not_inherit_lock_exec_s_ignored_sigttou() {
+fn the_command_does_not_inherit_lock_exec_s_ignored_sigttou_or_sigpipe() {
     let case = Case::new("sup_sigttou_default");
     let out = case.run(&["run", "k", "--", "grep", "SigIgn", "/proc/self/status"]);
     out.expect_code(0);
@@ -1040,4 +1041,5 @@ fn the_command_does_not_inherit_lock_exec_s_ignored_sigttou() {
         .and_then(|mask| u64::from_str_radix(mask, 16).ok())
         .unwrap_or_else(|| out.fail("the command's SigIgn line", &"SigIgn:\t<hex>", &out.stdout));
     out.check("SIGTTOU ignored in the command", 0, ignored & (1 << (libc::SIGTTOU - 1)));
+    out.check("SIGPIPE ignored in the command", 0, ignored & (1 << (libc::SIGPIPE - 1)));
 }
