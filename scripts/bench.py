@@ -432,10 +432,16 @@ class Bench:
         self.wire = [(c["headers"]["x-amz-target"].removeprefix(TARGET_PREFIX), c["body"]) for c in captured]
         return captured
 
+    def warm(self):
+        """One untimed DescribeTable on the bench's own connection just before a timed run, whatever the variant:
+        every variant then meets a server that has just answered (as a production endpoint always has), not one
+        whose caches the aws cli's 1.5 s of Python have just emptied; it also keeps the floor's connection open."""
+        self.db.call("DescribeTable", {"TableName": TABLE})
+
     def floor_requests(self):
         """Seconds for lock-exec's two requests back to back on an open keep-alive connection (signed before)."""
         signed = [(body, sign(self.db.host, target, body)) for target, body in self.wire]
-        self.db.call("DescribeTable", {"TableName": TABLE})  # untimed: the connection is open and warm
+        self.warm()
         start = time.perf_counter()
         statuses = []
         for body, headers in signed:
@@ -497,6 +503,7 @@ class Bench:
 
         def lock_exec(build):
             def run():
+                self.warm()
                 wall, code, usage = timed(self.lock_exec_argv(build, f"bench-{build}"), direct)
                 check(code == 0, f"lock-exec ({build}) run -- true exited {code}")
                 return wall, usage
@@ -509,12 +516,14 @@ class Bench:
             return requests + spawns, None
 
         def curl():
+            self.warm()
             wall, code, usage = timed(self.curl_argv(self.endpoint), direct, self.curl_out)
             statuses = self.curl_statuses()
             check(code == 0 and statuses == ["200", "200"], f"curl exited {code}, HTTP {statuses}")
             return wall, usage
 
         def aws():
+            self.warm()
             wall, code, usage = timed(self.aws_argv(), direct)
             check(code == 0, f"the aws cli script exited {code}")
             return wall, usage
@@ -926,7 +935,9 @@ def main():
         "a child of Python would inherit Python's own peak at exec.",
         "- The wire floor replays the two request bodies lock-exec sent in a run captured through the proxy, signed "
         "(SigV4) before the clock starts, on an http.client connection opened earlier; curl sends the same two "
-        "bodies. The aws cli script is `AWS_SCRIPT` in `scripts/bench.py`.",
+        "bodies. The aws cli script is `AWS_SCRIPT` in `scripts/bench.py`. Every timed run of every variant comes "
+        "right after one untimed `DescribeTable` on the script's connection, so each meets a server that has just "
+        "answered.",
         "- Idle: on-CPU time of every lock-exec thread from `/proc/PID/task/*/schedstat`, read "
         f"{IDLE_FIRST_READ:.0f} s and {IDLE_LAST_READ:.0f} s after the start ({idle_window:.1f} s of holding), "
         "scaled to a minute. The floor (`IDLE_FLOOR_C` in `scripts/bench.py`, built with `cc -O2`) runs at the "
