@@ -10,7 +10,8 @@
 //! - everything it reads (argv, envp, the signal list) is prepared by the parent before the clone, and it
 //!   writes only its own stack;
 //! - it makes raw system calls only (no allocation, no lock, nothing of libc's that keeps state), except
-//!   `execvpe`, which searches `PATH` on the stack as `execvp` does for `std::process`;
+//!   `execvpe` on each path the parent listed (see [`candidates`]), which adds glibc's `/bin/sh` fallback for a
+//!   script without `#!` on the stack, as `execvp` does for `std::process`;
 //! - every signal is blocked around the clone, so no handler of lock-exec's can run in it; it empties its mask
 //!   only right before the exec;
 //! - it reports through the memory it shares with the suspended parent: the errno of a step that failed, or
@@ -31,7 +32,8 @@ const STACK: usize = 64 * 1024;
 
 /// What the child does, prepared by the parent.
 struct Plan {
-    program: CString,
+    /// Where to look for the program, in order (see [`candidates`]).
+    candidates: Vec<CString>,
     /// Null-terminated pointers into `_owned`.
     argv: Vec<*const c_char>,
     /// Null-terminated pointers into `_owned`.
@@ -64,6 +66,33 @@ pub fn environment(remove: &[&str], vars: &[(&str, String)]) -> BTreeMap<OsStrin
     env
 }
 
+/// The paths `execvp` would try for `program`, searched in `path` (the command's own `PATH`; libc's default
+/// when it has none): `program` itself when it holds a `/`; none when it is empty. Each holds a `/` (`./NAME`
+/// for an empty entry, the current directory), so `execvpe` runs it without searching again. lock-exec's own
+/// `PATH` is not used: `execvpe` would read it with `getenv`, which takes the first of duplicate entries where
+/// the command gets the last.
+fn candidates(program: &[u8], path: Option<&[u8]>) -> io::Result<Vec<CString>> {
+    if program.contains(&b'/') {
+        return Ok(vec![c_string(program.to_vec())?]);
+    }
+    if program.is_empty() {
+        return Ok(Vec::new());
+    }
+    let default: &[u8] = if cfg!(target_env = "musl") { b"/usr/local/bin:/bin:/usr/bin" } else { b"/bin:/usr/bin" };
+    path.unwrap_or(default)
+        .split(|&byte| byte == b':')
+        .map(|dir| {
+            let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+            let mut full = dir.to_vec();
+            if !full.ends_with(b"/") {
+                full.push(b'/');
+            }
+            full.extend_from_slice(program);
+            c_string(full)
+        })
+        .collect()
+}
+
 fn c_string(bytes: Vec<u8>) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte found in provided data"))
 }
@@ -79,8 +108,8 @@ pub fn start(
     defaults: &[i32],
     take_terminal: bool,
 ) -> io::Result<u32> {
-    let program = c_string(program.as_bytes().to_vec())?;
-    let mut owned = vec![program.clone()];
+    let candidates = candidates(program.as_bytes(), env.get(OsStr::new("PATH")).map(|path| path.as_bytes()))?;
+    let mut owned = vec![c_string(program.as_bytes().to_vec())?];
     for arg in args {
         owned.push(c_string(arg.as_bytes().to_vec())?);
     }
@@ -96,7 +125,7 @@ pub fn start(
     let mut envp: Vec<*const c_char> = owned[argc..].iter().map(|s| s.as_ptr()).collect();
     envp.push(std::ptr::null());
     let plan = Plan {
-        program,
+        candidates,
         argv,
         envp,
         _owned: owned,
@@ -262,7 +291,52 @@ unsafe fn prepare_and_exec(plan: &Plan) -> c_int {
             return errno();
         }
         plan.reached.store(1, Ordering::SeqCst);
-        libc::execvpe(plan.program.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
-        errno()
+        // As execvp: a path that is not there or not executable sends the search on; any other error ends it.
+        let mut denied = false;
+        for candidate in &plan.candidates {
+            libc::execvpe(candidate.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
+            match errno() {
+                libc::EACCES => denied = true,
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+                other => return other,
+            }
+        }
+        if denied { libc::EACCES } else { libc::ENOENT }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(program: &str, path: Option<&str>) -> Vec<String> {
+        candidates(program.as_bytes(), path.map(str::as_bytes))
+            .expect("no nul byte")
+            .into_iter()
+            .map(|c| c.into_string().expect("utf-8"))
+            .collect()
+    }
+
+    #[test]
+    fn the_program_is_looked_for_in_each_entry_of_the_path_in_order() {
+        assert_eq!(paths("prog", Some("/a:/b/:")), ["/a/prog", "/b/prog", "./prog"]);
+        assert_eq!(paths("prog", Some("")), ["./prog"]);
+    }
+
+    #[test]
+    fn a_program_with_a_slash_is_run_as_given_and_an_empty_one_is_not_found() {
+        assert_eq!(paths("./bin/prog", Some("/a")), ["./bin/prog"]);
+        assert_eq!(paths("/usr/bin/env", None), ["/usr/bin/env"]);
+        assert!(paths("", Some("/a")).is_empty());
+    }
+
+    #[test]
+    fn without_a_path_libc_s_default_is_searched() {
+        let expected: &[&str] = if cfg!(target_env = "musl") {
+            &["/usr/local/bin/p", "/bin/p", "/usr/bin/p"]
+        } else {
+            &["/bin/p", "/usr/bin/p"]
+        };
+        assert_eq!(paths("p", None), expected);
     }
 }

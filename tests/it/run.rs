@@ -149,6 +149,29 @@ fn child_exit_codes_pass_through() {
     expect_released(&case, &out);
 }
 
+/// The program is searched in the PATH the command gets, as `std::process::Command` searched it: with `PATH`
+/// twice in lock-exec's environment the command gets the last one (as `std::env` reads it), so the program
+/// must come from that one too, not from the first (`getenv`'s, which `execvpe` reads).
+#[test]
+fn the_program_is_searched_in_the_path_the_command_gets() {
+    let case = Case::new("program_searched_in_command_path");
+    let base = case.env()["PATH"].clone();
+    for dir in ["first", "last"] {
+        std::fs::create_dir_all(case.path(dir)).expect("create the PATH folder");
+        let prog = case.path(&format!("{dir}/which-path"));
+        std::fs::write(&prog, format!("#!/bin/sh\necho {dir} \"$PATH\"\n")).expect("write the program");
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let mut entries: Vec<String> =
+        case.env().into_iter().filter(|(name, _)| *name != "PATH").map(|(n, v)| format!("{n}={v}")).collect();
+    entries.push(format!("PATH={}:{base}", case.file("first")));
+    entries.push(format!("PATH={}:{base}", case.file("last")));
+    let out = case.spawn_with_environ(&["-t", case.table(), "run", "k", "--", "which-path"], &entries).wait(WAIT);
+    out.expect_code(0);
+    let expected = format!("last {}:{base}\n", case.file("last"));
+    out.check("the program found and the PATH it got", expected, out.stdout.clone());
+}
+
 #[test]
 fn missing_program_exits_127_and_releases() {
     let case = Case::new("missing_program_exits_127");

@@ -284,6 +284,49 @@ impl Case {
         Running { child: Some(child), args: args.iter().map(|a| (*a).to_owned()).collect(), stdout, stderr }
     }
 
+    /// Starts `lock-exec ARGS...` with exactly the environment entries `entries` (`NAME=value`, in this order,
+    /// duplicates kept: an environment `Command` cannot build), stdout and stderr as [`Case::spawn_raw`].
+    pub fn spawn_with_environ(&self, args: &[&str], entries: &[String]) -> Running {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::process::CommandExt;
+        let program = Path::new(env!("CARGO_BIN_EXE_lock-exec"));
+        let n = self.spawned.fetch_add(1, Ordering::Relaxed);
+        let stdout = self.path(&format!("lock-exec-{n}.stdout"));
+        let stderr = self.path(&format!("lock-exec-{n}.stderr"));
+        // Everything the forked child reads is built here: it only calls execve (no allocation after fork).
+        let owned: Vec<CString> = std::iter::once(CString::new(program.as_os_str().as_bytes()).expect("no nul"))
+            .chain(args.iter().map(|a| CString::new(*a).expect("no nul")))
+            .chain(entries.iter().map(|e| CString::new(e.as_str()).expect("no nul")))
+            .collect();
+        let argc = 1 + args.len();
+        let mut argv: Vec<usize> = owned[..argc].iter().map(|s| s.as_ptr() as usize).collect();
+        argv.push(0);
+        let mut envp: Vec<usize> = owned[argc..].iter().map(|s| s.as_ptr() as usize).collect();
+        envp.push(0);
+        let mut command = Command::new(program);
+        // SAFETY: runs in the forked child: execve on pointers into `owned`, which the closure keeps alive.
+        unsafe {
+            command.pre_exec(move || {
+                let _keep = &owned;
+                libc::execve(
+                    argv[0] as *const libc::c_char,
+                    argv.as_ptr() as *const *const libc::c_char,
+                    envp.as_ptr() as *const *const libc::c_char,
+                );
+                Err(std::io::Error::last_os_error())
+            });
+        }
+        let child = command
+            .current_dir(&self.dir.path)
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).expect("create the stdout file"))
+            .stderr(File::create(&stderr).expect("create the stderr file"))
+            .spawn()
+            .expect("spawn the lock-exec binary");
+        Running { child: Some(child), args: args.iter().map(|a| (*a).to_owned()).collect(), stdout, stderr }
+    }
+
     /// The lock item, read consistently through the library.
     pub fn item(&self, key: &str) -> Option<Item> {
         lock::get(&client(), self.table(), key)
