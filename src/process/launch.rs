@@ -66,11 +66,13 @@ pub fn environment(remove: &[&str], vars: &[(&str, String)]) -> BTreeMap<OsStrin
     env
 }
 
-/// The paths `execvp` would try for `program`, searched in `path` (the command's own `PATH`; libc's default
-/// when it has none): `program` itself when it holds a `/`; none when it is empty. Each holds a `/` (`./NAME`
-/// for an empty entry, the current directory), so `execvpe` runs it without searching again. lock-exec's own
-/// `PATH` is not used: `execvpe` would read it with `getenv`, which takes the first of duplicate entries where
-/// the command gets the last.
+/// The paths musl's `execvp` tries for `program`, searched in `path` (the command's own `PATH`; libc's default
+/// when it has none): `program` itself when it holds a `/`; none when it is empty; ENAMETOOLONG for a name longer
+/// than NAME_MAX, before any search; otherwise `ENTRY/NAME` for each entry shorter than PATH_MAX (a longer one is
+/// skipped), and `./NAME` for an empty entry (the current directory; libc passes plain `NAME`, so a script found
+/// there sees `./NAME` as its `$0`). Each holds a `/`, so `execvpe` runs it without searching again. lock-exec's
+/// own `PATH` is not used: `execvpe` would read it with `getenv`, which takes the first of duplicate entries
+/// where the command gets the last.
 fn candidates(program: &[u8], path: Option<&[u8]>) -> io::Result<Vec<CString>> {
     if program.contains(&b'/') {
         return Ok(vec![c_string(program.to_vec())?]);
@@ -78,20 +80,24 @@ fn candidates(program: &[u8], path: Option<&[u8]>) -> io::Result<Vec<CString>> {
     if program.is_empty() {
         return Ok(Vec::new());
     }
+    if program.len() > NAME_MAX {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
     let default: &[u8] = if cfg!(target_env = "musl") { b"/usr/local/bin:/bin:/usr/bin" } else { b"/bin:/usr/bin" };
     path.unwrap_or(default)
         .split(|&byte| byte == b':')
+        .filter(|dir| dir.len() < libc::PATH_MAX as usize)
         .map(|dir| {
-            let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
-            let mut full = dir.to_vec();
-            if !full.ends_with(b"/") {
-                full.push(b'/');
-            }
+            let mut full = if dir.is_empty() { b".".to_vec() } else { dir.to_vec() };
+            full.push(b'/');
             full.extend_from_slice(program);
             c_string(full)
         })
         .collect()
 }
+
+/// The longest file name (bytes).
+const NAME_MAX: usize = 255;
 
 fn c_string(bytes: Vec<u8>) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte found in provided data"))
@@ -291,13 +297,14 @@ unsafe fn prepare_and_exec(plan: &Plan) -> c_int {
             return errno();
         }
         plan.reached.store(1, Ordering::SeqCst);
-        // As execvp: a path that is not there or not executable sends the search on; any other error ends it.
+        // As musl's execvp: a path that is not there or not executable sends the search on; any other error ends
+        // it.
         let mut denied = false;
         for candidate in &plan.candidates {
             libc::execvpe(candidate.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
             match errno() {
                 libc::EACCES => denied = true,
-                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+                libc::ENOENT | libc::ENOTDIR => {}
                 other => return other,
             }
         }
@@ -319,7 +326,7 @@ mod tests {
 
     #[test]
     fn the_program_is_looked_for_in_each_entry_of_the_path_in_order() {
-        assert_eq!(paths("prog", Some("/a:/b/:")), ["/a/prog", "/b/prog", "./prog"]);
+        assert_eq!(paths("prog", Some("/a:/b/:")), ["/a/prog", "/b//prog", "./prog"]);
         assert_eq!(paths("prog", Some("")), ["./prog"]);
     }
 
@@ -328,6 +335,20 @@ mod tests {
         assert_eq!(paths("./bin/prog", Some("/a")), ["./bin/prog"]);
         assert_eq!(paths("/usr/bin/env", None), ["/usr/bin/env"]);
         assert!(paths("", Some("/a")).is_empty());
+    }
+
+    #[test]
+    fn an_entry_longer_than_path_max_is_skipped() {
+        let path = format!("{}:/b", "/x".repeat(2100));
+        assert_eq!(paths("p", Some(&path)), ["/b/p"]);
+    }
+
+    /// As musl's `execvp` (exit 126 rather than a search that reports `command not found`).
+    #[test]
+    fn a_name_longer_than_name_max_is_too_long_before_any_search() {
+        let error = candidates(&[b'p'; 256], Some(b"/nonexistent")).expect_err("too long");
+        assert_eq!(error.raw_os_error(), Some(libc::ENAMETOOLONG));
+        assert_eq!(paths(&"p".repeat(255), Some("/a")).len(), 1);
     }
 
     #[test]

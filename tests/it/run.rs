@@ -172,6 +172,26 @@ fn the_program_is_searched_in_the_path_the_command_gets() {
     out.check("the program found and the PATH it got", expected, out.stdout.clone());
 }
 
+/// A PATH entry longer than PATH_MAX is skipped, as musl's and glibc's `execvp` skipped it under
+/// `std::process`: the program in a later entry runs. (The new search tried `ENTRY/which-path` and stopped at
+/// its ENAMETOOLONG: exit 126, "File name too long".)
+#[test]
+fn a_path_entry_longer_than_path_max_is_skipped() {
+    let case = Case::new("path_entry_longer_than_path_max");
+    std::fs::create_dir_all(case.path("bin")).expect("create the PATH folder");
+    let prog = case.path("bin/which-path");
+    std::fs::write(&prog, "#!/bin/sh\necho found\n").expect("write the program");
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let long = "/x".repeat(2100);
+    let out = case.run_with(&["-t", case.table(), "run", "k", "--", "which-path"], |env| {
+        let base = env["PATH"].clone();
+        env.insert("PATH", format!("{long}:{}:{base}", case.file("bin")));
+    });
+    out.expect_code(0);
+    out.check("the program's output", "found\n".to_owned(), out.stdout.clone());
+    expect_released(&case, &out);
+}
+
 #[test]
 fn missing_program_exits_127_and_releases() {
     let case = Case::new("missing_program_exits_127");
