@@ -268,13 +268,18 @@ impl Case {
     /// Starts `PROGRAM ARGS...` (lock-exec, or a wrapper such as `chroot DIR /lock-exec`) as
     /// [`Case::spawn_raw`] does.
     pub fn spawn_program(&self, program: &Path, args: &[&str], env: BTreeMap<&'static str, String>) -> Running {
+        let mut command = Command::new(program);
+        command.args(args).env_clear().envs(&env);
+        self.start(command, args)
+    }
+
+    /// Starts `command` (lock-exec with `args`) in the temp folder, stdin empty, stdout and stderr going to files
+    /// there.
+    fn start(&self, mut command: Command, args: &[&str]) -> Running {
         let n = self.spawned.fetch_add(1, Ordering::Relaxed);
         let stdout = self.path(&format!("lock-exec-{n}.stdout"));
         let stderr = self.path(&format!("lock-exec-{n}.stderr"));
-        let child = Command::new(program)
-            .args(args)
-            .env_clear()
-            .envs(&env)
+        let child = command
             .current_dir(&self.dir.path)
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).expect("create the stdout file"))
@@ -291,9 +296,6 @@ impl Case {
         use std::os::unix::ffi::OsStrExt;
         use std::os::unix::process::CommandExt;
         let program = Path::new(env!("CARGO_BIN_EXE_lock-exec"));
-        let n = self.spawned.fetch_add(1, Ordering::Relaxed);
-        let stdout = self.path(&format!("lock-exec-{n}.stdout"));
-        let stderr = self.path(&format!("lock-exec-{n}.stderr"));
         // Everything the forked child reads is built here: it only calls execve (no allocation after fork).
         let owned: Vec<CString> = std::iter::once(CString::new(program.as_os_str().as_bytes()).expect("no nul"))
             .chain(args.iter().map(|a| CString::new(*a).expect("no nul")))
@@ -317,14 +319,7 @@ impl Case {
                 Err(std::io::Error::last_os_error())
             });
         }
-        let child = command
-            .current_dir(&self.dir.path)
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout).expect("create the stdout file"))
-            .stderr(File::create(&stderr).expect("create the stderr file"))
-            .spawn()
-            .expect("spawn the lock-exec binary");
-        Running { child: Some(child), args: args.iter().map(|a| (*a).to_owned()).collect(), stdout, stderr }
+        self.start(command, args)
     }
 
     /// The lock item, read consistently through the library.
