@@ -175,11 +175,13 @@ pub enum Escape {
 }
 
 /// `text` with every control character (C0, DEL, C1) written as an escape, so that no text from a server or a
-/// lock item can drive the terminal.
+/// lock item can drive the terminal, and every bidirectional formatting character as `\uHHHH`, so that none can
+/// make a line display in another order than it reads.
 pub fn escape_controls(text: &str, style: Escape) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match (c, style) {
+            (c, _) if is_bidi_control(c) => out.push_str(&format!("\\u{:04x}", u32::from(c))),
             (c, _) if !c.is_control() => out.push(c),
             ('\n', Escape::Text) => out.push_str("\\n"),
             ('\r', Escape::Text) => out.push_str("\\r"),
@@ -189,6 +191,13 @@ pub fn escape_controls(text: &str, style: Escape) -> String {
         }
     }
     out
+}
+
+/// Unicode's bidirectional formatting characters (the Arabic letter mark, the LRM/RLM marks, the embeddings and
+/// overrides, the isolates): invisible, they reorder how a terminal or a viewer shows what follows them on the line
+/// ("Trojan Source"), so a key, a command line or a holder's host name could disguise itself.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The most bytes of display text (a command line, a host name) lock-exec stores in an item or puts in a log
@@ -292,6 +301,23 @@ mod tests {
         let value: Value = serde_json::from_str(&line).expect("still JSON");
         assert_eq!(value["msg"], nasty);
         assert_eq!(value["error"], nasty);
+    }
+
+    /// "Trojan Source": a key, a command line or a holder's host name with RIGHT-TO-LEFT OVERRIDE and friends
+    /// would display in another order than it reads.
+    #[test]
+    fn bidirectional_formatting_characters_are_escaped() {
+        let nasty = "key\u{202e}gnp.exe\u{202c} host\u{2066}x\u{2069}\u{200f}\u{061c}";
+        let text = Logger::new(Format::Text, Level::Info);
+        let line = text.format_line(UNIX_EPOCH + NOW, Level::Error, nasty, &[("key", nasty.into())]);
+        assert!(!line.chars().any(is_bidi_control), "{line:?}");
+        assert!(line.contains("key\\u202egnp.exe\\u202c host\\u2066x\\u2069\\u200f\\u061c"), "{line:?}");
+        let json = Logger::new(Format::Json, Level::Info);
+        let line = json.format_line(UNIX_EPOCH + NOW, Level::Error, nasty, &[("key", nasty.into())]);
+        assert!(!line.chars().any(is_bidi_control), "{line:?}");
+        let value: Value = serde_json::from_str(&line).expect("still JSON");
+        assert_eq!(value["msg"], nasty);
+        assert_eq!(value["key"], nasty);
     }
 
     #[test]

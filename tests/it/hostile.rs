@@ -144,6 +144,22 @@ fn control_characters_in_key_and_command_are_escaped_in_text_logs() {
     out.check("ESC shown escaped", true, out.stderr.contains("\\x1b[31m"));
 }
 
+/// "Trojan Source": a key with RIGHT-TO-LEFT OVERRIDE would display reordered in a terminal or a log viewer.
+#[test]
+fn bidirectional_overrides_in_key_and_command_are_escaped_in_logs_and_status() {
+    let case = Case::new("bidi_chars");
+    let key = "deploy\u{202e}txt.exe";
+    for format in ["text", "json"] {
+        let out = case.run(&["--log-format", format, "run", key, "--", "true", "\u{2066}x\u{2069}"]);
+        out.expect_code(0);
+        out.check(&format!("no raw bidi control in {format} logs"), None, out.stderr.find(['\u{202e}', '\u{2066}']));
+        out.check(&format!("the override shown escaped in {format} logs"), true, out.stderr.contains("\\u202e"));
+    }
+    let out = case.run(&["--log-format", "text", "status", key]);
+    out.check("status printed the key", true, out.stdout.contains("deploy"));
+    out.check("no raw bidi control in status", None, out.stdout.find(['\u{202e}', '\u{2066}']));
+}
+
 #[test]
 fn thousands_of_variables_reach_the_command() {
     let case = Case::new("many_vars");
