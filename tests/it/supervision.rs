@@ -296,11 +296,23 @@ impl Unprivileged {
 
     /// `setpriv --reuid=65534 ... prlimit --nproc=N lock-exec ARGS...`, to its end.
     fn run(&self, case: &Case, name: &str, nproc: u32, args: &[&str]) -> Outcome {
+        self.run_env(case, name, nproc, args, &case.env())
+    }
+
+    /// [`Unprivileged::run`] with `env`.
+    fn run_env(
+        &self,
+        case: &Case,
+        name: &str,
+        nproc: u32,
+        args: &[&str],
+        env: &BTreeMap<&'static str, String>,
+    ) -> Outcome {
         let _ = std::fs::remove_file(&self.marker);
         let limit = format!("--nproc={nproc}");
         let mut full = vec!["--reuid=65534", "--regid=65534", "--clear-groups", "prlimit", &limit, &self.binary];
         full.extend_from_slice(args);
-        Wrapped::start(case, name, "setpriv", &full, &case.env()).wait(WAIT)
+        Wrapped::start(case, name, "setpriv", &full, env).wait(WAIT)
     }
 
     fn ran(&self) -> bool {
@@ -375,6 +387,40 @@ fn every_thread_limit_that_stops_the_run_before_the_command_exits_71_without_a_p
     let report = sweep_report(&sweep);
     for (n, out, ran) in &sweep {
         assert!(!out.stderr.contains("panicked"), "N={n}: a thread panicked\n{report}");
+        assert!(*ran || out.code() == Some(71), "N={n}: nothing ran, yet the exit is not 71\n{report}");
+    }
+}
+
+/// A `credential_process` helper that cannot be started under the same limits is an operating-system resource,
+/// as a thread or the command is: exit 71 and one clear line, never 78 (a configuration error).
+#[test]
+fn a_credential_helper_that_cannot_be_started_exits_71() {
+    let _one_at_a_time = NOBODY.lock().unwrap_or_else(|p| p.into_inner());
+    let case = Case::new("sup_nproc_helper");
+    let unprivileged = Unprivileged::new(&case);
+    let document = serde_json::json!({
+        "Version": 1,
+        "AccessKeyId": "AKIDNPROCHELPER",
+        "SecretAccessKey": "it-nproc-helper-secret",
+    });
+    let helper = case.write_script("bin/credentials.sh", &format!("echo '{document}'\n"));
+    case.write_aws_file("config", &format!("[profile proc]\ncredential_process = {helper}\n"));
+    let mut env = case.env_without_credentials();
+    env.insert("AWS_PROFILE", "proc".to_owned());
+    let sweep: Vec<(u32, Outcome, bool)> = (1..=12)
+        .map(|n| {
+            let args = ["-t", case.table(), "run", "k", "--", "touch", &unprivileged.marker];
+            let out = unprivileged.run_env(&case, &format!("nproc-helper-{n}"), n, &args, &env);
+            (n, out, unprivileged.ran())
+        })
+        .collect();
+    let report = sweep_report(&sweep);
+    assert!(sweep.iter().any(|(_, _, ran)| *ran), "the command never ran even with N=12\n{report}");
+    assert!(
+        sweep.iter().any(|(_, out, _)| out.stderr.contains("credential_process")),
+        "no N stopped the helper itself\n{report}"
+    );
+    for (n, out, ran) in &sweep {
         assert!(*ran || out.code() == Some(71), "N={n}: nothing ran, yet the exit is not 71\n{report}");
     }
 }

@@ -150,7 +150,14 @@ pub fn load_with_timeout(
     let _terminal_back = terminal.map(TerminalBack);
     let spawned = spawn_registered(&mut builder);
     drop(builder); // our copy of the socket's other end: only the helper (and what it starts) holds it now
-    let mut child = spawned.map_err(|e| fail(format!("cannot run credential_process {program}: {e}")))?;
+    let mut child = spawned.map_err(|e| match e.kind() {
+        // fork itself failed (a process limit, no memory): an operating-system resource (exit 71), as for the
+        // command or a thread, not the profile's fault.
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::OutOfMemory => {
+            Error::Spawn { program: format!("credential_process {program} (profile {profile_name})"), source: e }
+        }
+        _ => fail(format!("cannot run credential_process {program}: {e}")),
+    })?;
     let mut stdout = Vec::new();
     let status = match read_until_exit(&mut child, &mut output, &mut stdout, deadline) {
         Ok(status) => status,
