@@ -1,6 +1,7 @@
 //! The chaos race: rounds of many lock-exec processes on one key with a 2 s lease, through the fault proxy
 //! injecting random faults, while the test SIGKILLs, SIGTERMs and SIGINTs random ones. Every command appends its
-//! start and end instants (CLOCK_REALTIME ns, `date +%s%N`) to one file. Asserted at the end: no two commands'
+//! start and end instants (CLOCK_REALTIME from bash's `$EPOCHREALTIME`, microseconds: a start rounded down and an
+//! end rounded up to ns, so an overlap can only grow) to one file. Asserted at the end: no two commands'
 //! intervals overlap, fences grow in start order, no process panicked, and no lock outlives its lease once every
 //! process is gone. Each process's clock is shifted by a random offset within +-1 s (`LOCK_EXEC_TEST_CLOCK_OFFSET_MS`),
 //! so any two clocks differ by up to 2 s: under the bound of the default `--max-clock-skew` (2 s) plus a 2 s lease's
@@ -134,13 +135,13 @@ fn chaos_race_never_runs_two_commands_at_once() {
         })
     };
     let intervals_file = case.file("intervals");
-    // The end instant is read again when a forwarded signal killed `date` on its way (lock-exec signals the whole
-    // tree, the trap's `date` included): an empty reading would be a malformed line, not a late end.
+    // The instants come from bash's $EPOCHREALTIME (microseconds), a builtin: lock-exec signals the whole tree,
+    // and a `date` (or a `$(...)` subshell) that a forwarded signal kills on its way would leave an empty reading,
+    // a malformed line. Only builtins run between the start's reading and its line. Starts round down, ends up.
     let script = format!(
-        "end() {{ e=; i=0; while [ -z \"$e\" ] && [ $i -lt 20 ]; do e=$(date +%s%N); i=$((i+1)); done; \
-         echo \"E $CHAOS_ID $e\" >> {f}; }}; \
+        "end() {{ t=$EPOCHREALTIME; echo \"E $CHAOS_ID ${{t%.*}}${{t#*.}}999\" >> {f}; }}; \
          trap 'end; exit 143' TERM INT HUP; \
-         echo \"S $CHAOS_ID $$ $LOCK_EXEC_FENCE $(date +%s%N)\" >> {f}; \
+         t=$EPOCHREALTIME; echo \"S $CHAOS_ID $$ $LOCK_EXEC_FENCE ${{t%.*}}${{t#*.}}000\" >> {f}; \
          sleep $CHAOS_SLEEP & wait $!; end",
         f = intervals_file
     );
@@ -341,7 +342,7 @@ fn spawn(
     if let Some(wait) = &wait_text {
         args.extend(["--wait", wait.as_str()]);
     }
-    args.extend(["--", "sh", "-c", script]);
+    args.extend(["--", "bash", "-c", script]);
     let mut env = proxy.env(case);
     env.insert("CHAOS_ID", id.to_owned());
     env.insert("CHAOS_SLEEP", format!("{:.3}", sleep.as_secs_f64()));
