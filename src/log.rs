@@ -175,13 +175,13 @@ pub enum Escape {
 }
 
 /// `text` with every control character (C0, DEL, C1) written as an escape, so that no text from a server or a
-/// lock item can drive the terminal, and every bidirectional formatting character as `\uHHHH`, so that none can
-/// make a line display in another order than it reads.
+/// lock item can drive the terminal, and every bidirectional formatting character and line or paragraph separator
+/// as `\uHHHH`, so that none can make a line display in another order than it reads, or as two.
 pub fn escape_controls(text: &str, style: Escape) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match (c, style) {
-            (c, _) if is_bidi_control(c) => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            (c, _) if reorders_display(c) => out.push_str(&format!("\\u{:04x}", u32::from(c))),
             (c, _) if !c.is_control() => out.push(c),
             ('\n', Escape::Text) => out.push_str("\\n"),
             ('\r', Escape::Text) => out.push_str("\\r"),
@@ -194,10 +194,15 @@ pub fn escape_controls(text: &str, style: Escape) -> String {
 }
 
 /// Unicode's bidirectional formatting characters (the Arabic letter mark, the LRM/RLM marks, the embeddings and
-/// overrides, the isolates): invisible, they reorder how a terminal or a viewer shows what follows them on the line
-/// ("Trojan Source"), so a key, a command line or a holder's host name could disguise itself.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+/// overrides, the isolates) and its line and paragraph separators: invisible, the first reorder how a terminal or
+/// a viewer shows what follows them on the line ("Trojan Source"), the others break the line there in editors,
+/// viewers and JavaScript (a forged second line) and start a new bidi paragraph. A key, a command line or a
+/// holder's host name could disguise itself with them.
+fn reorders_display(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 /// The most bytes of display text (a command line, a host name) lock-exec stores in an item or puts in a log
@@ -310,14 +315,30 @@ mod tests {
         let nasty = "key\u{202e}gnp.exe\u{202c} host\u{2066}x\u{2069}\u{200f}\u{061c}";
         let text = Logger::new(Format::Text, Level::Info);
         let line = text.format_line(UNIX_EPOCH + NOW, Level::Error, nasty, &[("key", nasty.into())]);
-        assert!(!line.chars().any(is_bidi_control), "{line:?}");
+        assert!(!line.chars().any(reorders_display), "{line:?}");
         assert!(line.contains("key\\u202egnp.exe\\u202c host\\u2066x\\u2069\\u200f\\u061c"), "{line:?}");
         let json = Logger::new(Format::Json, Level::Info);
         let line = json.format_line(UNIX_EPOCH + NOW, Level::Error, nasty, &[("key", nasty.into())]);
-        assert!(!line.chars().any(is_bidi_control), "{line:?}");
+        assert!(!line.chars().any(reorders_display), "{line:?}");
         let value: Value = serde_json::from_str(&line).expect("still JSON");
         assert_eq!(value["msg"], nasty);
         assert_eq!(value["key"], nasty);
+    }
+
+    /// LINE SEPARATOR / PARAGRAPH SEPARATOR are neither C0/C1 controls nor in the bidi list, yet editors, log
+    /// viewers and JavaScript break the line there, and U+2029 starts a new bidi paragraph (its base direction
+    /// from the first strong letter after it): one log line can display as two, the rest reordered.
+    #[test]
+    fn line_and_paragraph_separators_are_escaped() {
+        let nasty = "key\u{2028}level=info msg=ok\u{2029}\u{05d0} done";
+        for format in [Format::Text, Format::Json] {
+            let line = Logger::new(format, Level::Info).format_line(UNIX_EPOCH + NOW, Level::Error, nasty, &[]);
+            assert!(!line.contains(['\u{2028}', '\u{2029}']), "{format:?}: {line:?}");
+            if format == Format::Json {
+                let value: Value = serde_json::from_str(&line).expect("still JSON");
+                assert_eq!(value["msg"], nasty);
+            }
+        }
     }
 
     #[test]

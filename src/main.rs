@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 use lock_exec::cli::{self, Command, Topic};
-use lock_exec::log::Logger;
+use lock_exec::log::{Escape, Logger, escape_controls};
 use lock_exec::{Env, Exit, commands, error_chain, output};
 use signal_hook::iterator::Signals;
 
@@ -169,7 +169,10 @@ fn main() -> ExitCode {
     let command = match cli::parse_from(std::env::args_os().skip(1), &env) {
         Ok(command) => command,
         Err(e) => {
-            output::error_line(&format!("lock-exec: {}\nRun 'lock-exec --help' for usage.", error_chain(&e)));
+            // The message may quote the user's text as given (an unknown option): no control, bidi or line
+            // separator character of it reaches the terminal raw.
+            let message = escape_controls(&error_chain(&e), Escape::Text);
+            output::error_line(&format!("lock-exec: {message}\nRun 'lock-exec --help' for usage."));
             return ExitCode::from(e.exit().code());
         }
     };
@@ -207,13 +210,17 @@ fn main() -> ExitCode {
             (log, result)
         }
         Command::Unlock(common, args) => {
-            kill_helpers_on_signals();
+            if let Err(code) = kill_helpers_on_signals() {
+                return code;
+            }
             let log = logger(&common).with("key", args.key.clone());
             let result = commands::unlock(&common, &args, &env, &log);
             (log, result)
         }
         Command::Status(common, key) => {
-            kill_helpers_on_signals();
+            if let Err(code) = kill_helpers_on_signals() {
+                return code;
+            }
             let log = logger(&common).with("key", key.clone());
             let result = commands::status(&common, &key, &env, &log);
             (log, result)
@@ -265,18 +272,27 @@ fn main() -> ExitCode {
 /// For `status` and `unlock`, which otherwise leave signals to their default action: on a signal that ends
 /// lock-exec, kill any `credential_process` helper first (it leads its own process group, so it would outlive
 /// lock-exec), then die of the signal as before. The watching thread is not joined: it ends with the process.
-fn kill_helpers_on_signals() {
+/// When the thread cannot be created (a process limit), the handlers would swallow the signals: the command
+/// ends at once with one line and exit 71, as `run` does, having sent nothing.
+fn kill_helpers_on_signals() -> Result<(), ExitCode> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
     // Registered before the thread starts (and before any other thread); without the handlers, the default
     // actions stay, as before.
-    let Ok(mut signals) = Signals::new([SIGHUP, SIGINT, SIGQUIT, SIGTERM]) else { return };
-    std::thread::spawn(move || {
+    let Ok(mut signals) = Signals::new([SIGHUP, SIGINT, SIGQUIT, SIGTERM]) else { return Ok(()) };
+    let watcher = lock_exec::worker::spawn_thread("signals", "signal handling", move || {
         if let Some(signal) = signals.forever().next() {
             DYING_OF.store(signal, Ordering::SeqCst);
             commands::kill_credential_helpers();
             die_of(signal);
         }
     });
+    match watcher {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            output::error_line(&format!("lock-exec: {}", error_chain(&e)));
+            Err(ExitCode::from(e.exit().code()))
+        }
+    }
 }
 
 /// The stop signal `status` or `unlock` is dying of, once one came (0: none).

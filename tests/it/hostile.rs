@@ -160,6 +160,20 @@ fn bidirectional_overrides_in_key_and_command_are_escaped_in_logs_and_status() {
     out.check("no raw bidi control in status", None, out.stdout.find(['\u{202e}', '\u{2066}']));
 }
 
+/// A usage error quotes the bad option before any logger exists (main.rs's `output::error_line`): a bidi control
+/// (or ESC) in an unknown long or short option reaches stderr raw, unlike every other usage error, which quotes
+/// with `{:?}`.
+#[test]
+fn bidirectional_characters_in_an_unknown_option_are_escaped() {
+    let case = Case::new("bidi_usage");
+    for option in ["--deploy\u{202e}txt.exe", "-\u{202e}", "--dele\u{202e}te", "--red\u{1b}[31m"] {
+        let out = command(&case, &[option, "status", "k"]).output().expect("run lock-exec");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{option:?}: {stderr}");
+        assert!(!stderr.contains(['\u{202e}', '\u{1b}']), "{option:?}: raw control in the usage error: {stderr:?}");
+    }
+}
+
 #[test]
 fn thousands_of_variables_reach_the_command() {
     let case = Case::new("many_vars");

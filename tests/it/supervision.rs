@@ -425,6 +425,29 @@ fn a_credential_helper_that_cannot_be_started_exits_71() {
     }
 }
 
+/// `status` and `unlock` under a process limit: like `run`, a thread or helper that cannot be created is exit 71
+/// with one line, never a Rust panic (exit 101). Their signal watcher (`kill_helpers_on_signals` in main.rs) uses
+/// `std::thread::spawn`, which panics on EAGAIN.
+#[test]
+fn status_and_unlock_under_a_process_limit_exit_71_without_a_panic() {
+    let _one_at_a_time = NOBODY.lock().unwrap_or_else(|p| p.into_inner());
+    let case = Case::new("sup_nproc_status");
+    let unprivileged = Unprivileged::new(&case);
+    for subcommand in ["status", "unlock"] {
+        for n in 1..=3 {
+            let out =
+                unprivileged.run(&case, &format!("nproc-{subcommand}-{n}"), n, &["-t", case.table(), subcommand, "k"]);
+            assert!(
+                !out.stderr.contains("panicked") && out.code() != Some(101),
+                "{subcommand} N={n}: {} {}",
+                out.status,
+                out.stderr
+            );
+            assert!(matches!(out.code(), Some(0 | 71)), "{subcommand} N={n}: {} {}", out.status, out.stderr);
+        }
+    }
+}
+
 /// With exactly enough room for lock-exec's threads and the command, renewals must go on: no thread may be
 /// created once the command runs.
 #[test]
