@@ -204,10 +204,15 @@ fn check_reachable(described: &Dated, endpoint: &str, report: &mut Report) -> bo
             report.line("dynamodb", Verdict::Fail, &e.to_string(), &[("elapsed_ms", elapsed_ms)]);
             true
         }
-        _ => {
+        Ok(_) | Err(Error::Service(_)) => {
             let detail = format!("{endpoint} answered in {} ms", elapsed.as_millis());
             report.line("dynamodb", Verdict::Pass, &detail, &[("elapsed_ms", elapsed_ms)]);
             true
+        }
+        // Nothing was sent or nothing came back (a helper or thread that could not start, ...).
+        Err(e) => {
+            report.line("dynamodb", Verdict::Fail, &crate::error_chain(e), &[]);
+            false
         }
     }
 }
@@ -375,5 +380,18 @@ mod tests {
         let line = format_line(LogFormat::Json, "clock", Verdict::Fail, "off", &[("offset_ms", 5.into())]);
         let value: Value = serde_json::from_str(&line).expect("a JSON line");
         assert_eq!(value, json!({ "check": "clock", "result": "fail", "detail": "off", "offset_ms": 5 }));
+    }
+
+    /// Only an answer passes: an error of lock-exec's own before or instead of one (a `credential_process` that
+    /// cannot be forked while the request is signed) is a failure, not "answered".
+    #[test]
+    fn an_error_without_an_answer_fails_the_reachability_check() {
+        let now = std::time::UNIX_EPOCH;
+        let source = std::io::Error::from_raw_os_error(libc::EAGAIN);
+        let result = Err(Error::Spawn { program: "credential_process helper".into(), source });
+        let described = Dated { result, date: None, sent: now, received: now };
+        let mut report = Report { format: LogFormat::Json, failed: false, output: None };
+        assert!(!check_reachable(&described, "http://127.0.0.1:1", &mut report));
+        assert!(report.failed);
     }
 }
