@@ -309,35 +309,29 @@ mod tests {
     }
 
     /// "Trojan Source": a key, a command line or a holder's host name with RIGHT-TO-LEFT OVERRIDE and friends
-    /// would display in another order than it reads.
+    /// would display in another order than it reads; LINE SEPARATOR / PARAGRAPH SEPARATOR (neither C0/C1 controls
+    /// nor bidi controls) break the line in editors, viewers and JavaScript, and U+2029 starts a new bidi paragraph:
+    /// one log line could display as two, the rest reordered. Escaped in text, and JSON reads back the same text.
     #[test]
-    fn bidirectional_formatting_characters_are_escaped() {
-        let nasty = "key\u{202e}gnp.exe\u{202c} host\u{2066}x\u{2069}\u{200f}\u{061c}";
-        let text = Logger::new(Format::Text, Level::Info);
-        let line = text.format_line(UNIX_EPOCH + NOW, Level::Error, nasty, &[("key", nasty.into())]);
-        assert!(!line.chars().any(reorders_display), "{line:?}");
-        assert!(line.contains("key\\u202egnp.exe\\u202c host\\u2066x\\u2069\\u200f\\u061c"), "{line:?}");
-        let json = Logger::new(Format::Json, Level::Info);
-        let line = json.format_line(UNIX_EPOCH + NOW, Level::Error, nasty, &[("key", nasty.into())]);
-        assert!(!line.chars().any(reorders_display), "{line:?}");
-        let value: Value = serde_json::from_str(&line).expect("still JSON");
-        assert_eq!(value["msg"], nasty);
-        assert_eq!(value["key"], nasty);
-    }
-
-    /// LINE SEPARATOR / PARAGRAPH SEPARATOR are neither C0/C1 controls nor in the bidi list, yet editors, log
-    /// viewers and JavaScript break the line there, and U+2029 starts a new bidi paragraph (its base direction
-    /// from the first strong letter after it): one log line can display as two, the rest reordered.
-    #[test]
-    fn line_and_paragraph_separators_are_escaped() {
-        let nasty = "key\u{2028}level=info msg=ok\u{2029}\u{05d0} done";
-        for format in [Format::Text, Format::Json] {
-            let line = Logger::new(format, Level::Info).format_line(UNIX_EPOCH + NOW, Level::Error, nasty, &[]);
-            assert!(!line.contains(['\u{2028}', '\u{2029}']), "{format:?}: {line:?}");
-            if format == Format::Json {
-                let value: Value = serde_json::from_str(&line).expect("still JSON");
-                assert_eq!(value["msg"], nasty);
-            }
+    fn characters_that_reorder_or_break_a_line_are_escaped() {
+        let cases = [
+            (
+                "key\u{202e}gnp.exe\u{202c} host\u{2066}x\u{2069}\u{200f}\u{061c}",
+                "key\\u202egnp.exe\\u202c host\\u2066x\\u2069\\u200f\\u061c",
+            ),
+            ("key\u{2028}level=info msg=ok\u{2029}\u{05d0} done", "key\\u2028level=info msg=ok\\u2029\u{05d0} done"),
+        ];
+        for (nasty, escaped) in cases {
+            let text = Logger::new(Format::Text, Level::Info);
+            let line = text.format_line(UNIX_EPOCH + NOW, Level::Error, nasty, &[("key", nasty.into())]);
+            assert!(!line.chars().any(reorders_display), "{line:?}");
+            assert!(line.contains(escaped), "{line:?}");
+            let json = Logger::new(Format::Json, Level::Info);
+            let line = json.format_line(UNIX_EPOCH + NOW, Level::Error, nasty, &[("key", nasty.into())]);
+            assert!(!line.chars().any(reorders_display), "{line:?}");
+            let value: Value = serde_json::from_str(&line).expect("still JSON");
+            assert_eq!(value["msg"], nasty);
+            assert_eq!(value["key"], nasty);
         }
     }
 

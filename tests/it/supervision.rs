@@ -322,13 +322,29 @@ impl Unprivileged {
 
 /// `run k -- touch MARKER` as uid 65534 under `--nproc=N` for N = 1..=12: (N, outcome, whether the command ran).
 fn nproc_sweep(case: &Case, unprivileged: &Unprivileged) -> Vec<(u32, Outcome, bool)> {
+    nproc_sweep_env(case, unprivileged, &case.env())
+}
+
+/// [`nproc_sweep`] with `env`.
+fn nproc_sweep_env(
+    case: &Case,
+    unprivileged: &Unprivileged,
+    env: &BTreeMap<&'static str, String>,
+) -> Vec<(u32, Outcome, bool)> {
     (1..=12)
         .map(|n| {
             let args = ["-t", case.table(), "run", "k", "--", "touch", &unprivileged.marker];
-            let out = unprivileged.run(case, &format!("nproc-{n}"), n, &args);
+            let out = unprivileged.run_env(case, &format!("nproc-{n}"), n, &args, env);
             (n, out, unprivileged.ran())
         })
         .collect()
+}
+
+/// Every N of `sweep` under which the command did not run ended with exit 71.
+fn assert_every_stop_exits_71(sweep: &[(u32, Outcome, bool)], report: &str) {
+    for (n, out, ran) in sweep {
+        assert!(*ran || out.code() == Some(71), "N={n}: nothing ran, yet the exit is not 71\n{report}");
+    }
 }
 
 fn sweep_report(sweep: &[(u32, Outcome, bool)]) -> String {
@@ -385,10 +401,10 @@ fn every_thread_limit_that_stops_the_run_before_the_command_exits_71_without_a_p
     let unprivileged = Unprivileged::new(&case);
     let sweep = nproc_sweep(&case, &unprivileged);
     let report = sweep_report(&sweep);
-    for (n, out, ran) in &sweep {
+    for (n, out, _) in &sweep {
         assert!(!out.stderr.contains("panicked"), "N={n}: a thread panicked\n{report}");
-        assert!(*ran || out.code() == Some(71), "N={n}: nothing ran, yet the exit is not 71\n{report}");
     }
+    assert_every_stop_exits_71(&sweep, &report);
 }
 
 /// A `credential_process` helper that cannot be started under the same limits is an operating-system resource,
@@ -407,22 +423,14 @@ fn a_credential_helper_that_cannot_be_started_exits_71() {
     case.write_aws_file("config", &format!("[profile proc]\ncredential_process = {helper}\n"));
     let mut env = case.env_without_credentials();
     env.insert("AWS_PROFILE", "proc".to_owned());
-    let sweep: Vec<(u32, Outcome, bool)> = (1..=12)
-        .map(|n| {
-            let args = ["-t", case.table(), "run", "k", "--", "touch", &unprivileged.marker];
-            let out = unprivileged.run_env(&case, &format!("nproc-helper-{n}"), n, &args, &env);
-            (n, out, unprivileged.ran())
-        })
-        .collect();
+    let sweep = nproc_sweep_env(&case, &unprivileged, &env);
     let report = sweep_report(&sweep);
     assert!(sweep.iter().any(|(_, _, ran)| *ran), "the command never ran even with N=12\n{report}");
     assert!(
         sweep.iter().any(|(_, out, _)| out.stderr.contains("credential_process")),
         "no N stopped the helper itself\n{report}"
     );
-    for (n, out, ran) in &sweep {
-        assert!(*ran || out.code() == Some(71), "N={n}: nothing ran, yet the exit is not 71\n{report}");
-    }
+    assert_every_stop_exits_71(&sweep, &report);
 }
 
 /// `status` and `unlock` under a process limit: like `run`, a thread or helper that cannot be created is exit 71
