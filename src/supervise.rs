@@ -376,7 +376,10 @@ impl Supervisor {
         match result {
             Ok(Owned::Done) => {
                 self.lease.renewed(sent);
-                self.log.debug("lock renewed", &[("expire", lock::rfc3339_ns(expire_ns).into())]);
+                if self.log.enabled(crate::log::Level::Debug) {
+                    // Formatted only when shown: this runs every renewal.
+                    self.log.debug("lock renewed", &[("expire", lock::rfc3339_ns(expire_ns).into())]);
+                }
                 if self.resuming.is_some_and(|resumed| sent >= resumed) {
                     self.resuming = None;
                     let terminal = self.tree.give_terminal_again();
