@@ -3,7 +3,7 @@
 #   scripts/dist.sh          dist/lock-exec-VERSION-{x86_64,aarch64}-linux-musl.tar.gz and dist/SHA256SUMS
 #   scripts/dist.sh verify   builds them twice more, from two fresh clones of HEAD in .tmp/dist-verify/ (kept when
 #                            they differ), and checks that all SHA256SUMS agree (full builds: several minutes)
-# Each archive holds lock-exec-VERSION-ARCH-linux-musl/{lock-exec,README.md,LICENSE}. The binaries come from
+# Each archive holds lock-exec-VERSION-ARCH-linux-musl/{lock-exec,README.md,LICENSE,lock-exec.1}. The binaries come from
 # scripts/static.sh (paths remapped); the archives are normalized: names sorted, every mtime the commit's time
 # (SOURCE_DATE_EPOCH), owner and group 0, fixed modes, gzip without name or time stamp.
 # A tree with changes to tracked files is refused (DIST_ALLOW_DIRTY=1 builds anyway; the version then says -dirty).
@@ -73,7 +73,7 @@ for i in "${!archs[@]}"; do
   mkdir "$stage/$name"
   chmod 0755 "$stage/$name"
   install -m 0755 "${bins[$i]}" "$stage/$name/lock-exec"
-  install -m 0644 README.md LICENSE "$stage/$name/"
+  install -m 0644 README.md LICENSE man/lock-exec.1 "$stage/$name/"
   tar --create --format=ustar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
     --directory="$stage" "$name" | gzip -9 -n >"dist/$name.tar.gz"
 done
