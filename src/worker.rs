@@ -213,6 +213,14 @@ pub fn fault(env: &Env, point: &str) {
     }
 }
 
+/// A test-only pause (debug builds): sleeps a second when `LOCK_EXEC_TEST_FAULT` names this point, to widen a
+/// moment a test must reach (a signal between two steps).
+pub fn pause(env: &Env, point: &str) {
+    if cfg!(debug_assertions) && env.var("LOCK_EXEC_TEST_FAULT").as_deref() == Some(point) {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// `KEY` with one slot, `KEY#N` with more (`--limit`).
 pub fn slot_key(key: &str, slots: u32, slot: u32) -> String {
     if slots <= 1 { key.to_owned() } else { format!("{key}#{slot}") }

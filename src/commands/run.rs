@@ -131,6 +131,12 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
             return Err(e);
         }
     };
+    worker::pause(env, "pause-before-spawn");
+    // A stop signal since the acquire's answer (while the threads above were created): nothing runs.
+    if let Some(signal) = pending_stop(&events, job_control, log) {
+        worker::release(&world.release_client(), world, &Finish::default());
+        return Ok(Exit::Signaled(signal));
+    }
     // A host whose clock is certainly further off DynamoDB's than --max-clock-skew could hold the lock while
     // another host believes it ended (or take one still held): the command is not started.
     if let Some(offset) = world.aws.skew.offset().filter(|offset| offset.at_least() > common.max_clock_skew) {
@@ -411,17 +417,9 @@ fn acquire_phase(
                 }
                 log.first(Level::Info, "lock acquired", &fields);
                 // A signal that came with the answer: release and end by it, without running anything.
-                while let Ok(event) = events.try_recv() {
-                    if let Event::Signal(signal) = event
-                        && supervise::STOP_SIGNALS.contains(&signal)
-                    {
-                        log.warn(
-                            "signal received before the command started; not running it",
-                            &[("signal", signal.into())],
-                        );
-                        worker::release(&world.release_client(), world, &Finish::default());
-                        return Ok(Acquiring::Done(Exit::Signaled(signal)));
-                    }
+                if let Some(signal) = pending_stop(events, job_control, log) {
+                    worker::release(&world.release_client(), world, &Finish::default());
+                    return Ok(Acquiring::Done(Exit::Signaled(signal)));
                 }
                 return Ok(Acquiring::Acquired { world, sent, lease });
             }
@@ -445,6 +443,23 @@ fn acquire_phase(
             _ => {}
         }
     }
+}
+
+/// Takes every event that came in meanwhile and returns the first stop signal among them (logged), if any. A
+/// job-control stop stops lock-exec here, before the command exists (the caller then checks the lease); other
+/// signals are ignored before the command starts.
+fn pending_stop(events: &Receiver<Event>, job_control: bool, log: &Logger) -> Option<i32> {
+    while let Ok(event) = events.try_recv() {
+        match event {
+            Event::Signal(signal) if supervise::STOP_SIGNALS.contains(&signal) => {
+                log.warn("signal received before the command started; not running it", &[("signal", signal.into())]);
+                return Some(signal);
+            }
+            Event::Signal(signal) if supervise::JOB_SIGNALS.contains(&signal) && job_control => process::stop_self(),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// How long clearing what an abandoned or failed acquire may have written takes at most, answer included.

@@ -759,6 +759,27 @@ fn signals_lock_exec_inherited_as_ignored_reach_the_command_with_their_default_a
     }
 }
 
+/// A stop signal that comes after the acquire's answer but before the command is spawned (the debug build's
+/// `pause-before-spawn` hook widens that moment to a second): nothing runs, the lock is released, and lock-exec
+/// dies of the signal, as for a signal during the acquire.
+#[test]
+fn a_stop_signal_between_the_acquire_and_the_spawn_runs_nothing() {
+    let case = Case::new("sup_signal_before_spawn");
+    let marker = case.file("ran");
+    let mut env = case.env();
+    env.insert("LOCK_EXEC_TEST_FAULT", "pause-before-spawn".to_owned());
+    let running = case.spawn_raw(&["-t", case.table(), "run", "k", "--", "touch", &marker], env);
+    if !eventually(WAIT, || running.stderr_so_far().contains("\"lock acquired\"")) {
+        panic!("lock-exec did not acquire\n{}", running.stderr_so_far());
+    }
+    signal(running.pid(), libc::SIGTERM);
+    let out = running.wait(WAIT);
+    out.check("the command ran", false, Path::new(&marker).exists());
+    out.check("lock-exec died of SIGTERM", Some(libc::SIGTERM), out.status.signal());
+    out.check("released", true, out.has_log("lock released"));
+    out.check("owner after the run", None, owner_of(&case, "k"));
+}
+
 #[test]
 fn a_calling_shell_sees_the_death_by_sigint_and_stops() {
     let case = Case::new("sup_calling_shell");
