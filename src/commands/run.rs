@@ -153,13 +153,12 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
         return Ok(Exit::LockLost);
     }
     let lease = Lease::new(sent, args.expire, args.kill_after);
-    // A slow acquire (retries, timeouts) can return after the lease it wrote is nearly over: then another
-    // holder may take the key at any moment, so the command is not started.
+    // A slow acquire (retries, timeouts), or lock-exec stopped (job control) before the spawn, can leave the lease
+    // nearly over: then another holder may take the key at any moment, so the command is not started.
     if Instant::now() >= lease.stop_at() {
-        log.error(
-            "lock lost",
-            &[("error", "the acquire took so long that the lease was about to end; not running the command".into())],
-        );
+        let why = "the lease was about to end before the command could start (a slow acquire, or lock-exec \
+                   stopped); not running the command";
+        log.error("lock lost", &[("error", why.into())]);
         worker::release(&world.release_client(), world, &Finish::default());
         return Ok(Exit::LockLost);
     }
@@ -449,17 +448,30 @@ fn acquire_phase(
 /// job-control stop stops lock-exec here, before the command exists (the caller then checks the lease); other
 /// signals are ignored before the command starts.
 fn pending_stop(events: &Receiver<Event>, job_control: bool, log: &Logger) -> Option<i32> {
-    while let Ok(event) = events.try_recv() {
+    // After a stop, the SIGCONT that woke us is awaited (500 ms at most): a stop signal sent while we were
+    // stopped comes before it (sigwaitinfo takes the lowest-numbered pending signal first, and every stop signal
+    // is below SIGCONT), so it is not missed.
+    let mut awaiting_continue = false;
+    loop {
+        let event = if awaiting_continue {
+            events.recv_timeout(Duration::from_millis(500)).ok()
+        } else {
+            events.try_recv().ok()
+        };
+        let event = event?;
         match event {
             Event::Signal(signal) if supervise::STOP_SIGNALS.contains(&signal) => {
                 log.warn("signal received before the command started; not running it", &[("signal", signal.into())]);
                 return Some(signal);
             }
-            Event::Signal(signal) if supervise::JOB_SIGNALS.contains(&signal) && job_control => process::stop_self(),
+            Event::Signal(signal) if supervise::JOB_SIGNALS.contains(&signal) && job_control => {
+                process::stop_self();
+                awaiting_continue = true;
+            }
+            Event::Signal(libc::SIGCONT) => awaiting_continue = false,
             _ => {}
         }
     }
-    None
 }
 
 /// How long clearing what an abandoned or failed acquire may have written takes at most, answer included.

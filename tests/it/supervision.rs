@@ -1141,3 +1141,54 @@ fn the_command_does_not_inherit_lock_exec_s_ignored_sigttou_or_sigpipe() {
     out.check("SIGTTOU ignored in the command", 0, ignored & (1 << (libc::SIGTTOU - 1)));
     out.check("SIGPIPE ignored in the command", 0, ignored & (1 << (libc::SIGPIPE - 1)));
 }
+
+/// A job-control stop (SIGTSTP, with a terminal) between the acquire's answer and the spawn stops lock-exec there
+/// (`pause-before-spawn` makes the moment a second long); a SIGTERM then reaches the stopped lock-exec, followed by
+/// SIGCONT (as bash's `kill %1` does for a stopped job). The SIGTERM came before the command existed: nothing may
+/// run, lock-exec must die of it (143) and release. (Review of 6450b24: after `stop_self` the drain only
+/// `try_recv`s, and often loses the race with the signal thread forwarding the SIGTERM: the command is then
+/// spawned, and the SIGTERM goes to it or, once a short command is done, nowhere; lock-exec exits 0.)
+#[test]
+fn a_stop_signal_while_stopped_before_the_spawn_runs_nothing() {
+    const ROUNDS: usize = 20;
+    let case = Case::new("sup_stopped_before_spawn");
+    let mut failures = Vec::new();
+    for round in 0..ROUNDS {
+        let key = format!("k{round}");
+        let marker = case.file(&format!("ran{round}"));
+        let mut env = case.env();
+        env.insert("LOCK_EXEC_TEST_FAULT", "pause-before-spawn".to_owned());
+        // script(1) gives sh (and lock-exec, in its process group) a terminal whose foreground group is theirs.
+        let line = format!("{BINARY} -t {} run {key} -- touch {marker}; echo RC=$?", case.table());
+        let mut child = Command::new("script")
+            .args(["-qfec", &format!("sh -c '{line}'"), "/dev/null"])
+            .env_clear()
+            .envs(&env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("script(1)");
+        let stdin = child.stdin.take();
+        let pid = eventually(WAIT, || case.item(&key).and_then(|item| item.pid).is_some())
+            .then(|| case.item(&key).and_then(|item| item.pid))
+            .flatten()
+            .unwrap_or_else(|| panic!("round {round}: lock-exec did not acquire"));
+        signal(pid, libc::SIGTSTP);
+        std::thread::sleep(Duration::from_millis(1500));
+        signal(pid, libc::SIGTERM);
+        signal(pid, libc::SIGCONT);
+        let mut screen = String::new();
+        let _ = child.stdout.take().expect("stdout").read_to_string(&mut screen);
+        drop(stdin);
+        let _ = child.wait();
+        let ran = Path::new(&marker).exists();
+        let code = screen.contains("RC=143");
+        let owner = owner_of(&case, &key);
+        if ran || !code || owner.is_some() {
+            failures.push(format!("round {round}: command ran {ran}, exit 143 {code}, owner {owner:?}\n{screen}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {ROUNDS} rounds failed:\n{}", failures.len(), failures.join("\n"));
+}
