@@ -208,7 +208,7 @@ pub fn refresher(jobs: Receiver<Job>, events: Sender<Event>) {
 
 /// A test-only fault hook (debug builds): panics when `LOCK_EXEC_TEST_FAULT` names this point.
 pub fn fault(env: &Env, point: &str) {
-    if cfg!(debug_assertions) && env.var("LOCK_EXEC_TEST_FAULT").as_deref() == Some(point) {
+    if test_point(env, point) {
         panic!("test fault injected at {point}");
     }
 }
@@ -216,9 +216,14 @@ pub fn fault(env: &Env, point: &str) {
 /// A test-only pause (debug builds): sleeps a second when `LOCK_EXEC_TEST_FAULT` names this point, to widen a
 /// moment a test must reach (a signal between two steps).
 pub fn pause(env: &Env, point: &str) {
-    if cfg!(debug_assertions) && env.var("LOCK_EXEC_TEST_FAULT").as_deref() == Some(point) {
+    if test_point(env, point) {
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// Whether a debug build's `LOCK_EXEC_TEST_FAULT` names `point` (never in a release build).
+fn test_point(env: &Env, point: &str) -> bool {
+    cfg!(debug_assertions) && env.var("LOCK_EXEC_TEST_FAULT").as_deref() == Some(point)
 }
 
 /// `KEY` with one slot, `KEY#N` with more (`--limit`).

@@ -365,7 +365,7 @@ fn acquire_phase(
         let in_flight = waiting.as_ref().is_none_or(|w| w.next_try.is_none());
         match event {
             Event::Signal(signal) if supervise::STOP_SIGNALS.contains(&signal) => {
-                log.warn("signal received before the command started; not running it", &[("signal", signal.into())]);
+                not_running_it(log, signal);
                 if in_flight {
                     abandon_acquire(events, world);
                 }
@@ -461,7 +461,7 @@ fn pending_stop(events: &Receiver<Event>, job_control: bool, log: &Logger) -> Op
         let event = event?;
         match event {
             Event::Signal(signal) if supervise::STOP_SIGNALS.contains(&signal) => {
-                log.warn("signal received before the command started; not running it", &[("signal", signal.into())]);
+                not_running_it(log, signal);
                 return Some(signal);
             }
             Event::Signal(signal) if supervise::JOB_SIGNALS.contains(&signal) && job_control => {
@@ -472,6 +472,11 @@ fn pending_stop(events: &Receiver<Event>, job_control: bool, log: &Logger) -> Op
             _ => {}
         }
     }
+}
+
+/// Logs that a stop signal came before the command started, which then never starts.
+fn not_running_it(log: &Logger, signal: i32) {
+    log.warn("signal received before the command started; not running it", &[("signal", signal.into())]);
 }
 
 /// How long clearing what an abandoned or failed acquire may have written takes at most, answer included.
