@@ -15,7 +15,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -271,6 +271,15 @@ fn wait_descendants_keeps_the_lock_until_the_last_descendant_exits() {
 /// Tests that run as uid 65534 share its process count: one at a time.
 static NOBODY: Mutex<()> = Mutex::new(());
 
+/// A case for a test that runs as uid 65534: the process-count lock (held while the guard lives), the case and
+/// its [`Unprivileged`] setup.
+fn as_nobody(name: &str) -> (MutexGuard<'static, ()>, Case, Unprivileged) {
+    let one_at_a_time = NOBODY.lock().unwrap_or_else(|p| p.into_inner());
+    let case = Case::new(name);
+    let unprivileged = Unprivileged::new(&case);
+    (one_at_a_time, case, unprivileged)
+}
+
 /// A copy of the binary that uid 65534 can execute, a folder it can write the marker to, and the environment.
 struct Unprivileged {
     binary: String,
@@ -320,8 +329,9 @@ impl Unprivileged {
     }
 }
 
-/// `run k -- touch MARKER` as uid 65534 under `--nproc=N` for N = 1..=12: (N, outcome, whether the command ran).
-fn nproc_sweep(case: &Case, unprivileged: &Unprivileged) -> Vec<(u32, Outcome, bool)> {
+/// `run k -- touch MARKER` as uid 65534 under `--nproc=N` for N = 1..=12: (N, outcome, whether the command ran)
+/// for each, and a report of them all for failure messages.
+fn nproc_sweep(case: &Case, unprivileged: &Unprivileged) -> (Vec<(u32, Outcome, bool)>, String) {
     nproc_sweep_env(case, unprivileged, &case.env())
 }
 
@@ -330,14 +340,16 @@ fn nproc_sweep_env(
     case: &Case,
     unprivileged: &Unprivileged,
     env: &BTreeMap<&'static str, String>,
-) -> Vec<(u32, Outcome, bool)> {
-    (1..=12)
+) -> (Vec<(u32, Outcome, bool)>, String) {
+    let sweep: Vec<(u32, Outcome, bool)> = (1..=12)
         .map(|n| {
             let args = ["-t", case.table(), "run", "k", "--", "touch", &unprivileged.marker];
             let out = unprivileged.run_env(case, &format!("nproc-{n}"), n, &args, env);
             (n, out, unprivileged.ran())
         })
-        .collect()
+        .collect();
+    let report = sweep_report(&sweep);
+    (sweep, report)
 }
 
 /// Every N of `sweep` under which the command did not run ended with exit 71.
@@ -357,11 +369,8 @@ fn sweep_report(sweep: &[(u32, Outcome, bool)]) -> String {
 
 #[test]
 fn a_thread_that_cannot_be_created_exits_71_and_the_command_never_runs_without_the_lock() {
-    let _one_at_a_time = NOBODY.lock().unwrap_or_else(|p| p.into_inner());
-    let case = Case::new("sup_nproc");
-    let unprivileged = Unprivileged::new(&case);
-    let sweep = nproc_sweep(&case, &unprivileged);
-    let report = sweep_report(&sweep);
+    let (_one_at_a_time, case, unprivileged) = as_nobody("sup_nproc");
+    let (sweep, report) = nproc_sweep(&case, &unprivileged);
     assert!(
         sweep.iter().any(|(_, out, _)| out.code() == Some(71)),
         "no N gave exit 71 (a thread could not be created)\n{report}"
@@ -396,11 +405,8 @@ fn a_thread_that_cannot_be_created_exits_71_and_the_command_never_runs_without_t
 /// timeout) must not turn into a panic and a "lost lock" (75).
 #[test]
 fn every_thread_limit_that_stops_the_run_before_the_command_exits_71_without_a_panic() {
-    let _one_at_a_time = NOBODY.lock().unwrap_or_else(|p| p.into_inner());
-    let case = Case::new("sup_nproc_strict");
-    let unprivileged = Unprivileged::new(&case);
-    let sweep = nproc_sweep(&case, &unprivileged);
-    let report = sweep_report(&sweep);
+    let (_one_at_a_time, case, unprivileged) = as_nobody("sup_nproc_strict");
+    let (sweep, report) = nproc_sweep(&case, &unprivileged);
     for (n, out, _) in &sweep {
         assert!(!out.stderr.contains("panicked"), "N={n}: a thread panicked\n{report}");
     }
@@ -411,9 +417,7 @@ fn every_thread_limit_that_stops_the_run_before_the_command_exits_71_without_a_p
 /// as a thread or the command is: exit 71 and one clear line, never 78 (a configuration error).
 #[test]
 fn a_credential_helper_that_cannot_be_started_exits_71() {
-    let _one_at_a_time = NOBODY.lock().unwrap_or_else(|p| p.into_inner());
-    let case = Case::new("sup_nproc_helper");
-    let unprivileged = Unprivileged::new(&case);
+    let (_one_at_a_time, case, unprivileged) = as_nobody("sup_nproc_helper");
     let document = serde_json::json!({
         "Version": 1,
         "AccessKeyId": "AKIDNPROCHELPER",
@@ -423,8 +427,7 @@ fn a_credential_helper_that_cannot_be_started_exits_71() {
     case.write_aws_file("config", &format!("[profile proc]\ncredential_process = {helper}\n"));
     let mut env = case.env_without_credentials();
     env.insert("AWS_PROFILE", "proc".to_owned());
-    let sweep = nproc_sweep_env(&case, &unprivileged, &env);
-    let report = sweep_report(&sweep);
+    let (sweep, report) = nproc_sweep_env(&case, &unprivileged, &env);
     assert!(sweep.iter().any(|(_, _, ran)| *ran), "the command never ran even with N=12\n{report}");
     assert!(
         sweep.iter().any(|(_, out, _)| out.stderr.contains("credential_process")),
@@ -434,13 +437,11 @@ fn a_credential_helper_that_cannot_be_started_exits_71() {
 }
 
 /// `status` and `unlock` under a process limit: like `run`, a thread or helper that cannot be created is exit 71
-/// with one line, never a Rust panic (exit 101). Their signal watcher (`kill_helpers_on_signals` in main.rs) uses
-/// `std::thread::spawn`, which panics on EAGAIN.
+/// with one line, never a Rust panic (exit 101), which their signal watcher (`kill_helpers_on_signals` in main.rs)
+/// gave when it was created with `std::thread::spawn` (it panics on EAGAIN).
 #[test]
 fn status_and_unlock_under_a_process_limit_exit_71_without_a_panic() {
-    let _one_at_a_time = NOBODY.lock().unwrap_or_else(|p| p.into_inner());
-    let case = Case::new("sup_nproc_status");
-    let unprivileged = Unprivileged::new(&case);
+    let (_one_at_a_time, case, unprivileged) = as_nobody("sup_nproc_status");
     for subcommand in ["status", "unlock"] {
         for n in 1..=3 {
             let out =
@@ -460,13 +461,11 @@ fn status_and_unlock_under_a_process_limit_exit_71_without_a_panic() {
 /// created once the command runs.
 #[test]
 fn renewals_create_no_thread_once_the_command_runs() {
-    let _one_at_a_time = NOBODY.lock().unwrap_or_else(|p| p.into_inner());
-    let case = Case::new("sup_nproc_renewals");
-    let unprivileged = Unprivileged::new(&case);
+    let (_one_at_a_time, case, unprivileged) = as_nobody("sup_nproc_renewals");
     // The smallest limit under which the command (one process, no shell) runs.
-    let sweep = nproc_sweep(&case, &unprivileged);
+    let (sweep, report) = nproc_sweep(&case, &unprivileged);
     let Some(smallest) = sweep.iter().find(|(_, _, ran)| *ran).map(|(n, _, _)| *n) else {
-        panic!("the command never ran even with N=12\n{}", sweep_report(&sweep));
+        panic!("the command never ran even with N=12\n{report}");
     };
     let args = ["-t", case.table(), "-v", "run", "k", "-e", "3s", "--", "sleep", "3"];
     let out = unprivileged.run(&case, "renewals", smallest, &args);
@@ -483,9 +482,7 @@ fn renewals_create_no_thread_once_the_command_runs() {
 /// the exit 71.
 #[test]
 fn a_thread_that_cannot_be_created_exits_71_at_once_even_when_the_key_is_held() {
-    let _one_at_a_time = NOBODY.lock().unwrap_or_else(|p| p.into_inner());
-    let case = Case::new("sup_nproc_held");
-    let unprivileged = Unprivileged::new(&case);
+    let (_one_at_a_time, case, unprivileged) = as_nobody("sup_nproc_held");
     case.put_go_item("k", crate::support::now_ns() + 600_000_000_000);
     let args = ["-t", case.table(), "run", "--wait", "2s", "k", "--", "touch", &unprivileged.marker];
     let sweep: Vec<(u32, Outcome, bool, Duration)> = (1..=8)
