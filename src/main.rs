@@ -199,7 +199,7 @@ fn main() -> ExitCode {
             // Before any thread starts, every signal the run catches is blocked, in this thread and so in every
             // thread it creates: none is acted on or lost; each stays pending until the signal thread takes it
             // with sigwaitinfo (as dumb-init does). No handler is installed, so nothing is registered per signal.
-            if let Err(e) = lock_exec::process::block_signals(&lock_exec::supervise::caught_signals()) {
+            if let Err(e) = lock_exec::process::block_signals(lock_exec::supervise::caught_signals()) {
                 output::error_line(&format!("lock-exec: cannot block signals: {e}"));
                 return ExitCode::from(Exit::Software.code());
             }
@@ -278,7 +278,10 @@ fn kill_helpers_on_signals() -> Result<(), ExitCode> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
     // Registered before the thread starts (and before any other thread); without the handlers, the default
     // actions stay, as before.
-    let Ok(mut signals) = Signals::new([SIGHUP, SIGINT, SIGQUIT, SIGTERM]) else { return Ok(()) };
+    // A signal lock-exec started with ignored (`nohup`, a script's `&` job) stays ignored, as in `run`.
+    let stops =
+        [SIGHUP, SIGINT, SIGQUIT, SIGTERM].into_iter().filter(|&signal| !lock_exec::process::is_ignored(signal));
+    let Ok(mut signals) = Signals::new(stops) else { return Ok(()) };
     let watcher = lock_exec::worker::spawn_thread("signals", "signal handling", move || {
         if let Some(signal) = signals.forever().next() {
             DYING_OF.store(signal, Ordering::SeqCst);

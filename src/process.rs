@@ -32,10 +32,10 @@ pub struct Spawn<'a> {
     pub remove: &'a [&'a str],
     /// Make the command's new process group the terminal's foreground group (an interactive run).
     pub give_terminal: bool,
-    /// Signals set back to their default action in the command. lock-exec takes the signals it catches with
-    /// `sigwaitinfo` and installs no handler, so a disposition it inherited as ignored (SIGINT and SIGQUIT in a
-    /// script's `&` job, SIGHUP under `nohup`) would otherwise survive the exec: the command would ignore the
-    /// very signals lock-exec forwards to it.
+    /// Signals set back to their default action in the command: the ones lock-exec catches. It takes them with
+    /// `sigwaitinfo`, installs no handler, and leaves out any it inherited as ignored (see
+    /// [`crate::supervise::caught_signals`]: those stay ignored in the command too), so this only guards the
+    /// command against a disposition of lock-exec's own surviving the exec.
     pub default_actions: &'a [i32],
 }
 
@@ -289,6 +289,12 @@ pub fn empty_signal_mask_in_child(command: &mut Command) {
 /// The next of `signals` (blocked in every thread) sent to lock-exec.
 pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
     sys::wait_signal(signals)
+}
+
+/// Whether `signal`'s disposition is ignored (`SIG_IGN`). Before lock-exec sets any, that is the one it
+/// inherited: a parent's `SIG_IGN` survives exec (`nohup`, a script's `&` job, `trap ''`).
+pub fn is_ignored(signal: i32) -> bool {
+    sys::is_ignored(signal)
 }
 
 /// SIGCHLD back to its default action, first thing in every subcommand. An ignored SIGCHLD (a parent's SIG_IGN
@@ -600,6 +606,16 @@ mod sys {
         unsafe {
             libc::signal(signal, libc::SIG_DFL);
         }
+    }
+
+    /// Whether `signal`'s disposition is `SIG_IGN` (false when it cannot be read: an invalid number).
+    pub fn is_ignored(signal: i32) -> bool {
+        let mut current = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+        // SAFETY: with a null new action, sigaction only writes the current one into `current`, a valid pointer.
+        let read = unsafe { libc::sigaction(signal, std::ptr::null(), current.as_mut_ptr()) };
+        // SAFETY: all-zero bytes are a valid sigaction (plain integers and a set), and sigaction filled it when
+        // it returned 0.
+        read == 0 && unsafe { current.assume_init() }.sa_sigaction == libc::SIG_IGN
     }
 
     /// Sets `signal`'s disposition to ignored.

@@ -6,8 +6,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitStatus;
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -29,28 +29,40 @@ pub const JOB_SIGNALS: [i32; 2] = [libc::SIGTSTP, libc::SIGTTIN];
 
 /// Every signal lock-exec catches during `run`: the stop signals, job control, and every other catchable
 /// asynchronous signal whose default action would end lock-exec without a release (forwarded as they are).
-pub fn caught_signals() -> Vec<i32> {
-    let mut signals = STOP_SIGNALS.to_vec();
-    signals.extend(JOB_SIGNALS);
-    signals.extend([
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-        libc::SIGALRM,
-        libc::SIGPWR,
-        libc::SIGWINCH,
-        libc::SIGCONT,
-        libc::SIGVTALRM,
-        libc::SIGPROF,
-        libc::SIGIO,
-        libc::SIGXCPU,
-        libc::SIGXFSZ,
-        libc::SIGSTKFLT,
-        libc::SIGABRT,
-        libc::SIGSYS,
-        libc::SIGTRAP,
-    ]);
-    signals.extend(libc::SIGRTMIN()..=libc::SIGRTMAX());
-    signals
+///
+/// A signal lock-exec started with ignored (SIGHUP under `nohup`, SIGINT and SIGQUIT in a script's `&` job, a
+/// `trap ''`) is left out: it stays ignored, by lock-exec and by the command, as it would be by the command run
+/// alone (a shell cannot trap a signal ignored on entry; Go programs, the Go lock-exec among them, keep an
+/// ignored SIGHUP and SIGINT). SIGCONT is always caught: job control needs its event, and ignoring it changes
+/// nothing for the command (a stopped process is continued whatever its disposition).
+///
+/// Computed once, before any thread starts: lock-exec changes none of these dispositions itself.
+pub fn caught_signals() -> &'static [i32] {
+    static CAUGHT: OnceLock<Vec<i32>> = OnceLock::new();
+    CAUGHT.get_or_init(|| {
+        let mut signals = STOP_SIGNALS.to_vec();
+        signals.extend(JOB_SIGNALS);
+        signals.extend([
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGALRM,
+            libc::SIGPWR,
+            libc::SIGWINCH,
+            libc::SIGCONT,
+            libc::SIGVTALRM,
+            libc::SIGPROF,
+            libc::SIGIO,
+            libc::SIGXCPU,
+            libc::SIGXFSZ,
+            libc::SIGSTKFLT,
+            libc::SIGABRT,
+            libc::SIGSYS,
+            libc::SIGTRAP,
+        ]);
+        signals.extend(libc::SIGRTMIN()..=libc::SIGRTMAX());
+        signals.retain(|&signal| signal == libc::SIGCONT || !process::is_ignored(signal));
+        signals
+    })
 }
 
 /// Everything that happens during a run, in one channel.

@@ -175,7 +175,7 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
     let started = Instant::now();
     let caught = supervise::caught_signals();
     let spawned =
-        process::spawn(&args.argv, &process::Spawn { vars: &vars, remove, give_terminal, default_actions: &caught });
+        process::spawn(&args.argv, &process::Spawn { vars: &vars, remove, give_terminal, default_actions: caught });
     let tree = match spawned {
         Ok(tree) => Arc::new(tree),
         Err(source) => {
@@ -281,7 +281,7 @@ pub const AWS_CREDENTIAL_VARIABLES: [&str; 12] = [
 /// harmless.
 fn signal_thread(events: Sender<Event>) {
     let caught = supervise::caught_signals();
-    while let Ok(signal) = process::wait_signal(&caught) {
+    while let Ok(signal) = process::wait_signal(caught) {
         if events.send(Event::Signal(signal)).is_err() {
             return;
         }

@@ -272,6 +272,35 @@ fn a_helper_running_when_status_or_unlock_gets_a_signal_is_killed() {
     }
 }
 
+/// `status` started with SIGHUP ignored (`nohup`) leaves it ignored while a slow helper runs, as `run` does; a
+/// signal not ignored (SIGTERM) still ends it and takes the helper with it.
+#[test]
+fn status_started_with_sighup_ignored_survives_a_hangup() {
+    let case = Case::new("process_signal_ignored_hup");
+    let pids = case.file("pids");
+    helper(&case, &format!("sleep 600 &\necho \"$$ $!\" > '{pids}.tmp'\nmv '{pids}.tmp' '{pids}'\nwait\n"));
+    let ignoring = "trap '' HUP; exec \"$0\" \"$@\"";
+    let args =
+        ["-c", ignoring, env!("CARGO_BIN_EXE_lock-exec"), "-t", case.table(), "--profile", "proc", "status", "k"];
+    let mut running = case.spawn_program(std::path::Path::new("sh"), &args, case.env_without_credentials());
+    let line = running.wait_for_line(&case.path("pids"), Duration::from_secs(20));
+    let helper_pids: Vec<u32> =
+        line.split_whitespace().map(|pid| pid.parse().expect("the helper wrote two pids")).collect();
+    signal(running.pid(), libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    let survived = !is_dead(running.pid()) && helper_pids.iter().all(|&pid| !is_dead(pid));
+    signal(running.pid(), libc::SIGTERM);
+    let out = running.wait(Duration::from_secs(10));
+    eventually(Duration::from_secs(3), || helper_pids.iter().all(|&pid| is_dead(pid)));
+    let left: Vec<u32> = helper_pids.iter().copied().filter(|&pid| !is_dead(pid)).collect();
+    for &pid in &left {
+        signal(pid, libc::SIGKILL); // do not leave them behind after a failure
+    }
+    out.check("status and its helper survived the ignored SIGHUP", true, survived);
+    out.check("helper processes left 3 s after lock-exec exited", Vec::<u32>::new(), left);
+    out.expect_death_by(libc::SIGTERM);
+}
+
 /// lock-exec's threads block the signals it catches until its signal thread handles them; neither the command
 /// nor a helper inherits that mask (a blocked SIGTERM would make either deaf to it). Both are awk and grep, not
 /// a shell: dash and bash clear their mask when they start.

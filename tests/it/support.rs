@@ -202,6 +202,7 @@ pub struct Case {
 impl Case {
     /// A table and a temp folder for `test`.
     pub fn new(test: &str) -> Case {
+        default_signal_actions();
         let case = Case { table: Table::create(test), dir: TempDir::new(test), spawned: AtomicU32::new(0) };
         std::fs::create_dir_all(case.home()).expect("create the test HOME");
         case
@@ -1028,4 +1029,33 @@ pub fn run_in_terminal(
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().expect("collect output")
+}
+
+/// The signals the tests send back to their default action in the test process, once: lock-exec leaves a signal it
+/// inherited as ignored ignored (as `nohup` and a script's `&` job ask), so the tests must not depend on how the
+/// harness that runs them was started (a CI step in the background ignores SIGINT and SIGQUIT).
+fn default_signal_actions() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let sent = [
+            libc::SIGHUP,
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGTERM,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGALRM,
+            libc::SIGWINCH,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGCONT,
+        ];
+        for signal in sent {
+            // SAFETY: signal takes a plain integer and the constant SIG_DFL; the test process installs no handler
+            // of its own for these, so nothing is replaced but an inherited SIG_IGN.
+            unsafe {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
+    });
 }
