@@ -34,8 +34,8 @@ pub struct Spawn<'a> {
     pub give_terminal: bool,
     /// Signals set back to their default action in the command: the ones lock-exec catches. It takes them with
     /// `sigwaitinfo`, installs no handler, and leaves out any it inherited as ignored (see
-    /// [`crate::supervise::caught_signals`]: those stay ignored in the command too), so this only guards the
-    /// command against a disposition of lock-exec's own surviving the exec.
+    /// [`crate::supervise::caught_signals`]: those stay ignored in the command too), so in practice this changes
+    /// only a SIGCONT inherited as ignored (always caught).
     pub default_actions: &'a [i32],
 }
 
@@ -80,10 +80,14 @@ pub fn spawn(argv: &[OsString], options: &Spawn<'_>) -> io::Result<Tree> {
     let (program, args) =
         argv.split_first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
     // Dispositions first, then the mask: a signal pending in the child meanwhile then takes its default action.
-    // SIGTTOU too: lock-exec ignores it during a run (see `ignore_terminal_output_stops`); and SIGPIPE, which
-    // Rust's runtime ignores (std::process sets it back the same way).
+    // SIGTTOU too, unless lock-exec was started with it ignored: lock-exec ignores it during a run (see
+    // `ignore_terminal_output_stops`); and SIGPIPE, which Rust's runtime ignores before `main` (so whether it was
+    // inherited ignored cannot be known; std::process sets it back the same way).
     let mut defaults = options.default_actions.to_vec();
-    defaults.extend([libc::SIGTTOU, libc::SIGPIPE]);
+    if TTOU_INHERITED_IGNORED.get() != Some(&true) {
+        defaults.push(libc::SIGTTOU);
+    }
+    defaults.push(libc::SIGPIPE);
     // From an interactive terminal, the command's new process group becomes the terminal's foreground group,
     // or reading stdin stops it with SIGTTIN (a shell does the same for each job).
     let terminal_owner = if options.give_terminal { sys::foreground_terminal_group() } else { None };
@@ -307,9 +311,14 @@ pub fn collect_children() {
 /// SIGTTOU is ignored during a run (and set back to its default in the command): lock-exec writes its log lines
 /// while the command has the terminal, and with `stty tostop` each write would raise SIGTTOU. Ignored, the
 /// write goes through, and `tcsetpgrp` from a background group works too.
+/// An SIGTTOU inherited as ignored stays ignored in the command (see [`spawn`]).
 pub fn ignore_terminal_output_stops() {
-    sys::ignore(libc::SIGTTOU);
+    let was_ignored = sys::ignore(libc::SIGTTOU);
+    TTOU_INHERITED_IGNORED.get_or_init(|| was_ignored);
 }
+
+/// Whether SIGTTOU was ignored before [`ignore_terminal_output_stops`] first ignored it.
+static TTOU_INHERITED_IGNORED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 fn pids(text: &str) -> Vec<u32> {
     text.split_whitespace().filter_map(|p| p.parse().ok()).collect()
@@ -618,12 +627,10 @@ mod sys {
         read == 0 && unsafe { current.assume_init() }.sa_sigaction == libc::SIG_IGN
     }
 
-    /// Sets `signal`'s disposition to ignored.
-    pub fn ignore(signal: i32) {
+    /// Sets `signal`'s disposition to ignored; returns whether it was ignored already.
+    pub fn ignore(signal: i32) -> bool {
         // SAFETY: signal takes a plain integer and the constant SIG_IGN.
-        unsafe {
-            libc::signal(signal, libc::SIG_IGN);
-        }
+        unsafe { libc::signal(signal, libc::SIG_IGN) == libc::SIG_IGN }
     }
 
     /// In the child, before exec: an empty signal mask. lock-exec's threads block the signals it catches (see

@@ -32,9 +32,9 @@ pub const JOB_SIGNALS: [i32; 2] = [libc::SIGTSTP, libc::SIGTTIN];
 ///
 /// A signal lock-exec started with ignored (SIGHUP under `nohup`, SIGINT and SIGQUIT in a script's `&` job, a
 /// `trap ''`) is left out: it stays ignored, by lock-exec and by the command, as it would be by the command run
-/// alone (a shell cannot trap a signal ignored on entry; Go programs, the Go lock-exec among them, keep an
-/// ignored SIGHUP and SIGINT). SIGCONT is always caught: job control needs its event, and ignoring it changes
-/// nothing for the command (a stopped process is continued whatever its disposition).
+/// alone (a shell cannot trap a signal ignored on entry; the Go tool keeps an ignored SIGHUP too). SIGCONT is
+/// always caught: job control needs its event, and ignoring it changes nothing for the command (a stopped
+/// process is continued whatever its disposition).
 ///
 /// Computed once, before any thread starts: lock-exec changes none of these dispositions itself.
 pub fn caught_signals() -> &'static [i32] {

@@ -1031,30 +1031,27 @@ pub fn run_in_terminal(
     child.wait_with_output().expect("collect output")
 }
 
-/// The signals the tests send back to their default action in the test process, once: lock-exec leaves a signal it
-/// inherited as ignored ignored (as `nohup` and a script's `&` job ask), so the tests must not depend on how the
-/// harness that runs them was started (a CI step in the background ignores SIGINT and SIGQUIT).
+/// Every signal the test process inherited as ignored back to its default action, once (SIGPIPE aside: Rust's
+/// runtime ignores it itself): lock-exec leaves a signal it inherited as ignored ignored (as `nohup` and a
+/// script's `&` job ask), so the tests must not depend on how the harness that runs them was started (a CI step
+/// in the background ignores SIGINT and SIGQUIT). Handlers (the C library's own real-time ones) are left alone.
 fn default_signal_actions() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let sent = [
-            libc::SIGHUP,
-            libc::SIGINT,
-            libc::SIGQUIT,
-            libc::SIGTERM,
-            libc::SIGUSR1,
-            libc::SIGUSR2,
-            libc::SIGALRM,
-            libc::SIGWINCH,
-            libc::SIGTSTP,
-            libc::SIGTTIN,
-            libc::SIGCONT,
-        ];
-        for signal in sent {
-            // SAFETY: signal takes a plain integer and the constant SIG_DFL; the test process installs no handler
-            // of its own for these, so nothing is replaced but an inherited SIG_IGN.
+        for signal in 1..=libc::SIGRTMAX() {
+            if signal == libc::SIGPIPE || signal == libc::SIGKILL || signal == libc::SIGSTOP {
+                continue;
+            }
+            let mut current = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+            // SAFETY: with a null new action, sigaction only writes the current one into `current`; all-zero
+            // bytes are a valid sigaction, so reading it after a failed call is sound too. signal takes a plain
+            // integer and the constant SIG_DFL.
             unsafe {
-                libc::signal(signal, libc::SIG_DFL);
+                if libc::sigaction(signal, std::ptr::null(), current.as_mut_ptr()) == 0
+                    && current.assume_init().sa_sigaction == libc::SIG_IGN
+                {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
             }
         }
     });
