@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 /// dlmalloc keeps freed memory for reuse, where musl's allocator (the static builds) hands it back to the kernel
 /// page by page: without it, every request cost `mmap`/`munmap` pairs and page faults (README, Dependencies).
-/// Its lock is taken around every fork (`enable_alloc_after_fork`, first thing in `main`), so a forked child never
-/// inherits it held by another thread; no child allocates before its `exec` anyway.
+/// No child of lock-exec allocates before its `exec` (the command's clone child and the helpers' pre-exec hooks
+/// make system calls only), so dlmalloc's lock, which a fork could copy held by another thread, is never taken in
+/// one (`enable_alloc_after_fork` is not needed).
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 

@@ -91,7 +91,17 @@ pub fn spawn(argv: &[OsString], options: &Spawn<'_>) -> io::Result<Tree> {
     // From an interactive terminal, the command's new process group becomes the terminal's foreground group,
     // or reading stdin stops it with SIGTTIN (a shell does the same for each job).
     let terminal_owner = if options.give_terminal { sys::foreground_terminal_group() } else { None };
-    let leader = start(program, args, options, &defaults, terminal_owner.is_some())?;
+    let leader = match start(program, args, options, &defaults, terminal_owner.is_some()) {
+        Ok(leader) => leader,
+        Err(e) => {
+            // The child took the terminal before its exec failed: it comes back to us, or whatever the calling
+            // script runs next would be a background job on its own terminal (a `read` stopped by SIGTTIN).
+            if let Some(group) = terminal_owner {
+                sys::give_terminal(group);
+            }
+            return Err(e);
+        }
+    };
     if terminal_owner.is_some() {
         sys::give_terminal(leader);
         // In case the command read the terminal before it was its own: wake it.

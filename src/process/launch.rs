@@ -159,15 +159,16 @@ fn clone_and_exec(mut plan: Plan, stack: &mut Vec<u8>) -> io::Result<u32> {
     plan.report = writer.as_raw_fd();
     // The stack grows down from its (16-byte aligned) end.
     let top = (stack.as_mut_ptr() as usize + stack.capacity()) & !15;
-    // SAFETY: `all` and `previous` are sets we own, initialised by sigfillset and by pthread_sigmask. The clone
-    // runs `child` on `stack` with a pointer to `plan`; both outlive the call (CLONE_VFORK suspends this thread
-    // until the child execs or exits; where the clone is a plain fork the child has copies) and the child only
-    // reads them. Every signal is blocked meanwhile, so nothing of ours runs in the child.
+    // SAFETY: `all` and `previous` are kernel signal sets (64 bits on Linux) we own; rt_sigprocmask reads the
+    // one and writes the other. The clone runs `child` on `stack` with a pointer to `plan`; both outlive the call
+    // (CLONE_VFORK suspends this thread until the child execs or exits; where the clone is a plain fork the child
+    // has copies) and the child only reads them. Every signal is blocked meanwhile, so nothing of ours runs in
+    // the child: the raw system call, as glibc's posix_spawn makes it, because the C library's masking functions
+    // leave its own real-time signals (32-34) out.
     let pid = unsafe {
-        let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        let mut previous = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        libc::sigfillset(all.as_mut_ptr());
-        libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), previous.as_mut_ptr());
+        let (all, mut previous) = (!0u64, 0u64);
+        let (how, size) = (libc::SIG_SETMASK as libc::c_long, 8 as libc::c_long);
+        libc::syscall(libc::SYS_rt_sigprocmask, how, &all as *const u64, &mut previous as *mut u64, size);
         let pid = libc::clone(
             child,
             top as *mut c_void,
@@ -175,7 +176,7 @@ fn clone_and_exec(mut plan: Plan, stack: &mut Vec<u8>) -> io::Result<u32> {
             &plan as *const Plan as *mut c_void,
         );
         let error = io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, previous.as_ptr(), std::ptr::null_mut());
+        libc::syscall(libc::SYS_rt_sigprocmask, how, &previous as *const u64, std::ptr::null::<u64>(), size);
         if pid < 0 {
             return Err(error);
         }
@@ -274,10 +275,24 @@ unsafe fn prepare_and_exec(plan: &Plan) -> c_int {
             return libc::ESRCH;
         }
         // The kernel's struct sigaction, all zero: SIG_DFL, no flags, an empty mask (its size fits every
-        // architecture's layout).
+        // architecture's layout); the handler comes first in each, so `ignore_action` is SIG_IGN (1).
         let default_action = [0u64; 4];
+        let ignore_action = [1u64, 0, 0, 0];
         for &signal in &plan.defaults {
             let size: libc::c_long = 8;
+            if matches!(signal, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
+                // Ignored first, which discards one already pending: a Ctrl-Z sent to lock-exec's group before
+                // the setpgid above reached us too, blocked, and would stop us before the exec with lock-exec
+                // suspended in the clone and no lease renewed. lock-exec got it as well and acts on it once the
+                // command runs.
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal as libc::c_long,
+                    ignore_action.as_ptr(),
+                    std::ptr::null::<u64>(),
+                    size,
+                );
+            }
             libc::syscall(
                 libc::SYS_rt_sigaction,
                 signal as libc::c_long,

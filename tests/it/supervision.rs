@@ -800,6 +800,62 @@ fn a_stop_signal_between_the_acquire_and_the_spawn_runs_nothing() {
     out.check("owner after the run", None, owner_of(&case, "k"));
 }
 
+/// The children of `pid` (every thread's), from `/proc`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
+        .collect()
+}
+
+/// SIGKILLs the processes it holds when dropped (a failed test must not leave them stopped).
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            signal(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// A Ctrl-Z sent to lock-exec's process group while the command's process was being created reaches that process
+/// too, before it has its own group; blocked there, it would stop it before its exec, with lock-exec suspended in
+/// the clone (the parent of a vfork child waits for its exec) and no lease renewed. strace (lock-exec's parent
+/// here) delays the child's setpgid by 1.5 s to widen that moment, and the test sends SIGTSTP to the child in it:
+/// the spawn must complete and the command run.
+#[test]
+fn a_stop_signal_that_reaches_the_command_before_its_exec_does_not_hang_the_spawn() {
+    let case = Case::new("sup_tstp_before_exec");
+    let marker = case.file("ran");
+    let script = format!("echo ran > {marker}");
+    let mut args = vec!["-f", "-qq", "-o", "/dev/null", "-e", "trace=setpgid"];
+    args.extend(["-e", "inject=setpgid:delay_enter=1500000:when=1", BINARY]);
+    args.extend(run_args(&case, &["-e", "3s"], &script));
+    let running = case.spawn_program(Path::new("strace"), &args, case.env());
+    let mut cleanup = KillOnDrop(Vec::new());
+    let mut child = None;
+    let found = eventually(WAIT, || {
+        let lock_exec = children_of(running.pid());
+        cleanup.0 = lock_exec.clone();
+        child = lock_exec.iter().flat_map(|&pid| children_of(pid)).next();
+        child.is_some()
+    });
+    assert!(found, "lock-exec started no child under strace\n{}", running.stderr_so_far());
+    let child = child.unwrap_or_default();
+    cleanup.0.push(child);
+    // Inside the 1.5 s delay: the child is still in lock-exec's group, every signal blocked.
+    std::thread::sleep(Duration::from_millis(200));
+    signal(child, libc::SIGTSTP);
+    let out = running.wait(WAIT);
+    cleanup.0.clear();
+    out.expect_code(0);
+    out.check("the command ran", true, Path::new(&marker).exists());
+    out.check("released", true, out.has_log("lock released"));
+}
+
 #[test]
 fn a_calling_shell_sees_the_death_by_sigint_and_stops() {
     let case = Case::new("sup_calling_shell");

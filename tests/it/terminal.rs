@@ -19,3 +19,22 @@ fn a_command_run_from_a_terminal_can_read_it() {
         "expected the command to read `hello` from the terminal\n--- stdout:\n{stdout}"
     );
 }
+
+/// A command that cannot be started (not found) from a terminal: its process group had taken the terminal
+/// before the exec failed, and lock-exec gives it back, so the calling script still reads its terminal.
+#[test]
+fn a_command_that_cannot_start_gives_the_terminal_back() {
+    let case = Case::new("terminal-exec-failure");
+    let inner = format!(
+        "{} -t {} -q run k -- no-such-command-in-path; echo \"exit $?\"; read line; echo \"got [$line]\"",
+        env!("CARGO_BIN_EXE_lock-exec"),
+        case.table()
+    );
+    let output = run_in_terminal(&inner, case.env(), b"hello\n", "the calling shell was stopped reading its terminal");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("exit 127"), "expected lock-exec to exit 127\n--- stdout:\n{stdout}");
+    assert!(
+        stdout.contains("got [hello]"),
+        "expected the shell to read `hello` from its terminal\n--- stdout:\n{stdout}"
+    );
+}
