@@ -89,6 +89,8 @@ impl<'a> Client<'a> {
         let payload = body.to_string();
         let first = Instant::now();
         let mut attempt = 1;
+        // Whether an earlier attempt's request may have reached DynamoDB (the last error must not hide it).
+        let mut sent_before = false;
         loop {
             let credentials = self.signing_credentials()?;
             let started = Instant::now();
@@ -116,8 +118,9 @@ impl<'a> Client<'a> {
                 );
             }
             if !retryable || attempt >= self.max_attempts {
-                return result.map_err(|e| self.explain(e, body, attempt, first));
+                return result.map_err(|e| self.explain(e, body, attempt, first, sent_before));
             }
+            sent_before |= !matches!(result, Err(Error::Transport { sent: false, .. }));
             std::thread::sleep(backoff(attempt));
             attempt += 1;
         }
@@ -125,7 +128,7 @@ impl<'a> Client<'a> {
 
     /// The final error of a call, with what the user needs next: a missing table names the table, region and
     /// endpoint; an unreachable endpoint says how many attempts were made over how long.
-    fn explain(&self, error: Error, body: &Value, attempts: u32, first: Instant) -> Error {
+    fn explain(&self, error: Error, body: &Value, attempts: u32, first: Instant, sent_before: bool) -> Error {
         match error {
             Error::Service(mut e) if e.kind() == ServiceErrorKind::ResourceNotFound => {
                 let table = body["TableName"].as_str().unwrap_or("?");
@@ -139,9 +142,10 @@ impl<'a> Client<'a> {
                     format!("{}: table {table:?}{from} in region {} at {}", e.message, self.ctx.region, self.endpoint);
                 Error::Service(e)
             }
-            Error::Transport { target, source } if attempts > 1 => Error::Transport {
+            Error::Transport { target, source, sent } if attempts > 1 => Error::Transport {
                 target: format!("{target} ({attempts} attempts in {:.1} s)", first.elapsed().as_secs_f64()),
                 source,
+                sent: sent || sent_before,
             },
             other => other,
         }

@@ -41,6 +41,9 @@ pub enum Error {
         target: String,
         /// The transport's error.
         source: Box<dyn std::error::Error + Send + Sync>,
+        /// Whether the request may have reached the server: false when it cannot have, in any attempt (the host
+        /// did not resolve, the connection was refused or not made in time).
+        sent: bool,
     },
     /// A file could not be read.
     Io {
@@ -189,7 +192,7 @@ impl Error {
     /// (validation, access, missing table, throttling) was not.
     pub fn outcome_unknown(&self) -> bool {
         match self {
-            Error::Transport { .. } => true,
+            Error::Transport { sent, .. } => *sent,
             Error::Service(e) => {
                 e.status >= 500 || (200..300).contains(&e.status) || e.kind() == ServiceErrorKind::Server
             }
@@ -297,8 +300,11 @@ mod tests {
         };
         assert!(service(500, "InternalServerError").outcome_unknown());
         assert!(service(503, "").outcome_unknown());
-        let transport = Error::Transport { target: "dynamodb".into(), source: Box::new(io::Error::other("reset")) };
-        assert!(transport.outcome_unknown());
+        let transport =
+            |sent| Error::Transport { target: "dynamodb".into(), source: Box::new(io::Error::other("reset")), sent };
+        assert!(transport(true).outcome_unknown());
+        // The host did not resolve, the connection was refused: nothing can have been written.
+        assert!(!transport(false).outcome_unknown());
         // A 2xx whose body could not be read: the write was applied.
         assert!(service(200, "").outcome_unknown());
         assert!(service(200, "UnexpectedAnswer").outcome_unknown());

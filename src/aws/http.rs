@@ -178,6 +178,7 @@ impl Http {
                 Some(proxy) => format!("{} at {shown_url} through proxy {proxy}", request.target),
                 None => format!("{} at {shown_url}", request.target),
             },
+            sent: may_have_been_sent(&source),
             source: transport_source(source, request.timeout),
         };
         let mut builder = http_request(request.method, &url)
@@ -422,6 +423,20 @@ impl std::fmt::Display for Unresolved {
 }
 
 impl std::error::Error for Unresolved {}
+
+/// Whether a request that failed with `error` may have reached the server: not when no connection to it (or to
+/// its proxy) was made, so no byte of the request was written.
+fn may_have_been_sent(error: &ureq::Error) -> bool {
+    use ureq::Timeout::{Connect, Resolve};
+    match error {
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed | ureq::Error::ConnectProxyFailed(_) => false,
+        ureq::Error::Timeout(Resolve | Connect) => false,
+        ureq::Error::Io(io) => {
+            io.kind() != std::io::ErrorKind::ConnectionRefused && !io.get_ref().is_some_and(|e| e.is::<Unresolved>())
+        }
+        _ => true,
+    }
+}
 
 /// The source of a transport error: an [`Unresolved`] on its own (no `io:` prefix), any other error as it is.
 fn transport_source(error: ureq::Error, timeout: Duration) -> Box<dyn std::error::Error + Send + Sync> {

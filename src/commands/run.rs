@@ -523,7 +523,28 @@ fn abandon_acquire(events: &Receiver<Event>, mut world: Option<&'static World>) 
 
 /// The owner-conditioned release after an acquire whose outcome is unknown, one request within `budget`. The
 /// acquire is abandoned first, so an attempt still going through `--limit` slots takes no further one.
-fn cleanup_release(world: &World, budget: Duration) {
+///
+/// It runs on a thread of its own, awaited for `budget` at most: a request's timeouts bound its connection and
+/// answer, but not the C library's name lookup (5 s per try in musl with no name server), and lock-exec must
+/// not wait past its budget for a cleanup, which is a courtesy to the next run (the lease ends anyway). Where the
+/// thread cannot be created, it runs here.
+fn cleanup_release(world: &'static World, budget: Duration) {
+    let (done, finished) = mpsc::channel();
+    let spawned = worker::spawn_thread("cleanup", "the cleanup release", move || {
+        cleanup_now(world, budget);
+        let _ = done.send(());
+    });
+    match spawned {
+        Ok(_) => {
+            if finished.recv_timeout(budget + Duration::from_millis(100)).is_err() {
+                world.log.debug("acquire abandoned; cleanup release not done within its budget, left behind", &[]);
+            }
+        }
+        Err(_) => cleanup_now(world, budget),
+    }
+}
+
+fn cleanup_now(world: &World, budget: Duration) {
     let key = world.abandon();
     let Some(client) = world.quick_client(budget.max(Duration::from_millis(100))) else {
         world.log.debug("acquire abandoned before any request was signed; nothing to clean up", &[]);

@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lock_exec::Env;
 
-use crate::support::{Case, Outcome};
+use crate::support::{Case, Outcome, Running, signal};
 
 /// The static binary's triple.
 const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
@@ -80,6 +80,12 @@ fn chroot_program() -> &'static str {
 
 /// Runs `/lock-exec ARGS...` chrooted into `root` with exactly `env`, to its end.
 fn run_in(case: &Case, root: &Path, args: &[&str], env: BTreeMap<&'static str, String>) -> Outcome {
+    spawn_in(case, root, args, env).wait(Duration::from_secs(30))
+}
+
+/// Starts `/lock-exec ARGS...` chrooted into `root` with exactly `env` (chroot and unshare exec it: the process
+/// is lock-exec's).
+fn spawn_in(case: &Case, root: &Path, args: &[&str], env: BTreeMap<&'static str, String>) -> Running {
     let root = root.to_str().expect("temp paths are UTF-8");
     let (program, mut full) = if effective_uid() == 0 {
         // As the image runs it: user 65534 (Dockerfile's USER).
@@ -88,7 +94,7 @@ fn run_in(case: &Case, root: &Path, args: &[&str], env: BTreeMap<&'static str, S
         ("/usr/bin/unshare", vec!["--user", "--map-root-user", chroot_program(), root, "/lock-exec"])
     };
     full.extend_from_slice(args);
-    case.spawn_program(Path::new(program), &full, env).wait(Duration::from_secs(30))
+    case.spawn_program(Path::new(program), &full, env)
 }
 
 /// The case's environment with the endpoint named `lock-exec-emulator` (resolved through the chroot's `/etc/hosts`) and
@@ -169,4 +175,48 @@ fn unresolvable_endpoint_host_is_one_clear_line() {
                     (/etc/hosts and /etc/resolv.conf missing)";
     out.check(&format!("the error names the host and the files: {error}"), true, error.contains(expected));
     out.check("not a timeout", false, error.contains("timeout"));
+}
+
+/// A `run` whose endpoint host does not resolve sent nothing: it fails after one lookup, without the cleanup
+/// release that follows an acquire whose outcome is unknown (a second lookup, as long again).
+#[test]
+fn a_run_whose_endpoint_host_does_not_resolve_sends_no_cleanup_release() {
+    let case = Case::new("chroot_unresolvable_run");
+    let root = chroot(&case, false);
+    let mut env = chroot_env(&case);
+    env.insert("AWS_MAX_ATTEMPTS", "1".into());
+    let out = run_in(&case, &root, &["-v", "-t", case.table(), "run", "dns", "--", "/lock-exec", "version"], env);
+    out.expect_code(69);
+    let requests = out.logs().iter().filter(|line| line["msg"] == "dynamodb request").count();
+    out.check("DynamoDB requests tried (the acquire's one attempt)", 1, requests);
+    let cleanups: Vec<String> =
+        out.messages().into_iter().filter(|message| message.starts_with("acquire abandoned")).collect();
+    out.check("cleanup log lines", Vec::<String>::new(), cleanups);
+}
+
+/// SIGTERM while the acquire waits for a name lookup that will fail (5 s in musl with no name server): the
+/// cleanup release cannot wait past its budget for a lookup of its own, so lock-exec is gone within about a
+/// second, as the README promises for a stop signal before the command starts.
+#[test]
+fn a_stop_signal_during_a_stalled_name_lookup_ends_the_run_within_its_cleanup_budget() {
+    let case = Case::new("chroot_unresolvable_sigterm");
+    let root = chroot(&case, false);
+    let mut env = chroot_env(&case);
+    env.insert("AWS_MAX_ATTEMPTS", "1".into());
+    let running = spawn_in(&case, &root, &["-t", case.table(), "run", "dns", "--", "/lock-exec", "version"], env);
+    std::thread::sleep(Duration::from_secs(1));
+    signal(running.pid(), libc::SIGTERM);
+    let sent = Instant::now();
+    let out = running.wait(Duration::from_secs(30));
+    let took = sent.elapsed();
+    out.check(
+        "lock-exec died of SIGTERM",
+        Some(libc::SIGTERM),
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+    );
+    out.check(
+        &format!("gone within 3 s of SIGTERM (took {took:?}; the lookup alone takes 5 s)"),
+        true,
+        took < Duration::from_secs(3),
+    );
 }
