@@ -6,5 +6,6 @@
 FROM scratch
 ARG LOCK_EXEC_BIN=target/x86_64-unknown-linux-musl/release/lock-exec
 COPY ${LOCK_EXEC_BIN} /lock-exec
-USER 65534
+# The group too: with no /etc/passwd in the image, `USER 65534` alone would run with group 0 (root's).
+USER 65534:65534
 ENTRYPOINT ["/lock-exec"]

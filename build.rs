@@ -62,9 +62,11 @@ impl Checkout {
         paths
     }
 
-    /// `7746787` or `7746787-dirty`; `None` when git fails (no commit yet).
+    /// `7746787` or `7746787-dirty`; `None` when git fails (no commit yet). Always 7 characters: `--short` follows
+    /// the builder's `core.abbrev` and the repository's size, and the release archives must not.
     fn describe(&self) -> Option<String> {
-        let hash = git(&self.dir, &["rev-parse", "--short", "HEAD"])?;
+        let full = git(&self.dir, &["rev-parse", "HEAD"])?;
+        let hash = full.get(..7)?.to_owned();
         // Tracked files only (untracked ones are not part of any build); no index refresh written.
         let changes = git(&self.dir, &["--no-optional-locks", "status", "--porcelain", "--untracked-files=no"])?;
         Some(if changes.is_empty() { hash } else { format!("{hash}-dirty") })

@@ -20,6 +20,15 @@ esac
 if ! rustup target list --installed | grep -qx "$triple"; then
   rustup target add "$triple" >&2
 fi
+# `file` reports the linking below; it is missing from slim images (Debian's `rust:*-slim`).
+if ! command -v file >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq file) >&2
+  else
+    echo "checking the static linking needs file(1): apt-get install file" >&2
+    exit 1
+  fi
+fi
 env_name=$(echo "$triple" | tr 'a-z-' 'A-Z_')
 case "$arch" in
   x86_64)

@@ -305,6 +305,12 @@ pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
     sys::wait_signal(signals)
 }
 
+/// The host name `uname` reports (the UTS namespace's, as `/proc/sys/kernel/hostname` holds it); `None` when it is
+/// empty or the call fails.
+pub fn node_name() -> Option<String> {
+    sys::node_name()
+}
+
 /// Whether `signal`'s disposition is ignored (`SIG_IGN`). Before lock-exec sets any, that is the one it
 /// inherited: a parent's `SIG_IGN` survives exec (`nohup`, a script's `&` job, `trap ''`).
 pub fn is_ignored(signal: i32) -> bool {
@@ -625,6 +631,19 @@ mod sys {
         unsafe {
             libc::signal(signal, libc::SIG_DFL);
         }
+    }
+
+    /// `uname`'s node name.
+    pub fn node_name() -> Option<String> {
+        let mut names = std::mem::MaybeUninit::<libc::utsname>::zeroed();
+        // SAFETY: uname fills the struct it is given, a valid pointer to zeroed (valid) memory.
+        if unsafe { libc::uname(names.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: zeroed memory is a valid utsname, and uname filled it.
+        let names = unsafe { names.assume_init() };
+        let bytes: Vec<u8> = names.nodename.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        Some(String::from_utf8_lossy(&bytes).into_owned()).filter(|name| !name.is_empty())
     }
 
     /// Whether `signal`'s disposition is `SIG_IGN` (false when it cannot be read: an invalid number).

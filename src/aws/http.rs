@@ -337,7 +337,18 @@ impl CaBundle {
         let mut certificates = Vec::new();
         for item in ureq::tls::parse_pem(text.as_bytes()) {
             match item {
-                Ok(PemItem::Certificate(certificate)) => certificates.push(certificate),
+                Ok(PemItem::Certificate(certificate)) => {
+                    // rustls would drop a block that is not an X.509 certificate without a word, and every
+                    // connection then fail as if the server were at fault.
+                    let mut store = rustls::RootCertStore::empty();
+                    if let Err(e) = store.add(rustls::pki_types::CertificateDer::from(certificate.der())) {
+                        let n = certificates.len() + 1;
+                        return Err(Error::Config(format!(
+                            "CA bundle {origin}: certificate {n} is not a usable X.509 certificate: {e}"
+                        )));
+                    }
+                    certificates.push(certificate)
+                }
                 Ok(_) => {}
                 Err(e) => return Err(Error::Config(format!("CA bundle {origin}: not valid PEM: {e}"))),
             }

@@ -29,12 +29,14 @@ fn refresher(world: &World, events: &Sender<Event>) -> Result<Sender<Job>, Error
     Ok(jobs_tx)
 }
 
-/// This machine's host name.
+/// This machine's host name: `/proc/sys/kernel/hostname`, else `uname` (an image or chroot without `/proc`),
+/// else `$HOSTNAME`.
 fn host_name(env: &Env) -> String {
     env.read_to_string(std::path::Path::new("/proc/sys/kernel/hostname"))
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
+        .or_else(process::node_name)
         .or_else(|| env.var("HOSTNAME"))
         .unwrap_or_else(|| "unknown".into())
 }

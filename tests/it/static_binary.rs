@@ -142,6 +142,9 @@ fn static_binary_runs_a_lock_cycle_in_a_chroot_without_a_shell() {
     }
     let out = run_in(&case, &root, &["-t", &table, "status", "cycle"], chroot_env(&case));
     out.expect_state("free");
+    // No /proc in the chroot: the host name comes from uname, as the kernel has it.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("read the host name");
+    out.check("the last run's host", serde_json::json!(host.trim()), out.stdout_json()["last_host"].clone());
 
     // A second run inside the first one finds the key held and does not run its command.
     let inner = ["/lock-exec", "-t", &table, "run", "--locked-exit-code", "7", "cycle", "--", "/lock-exec", "version"];

@@ -107,9 +107,15 @@ fn profile_ca_bundle_trusts_a_private_ca() {
 fn an_unusable_bundle_is_a_configuration_error() {
     let case = Case::new("ca_bundle_bad");
     std::fs::write(case.path("empty.pem"), "not a certificate\n").expect("write a bundle without certificates");
-    for (bundle, names) in
-        [(case.file("missing.pem"), "cannot read CA bundle"), (case.file("empty.pem"), "no certificate")]
-    {
+    // A well-formed PEM block whose contents are not a certificate ("hello world" in base64): rustls would drop it
+    // silently and every connection would then fail as the server's fault (UnknownIssuer, exit 69).
+    let fake = "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+    std::fs::write(case.path("fake.pem"), fake).expect("write a bundle with a fake certificate");
+    for (bundle, names) in [
+        (case.file("missing.pem"), "cannot read CA bundle"),
+        (case.file("empty.pem"), "no certificate"),
+        (case.file("fake.pem"), "certificate 1 is not a usable X.509 certificate"),
+    ] {
         let mut env = case.env();
         env.insert("AWS_CA_BUNDLE", bundle.clone());
         let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
