@@ -223,3 +223,28 @@ fn a_stop_signal_during_a_stalled_name_lookup_ends_the_run_within_its_cleanup_bu
         took < Duration::from_secs(3),
     );
 }
+
+/// A short run with static keys and an endpoint named in `/etc/hosts` (a lookup through the C library) creates
+/// exactly three threads (signals, the DynamoDB worker, the supervisor) and none to resolve the name: it is looked
+/// up on the calling thread. Counted by strace (lock-exec's grandparent here: strace, then chroot).
+#[test]
+fn a_short_run_resolves_its_endpoint_without_a_thread() {
+    let case = Case::new("chroot_threads");
+    let root = chroot(&case, true);
+    let trace = case.file("strace.out");
+    let root_text = root.to_str().expect("temp paths are UTF-8").to_owned();
+    let mut args = vec!["-f", "-qq", "-o", &trace, "-e", "trace=clone,clone3"];
+    let userspec;
+    if effective_uid() == 0 {
+        userspec = "--userspec=65534:65534".to_owned();
+        args.extend([chroot_program(), userspec.as_str(), root_text.as_str()]);
+    } else {
+        args.extend(["/usr/bin/unshare", "--user", "--map-root-user", chroot_program(), root_text.as_str()]);
+    }
+    args.extend(["/lock-exec", "-t", case.table(), "run", "threads", "--", "/lock-exec", "version"]);
+    let out = case.spawn_program(Path::new("strace"), &args, chroot_env(&case)).wait(Duration::from_secs(30));
+    out.expect_code(0);
+    let text = std::fs::read_to_string(&trace).expect("read strace's output");
+    let threads = text.lines().filter(|line| line.contains("CLONE_THREAD")).count();
+    out.check(&format!("threads created (strace):\n{text}"), 3, threads);
+}
