@@ -91,8 +91,12 @@ impl<'a> Client<'a> {
         let mut attempt = 1;
         // Whether an earlier attempt's request may have reached DynamoDB (the last error must not hide it).
         let mut sent_before = false;
+        // A definite error after an attempt whose request may have been applied leaves the outcome unknown.
+        let after = |sent_before: bool, e: Error| {
+            if sent_before && !e.outcome_unknown() { Error::AfterLostAnswer(Box::new(e)) } else { e }
+        };
         loop {
-            let credentials = self.signing_credentials()?;
+            let credentials = self.signing_credentials().map_err(|e| after(sent_before, e))?;
             let started = Instant::now();
             let result = self.attempt(operation, payload.as_bytes(), &credentials);
             let retryable = match &result {
@@ -118,7 +122,7 @@ impl<'a> Client<'a> {
                 );
             }
             if !retryable || attempt >= self.max_attempts {
-                return result.map_err(|e| self.explain(e, body, attempt, first, sent_before));
+                return result.map_err(|e| after(sent_before, self.explain(e, body, attempt, first, sent_before)));
             }
             sent_before |= !matches!(result, Err(Error::Transport { sent: false, .. }));
             std::thread::sleep(backoff(attempt));

@@ -45,6 +45,9 @@ pub enum Error {
         /// did not resolve, the connection was refused or not made in time).
         sent: bool,
     },
+    /// A call whose last attempt failed for certain after an earlier attempt's answer was lost (that request may
+    /// have been applied): shown, and exiting, as the last error, but its outcome is unknown.
+    AfterLostAnswer(Box<Error>),
     /// A file could not be read.
     Io {
         /// What was being read, e.g. `web identity token file /var/run/token`.
@@ -163,6 +166,7 @@ impl Error {
     /// The exit code this error ends lock-exec with.
     pub fn exit(&self) -> Exit {
         match self {
+            Error::AfterLostAnswer(last) => last.exit(),
             Error::Usage(_) => Exit::Usage,
             Error::Config(_) | Error::Profile { .. } | Error::Io { .. } => Exit::Config,
             Error::Credentials { denied: true, .. } => Exit::Denied,
@@ -193,6 +197,7 @@ impl Error {
     pub fn outcome_unknown(&self) -> bool {
         match self {
             Error::Transport { sent, .. } => *sent,
+            Error::AfterLostAnswer(_) => true,
             Error::Service(e) => {
                 e.status >= 500 || (200..300).contains(&e.status) || e.kind() == ServiceErrorKind::Server
             }
@@ -222,6 +227,7 @@ impl fmt::Display for Error {
                 }
             }
             Error::Transport { target, .. } => write!(f, "cannot reach {target}"),
+            Error::AfterLostAnswer(last) => write!(f, "{last}"),
             Error::Io { what, .. } => write!(f, "cannot read {what}"),
             Error::Spawn { program, source } => match source.kind() {
                 io::ErrorKind::NotFound => write!(f, "{program}: command not found"),
@@ -240,6 +246,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Transport { source, .. } => Some(source.as_ref()),
+            Error::AfterLostAnswer(last) => last.source(),
             Error::Io { source, .. } | Error::Thread { source, .. } => Some(source),
             Error::Spawn { source, .. } => match source.kind() {
                 io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => None,
@@ -305,6 +312,11 @@ mod tests {
         assert!(transport(true).outcome_unknown());
         // The host did not resolve, the connection was refused: nothing can have been written.
         assert!(!transport(false).outcome_unknown());
+        // A throttled last attempt after one whose answer was lost: unknown, shown and exiting as the throttling.
+        let after = Error::AfterLostAnswer(Box::new(service(400, "ThrottlingException")));
+        assert!(after.outcome_unknown());
+        assert_eq!(after.exit(), service(400, "ThrottlingException").exit());
+        assert_eq!(after.to_string(), service(400, "ThrottlingException").to_string());
         // A 2xx whose body could not be read: the write was applied.
         assert!(service(200, "").outcome_unknown());
         assert!(service(200, "UnexpectedAnswer").outcome_unknown());

@@ -208,6 +208,70 @@ fn a_lost_acquire_response_is_retried_and_the_retry_succeeds() {
     out.check("released", true, out.has_log("lock released"));
 }
 
+/// Reads one HTTP request (head and `content-length` body) from `stream`.
+fn read_request(stream: &mut TcpStream) {
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(n @ 1..) = stream.read(&mut buffer) {
+        request.extend_from_slice(&buffer[..n]);
+        let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if request.len() >= end + 4 + length {
+                return;
+            }
+        }
+    }
+}
+
+/// The acquire's first attempt reaches DynamoDB (the key is taken) but its answer is lost, and the second attempt
+/// is throttled: the run fails with the throttling error, yet the first request may have been applied, so the
+/// cleanup release must still go out and free the key (it stayed held for a whole lease by a run that was gone).
+/// The proxy: first connection forwarded with its answer dropped, second answered with a 400 ThrottlingException,
+/// later ones forwarded.
+#[test]
+fn a_lost_acquire_answer_followed_by_throttling_still_cleans_up() {
+    let case = Case::new("lost_then_throttled");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+    let address = format!("http://{}", listener.local_addr().expect("proxy address"));
+    let upstream = endpoint().trim_start_matches("http://").to_owned();
+    // Left running: it ends with the test process.
+    std::thread::spawn(move || {
+        for (index, client) in listener.incoming().enumerate() {
+            let Ok(mut client) = client else { return };
+            if index == 1 {
+                read_request(&mut client);
+                let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"slow down"}"#;
+                let head = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = client.write_all(format!("{head}{body}").as_bytes());
+                continue;
+            }
+            let Ok(server) = TcpStream::connect(&upstream) else { continue };
+            let answer = if index == 0 { First::Drop } else { First::Pass };
+            pump(&client, &server, First::Pass);
+            pump(&server, &client, answer);
+        }
+    });
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", address);
+    env.insert("AWS_MAX_ATTEMPTS", "2".into());
+    let out = case.run_not_started(&["-v", "-t", case.table(), "run", "k", "--", "true"], env);
+    out.expect_code(69);
+    out.expect_stderr_contains("ThrottlingException");
+    let cleanup = out.log("acquire abandoned; cleanup");
+    out.check("cleanup outcome", "released a lock the acquire had taken", cleanup["outcome"].as_str().unwrap_or(""));
+    let item = case.item("k");
+    out.check("owner after the run", None, item.and_then(|item| item.owner));
+}
+
 #[test]
 fn an_acquire_that_returns_after_the_lease_is_nearly_over_does_not_start_the_command() {
     let case = Case::new("late_acquire");
