@@ -168,7 +168,10 @@ fn clone_and_exec(mut plan: Plan, stack: &mut Vec<u8>) -> io::Result<u32> {
     let pid = unsafe {
         let (all, mut previous) = (!0u64, 0u64);
         let (how, size) = (libc::SIG_SETMASK as libc::c_long, 8 as libc::c_long);
-        libc::syscall(libc::SYS_rt_sigprocmask, how, &all as *const u64, &mut previous as *mut u64, size);
+        if libc::syscall(libc::SYS_rt_sigprocmask, how, &all as *const u64, &mut previous as *mut u64, size) != 0 {
+            // Nothing blocked, and `previous` unknown: no clone, and no restore that could unblock everything.
+            return Err(io::Error::last_os_error());
+        }
         let pid = libc::clone(
             child,
             top as *mut c_void,
@@ -274,37 +277,38 @@ unsafe fn prepare_and_exec(plan: &Plan) -> c_int {
         if libc::syscall(libc::SYS_getppid) != libc::c_long::from(plan.parent) {
             return libc::ESRCH;
         }
+        if plan.take_terminal {
+            // SIGTTOU is blocked here, so a background group's tcsetpgrp goes through. Before the dispositions:
+            // a Ctrl-Z from now on reaches only our group, and the stop signals are reset last (below).
+            let group = libc::syscall(libc::SYS_getpid) as libc::pid_t;
+            libc::syscall(libc::SYS_ioctl, none, libc::TIOCSPGRP as libc::c_long, &group as *const libc::pid_t);
+        }
         // The kernel's struct sigaction, all zero: SIG_DFL, no flags, an empty mask (its size fits every
         // architecture's layout); the handler comes first in each, so `ignore_action` is SIG_IGN (1).
         let default_action = [0u64; 4];
         let ignore_action = [1u64, 0, 0, 0];
-        for &signal in &plan.defaults {
-            let size: libc::c_long = 8;
-            if matches!(signal, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
-                // Ignored first, which discards one already pending: a Ctrl-Z sent to lock-exec's group before
-                // the setpgid above reached us too, blocked, and would stop us before the exec with lock-exec
-                // suspended in the clone and no lease renewed. lock-exec got it as well and acts on it once the
-                // command runs.
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    signal as libc::c_long,
-                    ignore_action.as_ptr(),
-                    std::ptr::null::<u64>(),
-                    size,
-                );
-            }
+        let size: libc::c_long = 8;
+        let stops = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+        let set = |signal: c_int, action: &[u64; 4]| {
             libc::syscall(
                 libc::SYS_rt_sigaction,
                 signal as libc::c_long,
-                default_action.as_ptr(),
+                action.as_ptr(),
                 std::ptr::null::<u64>(),
                 size,
             );
+        };
+        for &signal in plan.defaults.iter().filter(|signal| !stops.contains(signal)) {
+            set(signal, &default_action);
         }
-        if plan.take_terminal {
-            // SIGTTOU is blocked here, so a background group's tcsetpgrp goes through.
-            let group = libc::syscall(libc::SYS_getpid) as libc::pid_t;
-            libc::syscall(libc::SYS_ioctl, none, libc::TIOCSPGRP as libc::c_long, &group as *const libc::pid_t);
+        // The stop signals last, each ignored first, which discards one already pending: a Ctrl-Z sent to
+        // lock-exec's group before the setpgid above, or to ours after the terminal became ours, would stop us
+        // before the exec with lock-exec suspended in the clone and no lease renewed (lock-exec got the first kind
+        // as well and acts on it once the command runs; the second comes before the command exists). One that
+        // comes in the few system calls left before the exec still stops us there.
+        for &signal in plan.defaults.iter().filter(|signal| stops.contains(signal)) {
+            set(signal, &ignore_action);
+            set(signal, &default_action);
         }
         let empty = 0u64;
         let (how, size) = (libc::SIG_SETMASK as libc::c_long, 8 as libc::c_long);

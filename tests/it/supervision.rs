@@ -633,6 +633,55 @@ fn ctrl_z_and_fg(test: &str, redirection: &str) {
     terminal.type_text("exit\n");
 }
 
+/// The processes whose command line holds `text` (from `/proc/*/cmdline`).
+fn processes_with(text: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|line| String::from_utf8_lossy(&line).replace('\0', " ").contains(text))
+        })
+        .collect()
+}
+
+/// A Ctrl-Z that comes after the command's process made its group the terminal's foreground group but before its
+/// exec reaches only that process (lock-exec no longer has the terminal); it must not stop it before the exec,
+/// with lock-exec suspended in the clone. strace delays the child's first ioctl, its TIOCSPGRP, by 1.5 s after it
+/// took effect, and the test sends SIGTSTP to the child then, as the terminal would.
+#[test]
+fn a_ctrl_z_after_the_command_took_the_terminal_but_before_its_exec_does_not_hang_the_spawn() {
+    let case = Case::new("sup_tstp_after_terminal");
+    let marker = case.file("ran");
+    let mut terminal = Terminal::start(&case);
+    terminal.type_text("echo READY\n");
+    terminal.expect_screen("READY\r\n", WAIT, "the interactive shell did not start");
+    terminal.type_text(&format!(
+        "strace -f -qq -o /dev/null -e trace=ioctl -e inject=ioctl:delay_exit=1500000:when=1 \
+         {BINARY} -t {} -q run k -- sh -c 'echo ran > {marker}'; echo RC=$?\n",
+        case.table()
+    ));
+    let mut cleanup = KillOnDrop(Vec::new());
+    let mut child = None;
+    let found = eventually(WAIT, || {
+        let lock_exec: Vec<u32> =
+            processes_with(case.table()).into_iter().filter(|&pid| !processes_with("strace").contains(&pid)).collect();
+        cleanup.0 = lock_exec.clone();
+        child = lock_exec.iter().flat_map(|&pid| children_of(pid)).find(|pid| lock_exec.contains(pid));
+        child.is_some()
+    });
+    assert!(found, "lock-exec started no child under strace\n--- screen:\n{}", terminal.screen());
+    let child = child.unwrap_or_default();
+    // Inside the 1.5 s delay after its TIOCSPGRP: the terminal is the child's, every signal still blocked.
+    std::thread::sleep(Duration::from_millis(300));
+    signal(child, libc::SIGTSTP);
+    terminal.expect_screen("RC=0", WAIT, "the run did not end with 0 (a spawn hung by the stop?)");
+    cleanup.0.clear();
+    assert!(Path::new(&marker).exists(), "the command did not run\n--- screen:\n{}", terminal.screen());
+    terminal.type_text("exit\n");
+}
+
 #[test]
 fn ctrl_z_stops_the_job_and_fg_continues_it_under_a_terminal() {
     ctrl_z_and_fg("sup_ctrl_z", "");
