@@ -59,6 +59,8 @@ pub struct Aws {
     pub skew: Skew,
     /// `--max-clock-skew`: beyond half of it the skew is warned about (once).
     pub max_clock_skew: Duration,
+    /// Certificates of the CA bundle left out as unusable (warned about with the endpoints).
+    pub ca_bundle_skipped: Vec<String>,
 }
 
 impl Aws {
@@ -76,8 +78,12 @@ impl Aws {
             move |error: Error| Box::new(Unresolved { step, error, region })
         };
         let profiles = ProfileSet::load(env, common.profile.as_deref()).map_err(at(Step::Settings, None))?;
+        let mut ca_bundle_skipped = Vec::new();
         let http = match ca_bundle(env, &profiles).map_err(at(Step::Settings, None))? {
-            Some(bundle) => Http::from_env(env).with_roots(bundle),
+            Some(mut bundle) => {
+                ca_bundle_skipped = std::mem::take(&mut bundle.skipped);
+                Http::from_env(env).with_roots(bundle)
+            }
             None => Http::from_env(env),
         };
         let http = &http;
@@ -112,6 +118,7 @@ impl Aws {
             http,
             skew: Skew::default(),
             max_clock_skew: common.max_clock_skew,
+            ca_bundle_skipped,
         })
     }
 
@@ -119,6 +126,12 @@ impl Aws {
     /// service lock-exec will call and the proxy it goes through; warns once per endpoint that is plain http to a
     /// host other than loopback.
     pub fn log_endpoints(&self, table: &str, log: &Logger) {
+        for skipped in &self.ca_bundle_skipped {
+            log.warn(
+                "CA bundle certificate left out: not usable as a root",
+                &[("certificate", skipped.clone().into())],
+            );
+        }
         let http = &self.http;
         log.debug(
             "configuration resolved",

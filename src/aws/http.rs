@@ -325,6 +325,8 @@ impl<T: Transport> Transport for OneWriteTransport<T> {
 #[derive(Debug, Clone)]
 pub struct CaBundle {
     certificates: Vec<Certificate<'static>>,
+    /// The certificates left out as unusable: `certificate N of ORIGIN: REASON`, for a warning.
+    pub skipped: Vec<String>,
 }
 
 /// The largest CA bundle read (Debian's whole system bundle is about 220 KiB).
@@ -334,31 +336,40 @@ impl CaBundle {
     /// The certificates in PEM `text` (other PEM sections, such as keys, are skipped); `origin` names the file
     /// and the setting that named it, for errors.
     pub fn parse(text: &str, origin: &str) -> Result<CaBundle, Error> {
-        let mut certificates = Vec::new();
+        let (mut certificates, mut skipped, mut seen) = (Vec::new(), Vec::new(), 0);
         for item in ureq::tls::parse_pem(text.as_bytes()) {
             match item {
                 Ok(PemItem::Certificate(certificate)) => {
-                    // rustls would drop a block that is not an X.509 certificate without a word, and every
-                    // connection then fail as if the server were at fault.
+                    // One that rustls cannot use as a root is left out, as the TLS library would do silently
+                    // (and the Go SDK does), but said: a bundle of nothing usable is an error below, not every
+                    // connection failing as if the server were at fault.
+                    seen += 1;
                     let mut store = rustls::RootCertStore::empty();
-                    if let Err(e) = store.add(rustls::pki_types::CertificateDer::from(certificate.der())) {
-                        let n = certificates.len() + 1;
-                        return Err(Error::Config(format!(
-                            "CA bundle {origin}: certificate {n} is not a usable X.509 certificate: {e}"
-                        )));
+                    match store.add(rustls::pki_types::CertificateDer::from(certificate.der())) {
+                        Ok(()) => certificates.push(certificate),
+                        Err(e) => {
+                            let reason = e.to_string();
+                            let reason = reason.strip_prefix("invalid peer certificate: ").unwrap_or(&reason);
+                            skipped.push(format!("certificate {seen} of CA bundle {origin}: {reason}"));
+                        }
                     }
-                    certificates.push(certificate)
                 }
                 Ok(_) => {}
                 Err(e) => return Err(Error::Config(format!("CA bundle {origin}: not valid PEM: {e}"))),
             }
         }
-        if certificates.is_empty() {
+        if seen == 0 {
             return Err(Error::Config(format!(
                 "CA bundle {origin}: no certificate in it (expected PEM \"-----BEGIN CERTIFICATE-----\" blocks)"
             )));
         }
-        Ok(CaBundle { certificates })
+        if certificates.is_empty() {
+            return Err(Error::Config(format!(
+                "CA bundle {origin}: none of its {seen} certificates is a usable X.509 certificate ({})",
+                skipped.join("; ")
+            )));
+        }
+        Ok(CaBundle { certificates, skipped })
     }
 
     /// How many certificates the bundle holds.

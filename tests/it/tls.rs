@@ -60,6 +60,31 @@ fn aws_ca_bundle_trusts_a_private_ca() {
     out.check("the lock was released", false, case.item("k").is_some_and(|item| item.expire_ns > 0));
 }
 
+/// A bundle holding, beside the private CA, a block that is not a usable certificate: that one is left out with a
+/// warning naming it (as the TLS library would drop it, and the Go SDK does), and the rest still works.
+#[test]
+fn an_unusable_certificate_beside_usable_ones_is_left_out_with_a_warning() {
+    let case = Case::new("ca_bundle_mixed");
+    let front = Front::start(&case);
+    let ca = std::fs::read_to_string(case.path("ca.pem")).expect("read the front's CA");
+    let fake = "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+    std::fs::write(case.path("mixed.pem"), format!("{fake}{ca}")).expect("write the mixed bundle");
+    let script = case.marker_script();
+    let out = case.run_with(&["-t", case.table(), "run", "k", "--", "sh", "-c", &script], |env| {
+        env.insert("AWS_ENDPOINT_URL", front.url.clone());
+        env.insert("AWS_CA_BUNDLE", case.file("mixed.pem"));
+    });
+    out.expect_code(0);
+    out.check("the command ran", true, case.exists("marker"));
+    let warning = out.log("CA bundle certificate left out: not usable as a root");
+    let named = warning["certificate"].as_str().unwrap_or_default();
+    out.check(
+        &format!("the warning names the certificate and the file: {named}"),
+        true,
+        named.starts_with("certificate 1 of CA bundle") && named.contains("mixed.pem"),
+    );
+}
+
 #[test]
 fn without_the_bundle_the_private_ca_is_refused() {
     let case = Case::new("ca_bundle_none");
@@ -114,7 +139,7 @@ fn an_unusable_bundle_is_a_configuration_error() {
     for (bundle, names) in [
         (case.file("missing.pem"), "cannot read CA bundle"),
         (case.file("empty.pem"), "no certificate"),
-        (case.file("fake.pem"), "certificate 1 is not a usable X.509 certificate"),
+        (case.file("fake.pem"), "none of its 1 certificates is a usable X.509 certificate"),
     ] {
         let mut env = case.env();
         env.insert("AWS_CA_BUNDLE", bundle.clone());
