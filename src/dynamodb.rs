@@ -89,14 +89,15 @@ impl<'a> Client<'a> {
         let payload = body.to_string();
         let first = Instant::now();
         let mut attempt = 1;
-        // Whether an earlier attempt's request may have reached DynamoDB (the last error must not hide it).
-        let mut sent_before = false;
+        // Whether an earlier attempt's outcome is unknown (its request may have been applied; the last error must
+        // not hide it). A throttled or refused attempt changed nothing.
+        let mut lost_before = false;
         // A definite error after an attempt whose request may have been applied leaves the outcome unknown.
-        let after = |sent_before: bool, e: Error| {
-            if sent_before && !e.outcome_unknown() { Error::AfterLostAnswer(Box::new(e)) } else { e }
+        let after = |lost_before: bool, e: Error| {
+            if lost_before && !e.outcome_unknown() { Error::AfterLostAnswer(Box::new(e)) } else { e }
         };
         loop {
-            let credentials = self.signing_credentials().map_err(|e| after(sent_before, e))?;
+            let credentials = self.signing_credentials().map_err(|e| after(lost_before, e))?;
             let started = Instant::now();
             let result = self.attempt(operation, payload.as_bytes(), &credentials);
             let retryable = match &result {
@@ -122,9 +123,9 @@ impl<'a> Client<'a> {
                 );
             }
             if !retryable || attempt >= self.max_attempts {
-                return result.map_err(|e| after(sent_before, self.explain(e, body, attempt, first, sent_before)));
+                return result.map_err(|e| after(lost_before, self.explain(e, body, attempt, first, lost_before)));
             }
-            sent_before |= !matches!(result, Err(Error::Transport { sent: false, .. }));
+            lost_before |= result.as_ref().is_err_and(Error::outcome_unknown);
             std::thread::sleep(backoff(attempt));
             attempt += 1;
         }
@@ -132,7 +133,7 @@ impl<'a> Client<'a> {
 
     /// The final error of a call, with what the user needs next: a missing table names the table, region and
     /// endpoint; an unreachable endpoint says how many attempts were made over how long.
-    fn explain(&self, error: Error, body: &Value, attempts: u32, first: Instant, sent_before: bool) -> Error {
+    fn explain(&self, error: Error, body: &Value, attempts: u32, first: Instant, lost_before: bool) -> Error {
         match error {
             Error::Service(mut e) if e.kind() == ServiceErrorKind::ResourceNotFound => {
                 let table = body["TableName"].as_str().unwrap_or("?");
@@ -149,7 +150,7 @@ impl<'a> Client<'a> {
             Error::Transport { target, source, sent } if attempts > 1 => Error::Transport {
                 target: format!("{target} ({attempts} attempts in {:.1} s)", first.elapsed().as_secs_f64()),
                 source,
-                sent: sent || sent_before,
+                sent: sent || lost_before,
             },
             other => other,
         }

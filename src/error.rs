@@ -163,6 +163,16 @@ impl fmt::Display for ServiceError {
 impl std::error::Error for ServiceError {}
 
 impl Error {
+    /// The error itself, or the last attempt's error of an [`Error::AfterLostAnswer`]: for callers that act on what
+    /// the last answer said (the table exists already, the call is not allowed), not on whether an earlier request
+    /// may have been applied.
+    pub fn into_last(self) -> Error {
+        match self {
+            Error::AfterLostAnswer(last) => *last,
+            other => other,
+        }
+    }
+
     /// The exit code this error ends lock-exec with.
     pub fn exit(&self) -> Exit {
         match self {

@@ -254,7 +254,7 @@ fn check_table(described: &Result<Value, Error>, table: &str, region: &str, repo
 
 /// `ttl`: DescribeTimeToLive says TTL is enabled (or being enabled) on `ttl`.
 fn check_ttl(client: &Client<'_>, table: &str, report: &mut Report) {
-    match client.call("DescribeTimeToLive", &json!({ "TableName": table })) {
+    match client.call("DescribeTimeToLive", &json!({ "TableName": table })).map_err(Error::into_last) {
         Ok(answer) => {
             let description = &answer["TimeToLiveDescription"];
             let status = description["TimeToLiveStatus"].as_str().unwrap_or("DISABLED");

@@ -72,7 +72,7 @@ pub fn table_create(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Er
     aws.log_endpoints(&common.table, log);
     let client = aws.client(env, log);
     let table = common.table.as_str();
-    let created = match client.call("CreateTable", &create_request(table)) {
+    let created = match client.call("CreateTable", &create_request(table)).map_err(Error::into_last) {
         Ok(_) => true,
         Err(Error::Service(e)) if e.code == "ResourceInUseException" => false,
         // Without dynamodb:CreateTable an existing table is still fine: DescribeTable says whether it exists.
@@ -165,7 +165,7 @@ fn enable_ttl(client: &Client<'_>, table: &str, log: &Logger) {
 }
 
 fn ttl_outcome(client: &Client<'_>, table: &str) -> Ttl {
-    let refused = match client.call("UpdateTimeToLive", &enable_ttl_request(table)) {
+    let refused = match client.call("UpdateTimeToLive", &enable_ttl_request(table)).map_err(Error::into_last) {
         Ok(_) => return Ttl::Enabled,
         Err(e) => e,
     };

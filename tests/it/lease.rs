@@ -228,22 +228,27 @@ fn read_request(stream: &mut TcpStream) {
     }
 }
 
-/// The acquire's first attempt reaches DynamoDB (the key is taken) but its answer is lost, and the second attempt
-/// is throttled: the run fails with the throttling error, yet the first request may have been applied, so the
-/// cleanup release must still go out and free the key (it stayed held for a whole lease by a run that was gone).
-/// The proxy: first connection forwarded with its answer dropped, second answered with a 400 ThrottlingException,
-/// later ones forwarded.
-#[test]
-fn a_lost_acquire_answer_followed_by_throttling_still_cleans_up() {
-    let case = Case::new("lost_then_throttled");
+/// What a [`scripted_proxy`] does with one connection.
+#[derive(Clone, Copy)]
+enum Script {
+    /// Forwards the request to the emulator and drops the answer (the request was applied).
+    LoseAnswer,
+    /// Answers `400 ThrottlingException` itself (nothing reaches the emulator). Every attempt throttled, and no
+    /// cleanup follows: `faults::persistent_faults_exit_69_in_bounded_time_and_leave_the_key_free`.
+    Throttle,
+}
+
+/// A proxy to the emulator that treats its Nth connection as `scripts[N]` says and forwards the later ones; its URL.
+/// Left running: it ends with the test process.
+fn scripted_proxy(scripts: Vec<Script>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
     let address = format!("http://{}", listener.local_addr().expect("proxy address"));
     let upstream = endpoint().trim_start_matches("http://").to_owned();
-    // Left running: it ends with the test process.
     std::thread::spawn(move || {
         for (index, client) in listener.incoming().enumerate() {
             let Ok(mut client) = client else { return };
-            if index == 1 {
+            let script = scripts.get(index).copied();
+            if let Some(Script::Throttle) = script {
                 read_request(&mut client);
                 let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"slow down"}"#;
                 let head = format!(
@@ -255,13 +260,22 @@ fn a_lost_acquire_answer_followed_by_throttling_still_cleans_up() {
                 continue;
             }
             let Ok(server) = TcpStream::connect(&upstream) else { continue };
-            let answer = if index == 0 { First::Drop } else { First::Pass };
+            let answer = if let Some(Script::LoseAnswer) = script { First::Drop } else { First::Pass };
             pump(&client, &server, First::Pass);
             pump(&server, &client, answer);
         }
     });
+    address
+}
+
+/// The acquire's first attempt reaches DynamoDB (the key is taken) but its answer is lost, and the second attempt
+/// is throttled: the run fails with the throttling error, yet the first request may have been applied, so the
+/// cleanup release must still go out and free the key (it stayed held for a whole lease by a run that was gone).
+#[test]
+fn a_lost_acquire_answer_followed_by_throttling_still_cleans_up() {
+    let case = Case::new("lost_then_throttled");
     let mut env = case.env();
-    env.insert("AWS_ENDPOINT_URL", address);
+    env.insert("AWS_ENDPOINT_URL", scripted_proxy(vec![Script::LoseAnswer, Script::Throttle]));
     env.insert("AWS_MAX_ATTEMPTS", "2".into());
     let out = case.run_not_started(&["-v", "-t", case.table(), "run", "k", "--", "true"], env);
     out.expect_code(69);
@@ -270,6 +284,18 @@ fn a_lost_acquire_answer_followed_by_throttling_still_cleans_up() {
     out.check("cleanup outcome", "released a lock the acquire had taken", cleanup["outcome"].as_str().unwrap_or(""));
     let item = case.item("k");
     out.check("owner after the run", None, item.and_then(|item| item.owner));
+}
+
+/// `table create` on an existing table whose first CreateTable answer was lost: the retry's
+/// ResourceInUseException still means "it exists" (exit 0), not a failure.
+#[test]
+fn table_create_after_a_lost_answer_still_sees_the_existing_table() {
+    let case = Case::new("table_create_lost");
+    let mut env = case.env();
+    env.insert("AWS_ENDPOINT_URL", scripted_proxy(vec![Script::LoseAnswer]));
+    env.insert("AWS_MAX_ATTEMPTS", "2".into());
+    let out = case.run_env(&["-t", case.table(), "table", "create"], env);
+    out.expect_code(0);
 }
 
 #[test]
