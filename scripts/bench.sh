@@ -5,6 +5,7 @@
 # stops dynalite. BENCH_RUNS (default 15) sets the runs per figure; extra arguments go to scripts/bench.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/debian.sh
 started=$SECONDS
 
 venv=.tmp/bench-venv
@@ -16,13 +17,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   if ! python3 -m venv "$venv" >/dev/null 2>&1; then
     # Debian's python3 ships venv support separately (python3-venv).
     rm -rf "$venv"
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv) >&2
-      python3 -m venv "$venv"
-    else
-      echo "python3 cannot create a virtualenv: install Debian's python3-venv (apt-get install python3-venv)" >&2
-      exit 1
-    fi
+    debian_install "python3 cannot create a virtualenv" python3-venv
+    python3 -m venv "$venv"
   fi
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$want"
   echo "$want" > "$stamp"
@@ -31,12 +27,8 @@ missing=""
 [ -x /usr/bin/time ] || missing="$missing time"
 command -v curl >/dev/null || missing="$missing curl"
 if [ -n "$missing" ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >&2
-  else
-    echo "make bench needs:$missing (Debian: apt-get install$missing)" >&2
-    exit 1
-  fi
+  # shellcheck disable=SC2086 # one word per package
+  debian_install "make bench needs:$missing" $missing
 fi
 
 cargo build --locked --release >&2

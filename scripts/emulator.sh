@@ -26,13 +26,8 @@ case "$action" in
         ;;
       dynalite)
         if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-          if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-            echo "installing Node.js and npm from Debian's packages for dynalite" >&2
-            (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm) >&2
-          else
-            echo "dynalite needs Node.js and npm: install them (Debian: apt-get install nodejs npm)" >&2
-            exit 1
-          fi
+          . scripts/debian.sh
+          debian_install "dynalite needs Node.js and npm" nodejs npm
         fi
         if [ ! -x scripts/dynalite/node_modules/.bin/dynalite ]; then
           (cd scripts/dynalite && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) >&2

@@ -11,14 +11,8 @@
 # to its function through the map. Needs valgrind (installed from Debian's packages when missing, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v valgrind >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind) >&2
-  else
-    echo "hot-order.sh needs valgrind (Debian: apt-get install valgrind)" >&2
-    exit 1
-  fi
-fi
+. scripts/debian.sh
+command -v valgrind >/dev/null || debian_install "hot-order.sh needs valgrind" valgrind
 work=$PWD/.tmp/hot
 rm -rf "$work/runs"
 mkdir -p "$work/runs"

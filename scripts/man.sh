@@ -3,13 +3,9 @@
 # groff-base and man-db first when they are missing and we are root (as the other scripts install what they need).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/debian.sh
 if ! command -v groff >/dev/null || ! command -v man >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq groff-base man-db) >&2
-  else
-    echo "scripts/man.sh: groff and man are needed (Debian: apt-get install groff-base man-db)" >&2
-    exit 1
-  fi
+  debian_install "scripts/man.sh: groff and man are needed" groff-base man-db
 fi
 warnings=$(groff -man -Tutf8 -ww -z man/lock-exec.1 2>&1)
 if [ -n "$warnings" ]; then

@@ -20,13 +20,8 @@ runner=()
 if [ "$arch" != "$(uname -m)" ]; then
   qemu=qemu-$arch-static
   if ! command -v "$qemu" >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      echo "installing Debian's qemu-user-static to run the $arch binary" >&2
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static) >&2
-    else
-      echo "running the $arch binary needs qemu-user: apt-get install qemu-user-static" >&2
-      exit 1
-    fi
+    . scripts/debian.sh
+    debian_install "running the $arch binary needs qemu-user" qemu-user-static
   fi
   runner=("$qemu")
 fi

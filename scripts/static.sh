@@ -20,15 +20,9 @@ esac
 if ! rustup target list --installed | grep -qx "$triple"; then
   rustup target add "$triple" >&2
 fi
+. scripts/debian.sh
 # `file` reports the linking below; it is missing from slim images (Debian's `rust:*-slim`).
-if ! command -v file >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq file) >&2
-  else
-    echo "checking the static linking needs file(1): apt-get install file" >&2
-    exit 1
-  fi
-fi
+command -v file >/dev/null || debian_install "checking the static linking needs file(1)" file
 env_name=$(echo "$triple" | tr 'a-z-' 'A-Z_')
 case "$arch" in
   x86_64)
@@ -36,15 +30,8 @@ case "$arch" in
     export "CC_${triple//-/_}=${CC:-gcc}"
     ;;
   aarch64)
-    if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
-      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "installing Debian's aarch64 cross gcc" >&2
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu libc6-dev-arm64-cross) >&2
-      else
-        echo "aarch64 needs a cross gcc: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross" >&2
-        exit 1
-      fi
-    fi
+    command -v aarch64-linux-gnu-gcc >/dev/null ||
+      debian_install "aarch64 needs a cross gcc" gcc-aarch64-linux-gnu libc6-dev-arm64-cross
     export "CC_${triple//-/_}=aarch64-linux-gnu-gcc"
     export "CARGO_TARGET_${env_name}_LINKER=aarch64-linux-gnu-gcc"
     ;;
@@ -65,14 +52,7 @@ if [ "$arch" = x86_64 ]; then
   # (DT_RELR) take 1 KB where the classic table takes 70. The aarch64 binary is not position-independent.
   # Linked with LLVM's lld (Debian's lld, installed when missing) for identical code folding: generic code that
   # compiled to the same bytes is kept once (about 10 KB), which keeps the binary under 2,500,000 bytes.
-  if ! command -v ld.lld >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lld) >&2
-    else
-      echo "the x86_64 static build links with lld: apt-get install lld" >&2
-      exit 1
-    fi
-  fi
+  command -v ld.lld >/dev/null || debian_install "the x86_64 static build links with lld" lld
   flags+=("-Clink-arg=-fuse-ld=lld" "-Clink-arg=-Wl,--icf=all" "-Clink-arg=-Wl,--pack-dyn-relocs=relr")
   # The functions a lock cycle runs (scripts/hot-symbols.txt, made by scripts/hot-order.sh) come first in .text,
   # together: the kernel maps a binary's pages 64 KB around each one touched, so scattered hot code made nearly

@@ -26,13 +26,8 @@ for tool in script unshare prlimit setpriv strace; do
   command -v "$tool" >/dev/null || missing="$missing $tool"
 done
 if [ -n "$missing" ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing bsdutils, util-linux and strace for:$missing"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bsdutils util-linux strace) >&2
-  else
-    echo "the process tests need:$missing (Debian: apt-get install bsdutils util-linux strace)" >&2
-    exit 1
-  fi
+  . scripts/debian.sh
+  debian_install "the process tests need:$missing" bsdutils util-linux strace
 fi
 trap 'scripts/emulator.sh stop moto-test; scripts/emulator.sh stop moto-auth-test; scripts/emulator.sh stop moto-ops-auth-test; scripts/emulator.sh stop dynalite-test' EXIT
 # The AWS SDKs' conformance vectors live beside the repository (CI has them); a clone alone runs without them.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::{
-    Case, Outcome, Reply, Server, endpoint, eventually, forward, is_dead, rfc3339_from_now, run_in_terminal, signal,
+    Case, Outcome, Reply, Running, Server, endpoint, eventually, forward, is_dead, rfc3339_from_now, run_in_terminal,
+    signal,
 };
 
 /// The JSON a well-behaved helper prints.
@@ -208,18 +209,12 @@ fn helper_still_running_when_lock_exec_exits(name: &str, terminate: bool) {
         &["-t", case.table(), "--profile", "proc", "-v", "run", "k", "-e", "3s", "--", "sh", "-c", &command],
         case.env_without_credentials(),
     );
-    let line = running.wait_for_line(&case.path("pids"), Duration::from_secs(20));
-    let helper_pids: Vec<u32> =
-        line.split_whitespace().map(|pid| pid.parse().expect("the helper wrote two pids")).collect();
+    let helper_pids = written_helper_pids(&case, &mut running);
     if terminate {
         signal(running.pid(), libc::SIGTERM);
     }
     let out = running.wait(Duration::from_secs(20));
-    eventually(Duration::from_secs(3), || helper_pids.iter().all(|&pid| is_dead(pid)));
-    let left: Vec<u32> = helper_pids.iter().copied().filter(|&pid| !is_dead(pid)).collect();
-    for &pid in &left {
-        signal(pid, libc::SIGKILL); // do not leave them behind after a failure
-    }
+    let left = helpers_left(&helper_pids);
     out.check("helper processes left 3 s after lock-exec exited", Vec::<u32>::new(), left);
     if terminate {
         out.expect_death_by(libc::SIGTERM);
@@ -229,6 +224,22 @@ fn helper_still_running_when_lock_exec_exits(name: &str, terminate: bool) {
     }
     out.check("lock released", true, out.has_log("lock released"));
     out.expect_no_secrets(&["it-process-limits-SECRET-91", "it-process-limits-session-SECRET-92"]);
+}
+
+/// The two pids a slow helper wrote to the case's `pids` file (its shell and its `sleep`), once written.
+fn written_helper_pids(case: &Case, running: &mut Running) -> Vec<u32> {
+    let line = running.wait_for_line(&case.path("pids"), Duration::from_secs(20));
+    line.split_whitespace().map(|pid| pid.parse().expect("the helper wrote two pids")).collect()
+}
+
+/// The helper processes still alive 3 s after lock-exec exited, SIGKILLed so a failed test leaves none behind.
+fn helpers_left(helper_pids: &[u32]) -> Vec<u32> {
+    eventually(Duration::from_secs(3), || helper_pids.iter().all(|&pid| is_dead(pid)));
+    let left: Vec<u32> = helper_pids.iter().copied().filter(|&pid| !is_dead(pid)).collect();
+    for &pid in &left {
+        signal(pid, libc::SIGKILL);
+    }
+    left
 }
 
 #[test]
@@ -257,16 +268,10 @@ fn a_helper_running_when_status_or_unlock_gets_a_signal_is_killed() {
         );
         let mut running =
             case.spawn_raw(&["-t", case.table(), "--profile", "proc", subcommand, "k"], case.env_without_credentials());
-        let line = running.wait_for_line(&case.path("pids"), Duration::from_secs(20));
-        let helper_pids: Vec<u32> =
-            line.split_whitespace().map(|pid| pid.parse().expect("the helper wrote two pids")).collect();
+        let helper_pids = written_helper_pids(&case, &mut running);
         signal(running.pid(), sig);
         let out = running.wait(Duration::from_secs(10));
-        eventually(Duration::from_secs(3), || helper_pids.iter().all(|&pid| is_dead(pid)));
-        let left: Vec<u32> = helper_pids.iter().copied().filter(|&pid| !is_dead(pid)).collect();
-        for &pid in &left {
-            signal(pid, libc::SIGKILL); // do not leave them behind after a failure
-        }
+        let left = helpers_left(&helper_pids);
         out.check(&format!("{subcommand}: helper processes left 3 s after lock-exec exited"), Vec::<u32>::new(), left);
         out.expect_death_by(sig);
     }
@@ -283,19 +288,13 @@ fn status_started_with_sighup_ignored_survives_a_hangup() {
     let args =
         ["-c", ignoring, env!("CARGO_BIN_EXE_lock-exec"), "-t", case.table(), "--profile", "proc", "status", "k"];
     let mut running = case.spawn_program(std::path::Path::new("sh"), &args, case.env_without_credentials());
-    let line = running.wait_for_line(&case.path("pids"), Duration::from_secs(20));
-    let helper_pids: Vec<u32> =
-        line.split_whitespace().map(|pid| pid.parse().expect("the helper wrote two pids")).collect();
+    let helper_pids = written_helper_pids(&case, &mut running);
     signal(running.pid(), libc::SIGHUP);
     std::thread::sleep(Duration::from_millis(300));
     let survived = !is_dead(running.pid()) && helper_pids.iter().all(|&pid| !is_dead(pid));
     signal(running.pid(), libc::SIGTERM);
     let out = running.wait(Duration::from_secs(10));
-    eventually(Duration::from_secs(3), || helper_pids.iter().all(|&pid| is_dead(pid)));
-    let left: Vec<u32> = helper_pids.iter().copied().filter(|&pid| !is_dead(pid)).collect();
-    for &pid in &left {
-        signal(pid, libc::SIGKILL); // do not leave them behind after a failure
-    }
+    let left = helpers_left(&helper_pids);
     out.check("status and its helper survived the ignored SIGHUP", true, survived);
     out.check("helper processes left 3 s after lock-exec exited", Vec::<u32>::new(), left);
     out.expect_death_by(libc::SIGTERM);
