@@ -123,7 +123,7 @@ impl<'a> Client<'a> {
                 );
             }
             if !retryable || attempt >= self.max_attempts {
-                return result.map_err(|e| after(lost_before, self.explain(e, body, attempt, first, lost_before)));
+                return result.map_err(|e| after(lost_before, self.explain(e, body, attempt, first)));
             }
             lost_before |= result.as_ref().is_err_and(Error::outcome_unknown);
             std::thread::sleep(backoff(attempt));
@@ -133,7 +133,7 @@ impl<'a> Client<'a> {
 
     /// The final error of a call, with what the user needs next: a missing table names the table, region and
     /// endpoint; an unreachable endpoint says how many attempts were made over how long.
-    fn explain(&self, error: Error, body: &Value, attempts: u32, first: Instant, lost_before: bool) -> Error {
+    fn explain(&self, error: Error, body: &Value, attempts: u32, first: Instant) -> Error {
         match error {
             Error::Service(mut e) if e.kind() == ServiceErrorKind::ResourceNotFound => {
                 let table = body["TableName"].as_str().unwrap_or("?");
@@ -150,7 +150,7 @@ impl<'a> Client<'a> {
             Error::Transport { target, source, sent } if attempts > 1 => Error::Transport {
                 target: format!("{target} ({attempts} attempts in {:.1} s)", first.elapsed().as_secs_f64()),
                 source,
-                sent: sent || lost_before,
+                sent,
             },
             other => other,
         }

@@ -41,8 +41,9 @@ pub enum Error {
         target: String,
         /// The transport's error.
         source: Box<dyn std::error::Error + Send + Sync>,
-        /// Whether the request may have reached the server: false when it cannot have, in any attempt (the host
-        /// did not resolve, the connection was refused or not made in time).
+        /// Whether the request may have reached the server: false when it cannot have (the host did not resolve,
+        /// the connection was refused or not made in time). An earlier attempt that may have been applied makes
+        /// the call's error an [`Error::AfterLostAnswer`] around this one.
         sent: bool,
     },
     /// A call whose last attempt failed for certain after an earlier attempt's answer was lost (that request may
