@@ -86,15 +86,29 @@ fn run_in(case: &Case, root: &Path, args: &[&str], env: BTreeMap<&'static str, S
 /// Starts `/lock-exec ARGS...` chrooted into `root` with exactly `env` (chroot and unshare exec it: the process
 /// is lock-exec's).
 fn spawn_in(case: &Case, root: &Path, args: &[&str], env: BTreeMap<&'static str, String>) -> Running {
+    let command = chroot_command(root, args);
+    case.spawn_program(Path::new(command[0]), &command[1..], env)
+}
+
+/// The command line that runs `/lock-exec ARGS...` chrooted into `root`: as root, `chroot` as user 65534 (as the
+/// image runs it, Dockerfile's USER); otherwise inside `unshare --user --map-root-user`.
+fn chroot_command<'a>(root: &'a Path, args: &[&'a str]) -> Vec<&'a str> {
     let root = root.to_str().expect("temp paths are UTF-8");
-    let (program, mut full) = if effective_uid() == 0 {
-        // As the image runs it: user 65534 (Dockerfile's USER).
-        (chroot_program(), vec!["--userspec=65534:65534", root, "/lock-exec"])
+    let mut full = if effective_uid() == 0 {
+        vec![chroot_program(), "--userspec=65534:65534", root, "/lock-exec"]
     } else {
-        ("/usr/bin/unshare", vec!["--user", "--map-root-user", chroot_program(), root, "/lock-exec"])
+        vec!["/usr/bin/unshare", "--user", "--map-root-user", chroot_program(), root, "/lock-exec"]
     };
     full.extend_from_slice(args);
-    case.spawn_program(Path::new(program), &full, env)
+    full
+}
+
+/// A chroot without `/etc/hosts` or `/etc/resolv.conf` and the environment naming `lock-exec-emulator`: no lookup
+/// can succeed, and each costs musl's DNS timeout (5 s with no name server on 127.0.0.1:53), so one attempt only.
+fn unresolvable(case: &Case) -> (PathBuf, BTreeMap<&'static str, String>) {
+    let mut env = chroot_env(case);
+    env.insert("AWS_MAX_ATTEMPTS", "1".into());
+    (chroot(case, false), env)
 }
 
 /// The case's environment with the endpoint named `lock-exec-emulator` (resolved through the chroot's `/etc/hosts`) and
@@ -160,11 +174,7 @@ fn static_binary_runs_a_lock_cycle_in_a_chroot_without_a_shell() {
 #[test]
 fn unresolvable_endpoint_host_is_one_clear_line() {
     let case = Case::new("chroot_unresolvable");
-    let root = chroot(&case, false);
-    let mut env = chroot_env(&case);
-    // One attempt of `status` (one lookup): each lookup costs the C library's DNS timeout (5 s in musl) with no
-    // name server on 127.0.0.1:53.
-    env.insert("AWS_MAX_ATTEMPTS", "1".into());
+    let (root, env) = unresolvable(&case);
     let out = run_in(&case, &root, &["-t", case.table(), "status", "dns"], env);
     out.expect_code(69);
     let errors: Vec<String> = out
@@ -185,9 +195,7 @@ fn unresolvable_endpoint_host_is_one_clear_line() {
 #[test]
 fn a_run_whose_endpoint_host_does_not_resolve_sends_no_cleanup_release() {
     let case = Case::new("chroot_unresolvable_run");
-    let root = chroot(&case, false);
-    let mut env = chroot_env(&case);
-    env.insert("AWS_MAX_ATTEMPTS", "1".into());
+    let (root, env) = unresolvable(&case);
     let out = run_in(&case, &root, &["-v", "-t", case.table(), "run", "dns", "--", "/lock-exec", "version"], env);
     out.expect_code(69);
     let requests = out.logs().iter().filter(|line| line["msg"] == "dynamodb request").count();
@@ -203,9 +211,7 @@ fn a_run_whose_endpoint_host_does_not_resolve_sends_no_cleanup_release() {
 #[test]
 fn a_stop_signal_during_a_stalled_name_lookup_ends_the_run_within_its_cleanup_budget() {
     let case = Case::new("chroot_unresolvable_sigterm");
-    let root = chroot(&case, false);
-    let mut env = chroot_env(&case);
-    env.insert("AWS_MAX_ATTEMPTS", "1".into());
+    let (root, env) = unresolvable(&case);
     let running = spawn_in(&case, &root, &["-t", case.table(), "run", "dns", "--", "/lock-exec", "version"], env);
     std::thread::sleep(Duration::from_secs(1));
     signal(running.pid(), libc::SIGTERM);
@@ -232,16 +238,8 @@ fn a_short_run_resolves_its_endpoint_without_a_thread() {
     let case = Case::new("chroot_threads");
     let root = chroot(&case, true);
     let trace = case.file("strace.out");
-    let root_text = root.to_str().expect("temp paths are UTF-8").to_owned();
     let mut args = vec!["-f", "-qq", "-o", &trace, "-e", "trace=clone,clone3"];
-    let userspec;
-    if effective_uid() == 0 {
-        userspec = "--userspec=65534:65534".to_owned();
-        args.extend([chroot_program(), userspec.as_str(), root_text.as_str()]);
-    } else {
-        args.extend(["/usr/bin/unshare", "--user", "--map-root-user", chroot_program(), root_text.as_str()]);
-    }
-    args.extend(["/lock-exec", "-t", case.table(), "run", "threads", "--", "/lock-exec", "version"]);
+    args.extend(chroot_command(&root, &["-t", case.table(), "run", "threads", "--", "/lock-exec", "version"]));
     let out = case.spawn_program(Path::new("strace"), &args, chroot_env(&case)).wait(Duration::from_secs(30));
     out.expect_code(0);
     let text = std::fs::read_to_string(&trace).expect("read strace's output");

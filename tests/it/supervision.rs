@@ -662,22 +662,22 @@ fn a_ctrl_z_after_the_command_took_the_terminal_but_before_its_exec_does_not_han
          {BINARY} -t {} -q run k -- sh -c 'echo ran > {marker}'; echo RC=$?\n",
         case.table()
     ));
-    let mut cleanup = KillOnDrop(Vec::new());
-    let mut child = None;
-    let found = eventually(WAIT, || {
+    let leftovers = Leftovers::default();
+    let mut found = None;
+    let started = eventually(WAIT, || {
         let lock_exec: Vec<u32> =
             processes_with(case.table()).into_iter().filter(|&pid| !processes_with("strace").contains(&pid)).collect();
-        cleanup.0 = lock_exec.clone();
-        child = lock_exec.iter().flat_map(|&pid| children_of(pid)).find(|pid| lock_exec.contains(pid));
-        child.is_some()
+        let child = lock_exec.iter().flat_map(|&pid| children_of(pid)).find(|pid| lock_exec.contains(pid));
+        found = child.map(|child| (lock_exec, child));
+        found.is_some()
     });
-    assert!(found, "lock-exec started no child under strace\n--- screen:\n{}", terminal.screen());
-    let child = child.unwrap_or_default();
+    assert!(started, "lock-exec started no child under strace\n--- screen:\n{}", terminal.screen());
+    let (lock_exec, child) = found.unwrap_or_default();
+    lock_exec.into_iter().chain([child]).for_each(|pid| leftovers.add(pid));
     // Inside the 1.5 s delay after its TIOCSPGRP: the terminal is the child's, every signal still blocked.
     std::thread::sleep(Duration::from_millis(300));
     signal(child, libc::SIGTSTP);
     terminal.expect_screen("RC=0", WAIT, "the run did not end with 0 (a spawn hung by the stop?)");
-    cleanup.0.clear();
     assert!(Path::new(&marker).exists(), "the command did not run\n--- screen:\n{}", terminal.screen());
     terminal.type_text("exit\n");
 }
@@ -859,17 +859,6 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// SIGKILLs the processes it holds when dropped (a failed test must not leave them stopped).
-struct KillOnDrop(Vec<u32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            signal(pid, libc::SIGKILL);
-        }
-    }
-}
-
 /// A Ctrl-Z sent to lock-exec's process group while the command's process was being created reaches that process
 /// too, before it has its own group; blocked there, it would stop it before its exec, with lock-exec suspended in
 /// the clone (the parent of a vfork child waits for its exec) and no lease renewed. strace (lock-exec's parent
@@ -884,22 +873,21 @@ fn a_stop_signal_that_reaches_the_command_before_its_exec_does_not_hang_the_spaw
     args.extend(["-e", "inject=setpgid:delay_enter=1500000:when=1", BINARY]);
     args.extend(run_args(&case, &["-e", "3s"], &script));
     let running = case.spawn_program(Path::new("strace"), &args, case.env());
-    let mut cleanup = KillOnDrop(Vec::new());
-    let mut child = None;
-    let found = eventually(WAIT, || {
+    let leftovers = Leftovers::default();
+    let mut found = None;
+    let started = eventually(WAIT, || {
         let lock_exec = children_of(running.pid());
-        cleanup.0 = lock_exec.clone();
-        child = lock_exec.iter().flat_map(|&pid| children_of(pid)).next();
-        child.is_some()
+        let child = lock_exec.iter().flat_map(|&pid| children_of(pid)).next();
+        found = child.map(|child| (lock_exec, child));
+        found.is_some()
     });
-    assert!(found, "lock-exec started no child under strace\n{}", running.stderr_so_far());
-    let child = child.unwrap_or_default();
-    cleanup.0.push(child);
+    assert!(started, "lock-exec started no child under strace\n{}", running.stderr_so_far());
+    let (lock_exec, child) = found.unwrap_or_default();
+    lock_exec.into_iter().chain([child]).for_each(|pid| leftovers.add(pid));
     // Inside the 1.5 s delay: the child is still in lock-exec's group, every signal blocked.
     std::thread::sleep(Duration::from_millis(200));
     signal(child, libc::SIGTSTP);
     let out = running.wait(WAIT);
-    cleanup.0.clear();
     out.expect_code(0);
     out.check("the command ran", true, Path::new(&marker).exists());
     out.check("released", true, out.has_log("lock released"));

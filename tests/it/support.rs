@@ -1039,19 +1039,12 @@ fn default_signal_actions() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         for signal in 1..=libc::SIGRTMAX() {
-            if signal == libc::SIGPIPE || signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            if signal == libc::SIGPIPE || !lock_exec::process::is_ignored(signal) {
                 continue;
             }
-            let mut current = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
-            // SAFETY: with a null new action, sigaction only writes the current one into `current`; all-zero
-            // bytes are a valid sigaction, so reading it after a failed call is sound too. signal takes a plain
-            // integer and the constant SIG_DFL.
+            // SAFETY: signal takes a plain integer and the constant SIG_DFL.
             unsafe {
-                if libc::sigaction(signal, std::ptr::null(), current.as_mut_ptr()) == 0
-                    && current.assume_init().sa_sigaction == libc::SIG_IGN
-                {
-                    libc::signal(signal, libc::SIG_DFL);
-                }
+                libc::signal(signal, libc::SIG_DFL);
             }
         }
     });
