@@ -663,17 +663,11 @@ fn a_ctrl_z_after_the_command_took_the_terminal_but_before_its_exec_does_not_han
         case.table()
     ));
     let leftovers = Leftovers::default();
-    let mut found = None;
-    let started = eventually(WAIT, || {
-        let lock_exec: Vec<u32> =
-            processes_with(case.table()).into_iter().filter(|&pid| !processes_with("strace").contains(&pid)).collect();
-        let child = lock_exec.iter().flat_map(|&pid| children_of(pid)).find(|pid| lock_exec.contains(pid));
-        found = child.map(|child| (lock_exec, child));
-        found.is_some()
-    });
-    assert!(started, "lock-exec started no child under strace\n--- screen:\n{}", terminal.screen());
-    let (lock_exec, child) = found.unwrap_or_default();
-    lock_exec.into_iter().chain([child]).for_each(|pid| leftovers.add(pid));
+    let lock_exec =
+        || processes_with(case.table()).into_iter().filter(|&pid| !processes_with("strace").contains(&pid)).collect();
+    let Some(child) = spawning_child(lock_exec, &leftovers) else {
+        panic!("lock-exec started no child under strace\n--- screen:\n{}", terminal.screen());
+    };
     // Inside the 1.5 s delay after its TIOCSPGRP: the terminal is the child's, every signal still blocked.
     std::thread::sleep(Duration::from_millis(300));
     signal(child, libc::SIGTSTP);
@@ -859,6 +853,20 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The first child of the lock-exec processes `lock_exec` lists (polled for [`WAIT`] at most): under strace, the
+/// command's process before its exec. It and those processes go into `leftovers`.
+fn spawning_child(lock_exec: impl Fn() -> Vec<u32>, leftovers: &Leftovers) -> Option<u32> {
+    let mut found = None;
+    eventually(WAIT, || {
+        let parents = lock_exec();
+        found = parents.iter().flat_map(|&pid| children_of(pid)).next().map(|child| (parents, child));
+        found.is_some()
+    });
+    let (parents, child) = found?;
+    parents.into_iter().chain([child]).for_each(|pid| leftovers.add(pid));
+    Some(child)
+}
+
 /// A Ctrl-Z sent to lock-exec's process group while the command's process was being created reaches that process
 /// too, before it has its own group; blocked there, it would stop it before its exec, with lock-exec suspended in
 /// the clone (the parent of a vfork child waits for its exec) and no lease renewed. strace (lock-exec's parent
@@ -874,16 +882,9 @@ fn a_stop_signal_that_reaches_the_command_before_its_exec_does_not_hang_the_spaw
     args.extend(run_args(&case, &["-e", "3s"], &script));
     let running = case.spawn_program(Path::new("strace"), &args, case.env());
     let leftovers = Leftovers::default();
-    let mut found = None;
-    let started = eventually(WAIT, || {
-        let lock_exec = children_of(running.pid());
-        let child = lock_exec.iter().flat_map(|&pid| children_of(pid)).next();
-        found = child.map(|child| (lock_exec, child));
-        found.is_some()
-    });
-    assert!(started, "lock-exec started no child under strace\n{}", running.stderr_so_far());
-    let (lock_exec, child) = found.unwrap_or_default();
-    lock_exec.into_iter().chain([child]).for_each(|pid| leftovers.add(pid));
+    let Some(child) = spawning_child(|| children_of(running.pid()), &leftovers) else {
+        panic!("lock-exec started no child under strace\n{}", running.stderr_so_far());
+    };
     // Inside the 1.5 s delay: the child is still in lock-exec's group, every signal blocked.
     std::thread::sleep(Duration::from_millis(200));
     signal(child, libc::SIGTSTP);
