@@ -2,7 +2,8 @@
 # Regenerates scripts/hot-symbols.txt, the functions a lock cycle runs, which scripts/static.sh has lld lay out
 # first in the x86_64 binary (README "Performance"). Run it after a dependency, toolchain or version change:
 # symbol names carry hashes of those, and names the build no longer has are skipped, which lets peak RSS creep
-# back up (make bench shows it).
+# back up (make bench shows it). The list leaves out LLVM's numeric suffixes (`NAME.N`), which shift with nearly
+# any code change; scripts/link-ordered.sh finds them in each build.
 #
 # Builds the static binary with symbols and a link map (LOCK_EXEC_PROFILE_BUILD=1, under .tmp/hot), starts
 # dynalite, and runs under valgrind's callgrind: a lock cycle (`run K -- true`), one with renewals (`-e 3s` over

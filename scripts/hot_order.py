@@ -3,7 +3,7 @@
 Usage: hot_order.py [--also REGEX]... MAP BINARY OUT CALLGRIND_OUT...
   MAP: the lld link map of the binary the runs used (-Wl,-Map=MAP,--no-demangle)
   BINARY: that binary's path as callgrind names it (other objects in the runs, the command's, are skipped)
-  OUT: the ordering file to write (one symbol per line)
+  OUT: the ordering file to write (one symbol per line, without LLVM's numeric suffix)
   --also REGEX: also list every function with a symbol matching REGEX (code that runs natively but not under
     valgrind, such as a CPU-feature variant valgrind's emulated CPU lacks)
 Each executed instruction address (callgrind --dump-instr=yes --compress-pos=no) is looked up among the map's
@@ -15,6 +15,7 @@ import bisect
 import re
 import sys
 
+SUFFIX = re.compile(r"\.\d+$")
 LINE = re.compile(r"^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+ (\s*)(\S.*)$")
 
 
@@ -90,7 +91,9 @@ def main():
         if any(pattern.search(symbol) for pattern in also for symbol in symbols):
             hot.add(i)
     size = sum(sections[i][1] - sections[i][0] for i in hot)
-    symbols = sorted({symbol for i in hot for symbol in sections[i][2]})
+    # Without LLVM's numeric suffix (`NAME.988`): the numbers shift with nearly any change to the code, and
+    # scripts/link-ordered.sh finds each name's suffixed forms in the build being linked.
+    symbols = sorted({SUFFIX.sub("", symbol) for i in hot for symbol in sections[i][2]})
     with open(out, "w") as text:
         text.write("".join(f"{symbol}\n" for symbol in symbols))
     total = sum(end - start for start, end, _ in sections)

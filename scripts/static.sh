@@ -56,9 +56,10 @@ if [ "$arch" = x86_64 ]; then
   flags+=("-Clink-arg=-fuse-ld=lld" "-Clink-arg=-Wl,--icf=all" "-Clink-arg=-Wl,--pack-dyn-relocs=relr")
   # The functions a lock cycle runs (scripts/hot-symbols.txt, made by scripts/hot-order.sh) come first in .text,
   # together: the kernel maps a binary's pages 64 KB around each one touched, so scattered hot code made nearly
-  # all of .text resident. Names the build no longer has are skipped.
-  flags+=("-Clink-arg=-Wl,--symbol-ordering-file=$PWD/scripts/hot-symbols.txt"
-    "-Clink-arg=-Wl,--no-warn-symbol-ordering")
+  # all of .text resident. scripts/link-ordered.sh finds the names as this build spells them (LLVM's numeric
+  # suffixes shift from commit to commit) and links with them; names the build no longer has are skipped.
+  command -v nm >/dev/null || debian_install "the x86_64 static build's link reads symbols with nm" binutils
+  export "CARGO_TARGET_${env_name}_LINKER=$PWD/scripts/link-ordered.sh"
 fi
 # LOCK_EXEC_PROFILE_BUILD=1 (scripts/hot-order.sh): keep the symbols and write lld's link map next to the binary.
 # The symbols' names are those of the release build (stripping is not part of cargo's build hash when asked for
