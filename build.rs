@@ -1,7 +1,7 @@
 //! Build script: records what `lock-exec version` prints besides the version, as `cargo:rustc-env` variables:
-//! `LOCK_EXEC_COMMIT` (the short git commit, `-dirty` when tracked files differ from it, `unknown` outside a git
-//! checkout such as a source tarball) and `LOCK_EXEC_TARGET` (the target triple). Runs `git` when present; no
-//! crates.
+//! `LOCK_EXEC_COMMIT` (the short git commit, `-dirty` when the files it is built from differ from it, `unknown`
+//! outside a git checkout such as a source tarball) and `LOCK_EXEC_TARGET` (the target triple). Runs `git` when
+//! present; no crates.
 
 // A build script reads Cargo's variables from its own environment; the crate's `Env` seam is for the binary.
 #![allow(clippy::disallowed_methods)]
@@ -9,13 +9,19 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The files the binary is built from: a change to them reruns this script, and `-dirty` means they differ from
+/// the commit (a change elsewhere, such as README.md, neither reruns it nor makes the version line lie).
+const BUILD_INPUTS: [&str; 6] =
+    ["build.rs", "Cargo.toml", "Cargo.lock", "src", "scripts/hot-symbols.txt", "scripts/link-ordered.sh"];
+
 fn main() {
     let target = std::env::var("TARGET").unwrap_or_else(|_| "unknown".into());
     println!("cargo:rustc-env=LOCK_EXEC_TARGET={target}");
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| ".".into()));
-    // Rerun when a file of the build changes (it may make the tree dirty or clean; the static x86_64 link reads
-    // scripts/hot-symbols.txt through a linker flag, which Cargo does not watch, so a new list must relink)...
-    for path in ["build.rs", "Cargo.toml", "Cargo.lock", "src", "scripts/hot-symbols.txt"] {
+    // Rerun when a file of the build changes (it may make the build dirty or clean; the static x86_64 link runs
+    // scripts/link-ordered.sh, which reads scripts/hot-symbols.txt, and Cargo watches neither, so a change to
+    // them must relink)...
+    for path in BUILD_INPUTS {
         println!("cargo:rerun-if-changed={path}");
     }
     let commit = match Checkout::find(&manifest_dir) {
@@ -67,8 +73,10 @@ impl Checkout {
     fn describe(&self) -> Option<String> {
         let full = git(&self.dir, &["rev-parse", "HEAD"])?;
         let hash = full.get(..7)?.to_owned();
-        // Tracked files only (untracked ones are not part of any build); no index refresh written.
-        let changes = git(&self.dir, &["--no-optional-locks", "status", "--porcelain", "--untracked-files=no"])?;
+        // Tracked files of the build only (untracked ones are not part of any build); no index refresh written.
+        let mut args = vec!["--no-optional-locks", "status", "--porcelain", "--untracked-files=no", "--"];
+        args.extend(BUILD_INPUTS);
+        let changes = git(&self.dir, &args)?;
         Some(if changes.is_empty() { hash } else { format!("{hash}-dirty") })
     }
 }
