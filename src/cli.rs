@@ -486,6 +486,9 @@ fn common(flags: &Flags, env: &Env) -> Result<Common, Error> {
             crate::aws::proxy::endpoint_for_messages(url)
         )));
     }
+    if let Some(problem) = endpoint_url.as_deref().and_then(crate::aws::endpoint::url_problem) {
+        return Err(Error::Usage(format!("--endpoint-url: {problem}")));
+    }
     // Like `-e`, accepted by every subcommand (checked everywhere); the ones that write use it.
     let (retain, named) = flag_or_env(&flags.retain, env, "--retain", "LOCK_EXEC_RETAIN");
     let retain = duration_flag(retain, DEFAULT_RETAIN, named)?;

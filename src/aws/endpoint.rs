@@ -79,7 +79,7 @@ pub fn dynamodb(flag: Option<&str>, env: &Env, profile: &ProfileEndpoints, regio
             .or_else(|| profile.global.clone())
     };
     if let Some(url) = configured {
-        return check_url(&url).map(|()| url.trim_end_matches('/').to_owned());
+        return checked_url(&url).map(|url| url.trim_end_matches('/').to_owned());
     }
     let fips = bool_setting(env, "AWS_USE_FIPS_ENDPOINT", profile.fips)?;
     let dualstack = bool_setting(env, "AWS_USE_DUALSTACK_ENDPOINT", profile.dualstack)?;
@@ -208,7 +208,18 @@ pub fn check_url(url: &str) -> Result<(), Error> {
     url_problem(url).map_or(Ok(()), |problem| Err(Error::Config(problem)))
 }
 
-/// What is wrong with an endpoint URL, if anything (see [`check_url`]).
+/// A checked endpoint URL with its scheme and host in lower case (both are case-insensitive; the static build's
+/// C library matches `/etc/hosts` names case-sensitively, and the rest of lock-exec compares schemes as written).
+pub fn checked_url(url: &str) -> Result<String, Error> {
+    check_url(url)?;
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find('/').unwrap_or(rest.len());
+    Ok(format!("{}://{}{}", scheme.to_ascii_lowercase(), rest[..end].to_ascii_lowercase(), &rest[end..]))
+}
+
+/// What is wrong with an endpoint URL, if anything (see [`check_url`]): the scheme (`http` or `https`, any
+/// case), a host (a name, an IPv4 address or a bracketed IPv6 address), a port of 1-65535 if any, a path if any,
+/// no query or fragment.
 pub fn url_problem(url: &str) -> Option<String> {
     let shown = endpoint_for_messages(url);
     if has_userinfo(url) {
@@ -216,10 +227,55 @@ pub fn url_problem(url: &str) -> Option<String> {
             "endpoint URL {shown:?} holds a user name or password (user:password@): not allowed; remove it"
         ));
     }
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => None,
-        _ => Some(format!("invalid endpoint URL {shown:?}: expected http://host[:port] or https://host")),
+    let invalid = |why: &str| Some(format!("invalid endpoint URL {shown:?}: {why}"));
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return invalid("expected http://host[:port] or https://host[:port]");
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return invalid("expected http://host[:port] or https://host[:port]");
+    }
+    if rest.contains(['?', '#']) {
+        return invalid("a query or fragment (?, #) is not allowed");
+    }
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let port = match authority.strip_prefix('[') {
+        Some(inside) => {
+            let Some((address, after)) = inside.split_once(']') else {
+                return invalid("the IPv6 address has no closing ]");
+            };
+            if address.parse::<std::net::Ipv6Addr>().is_err() {
+                return invalid(&format!("{address:?} is not an IPv6 address"));
+            }
+            match after {
+                "" => None,
+                _ => match after.strip_prefix(':') {
+                    Some(port) => Some(port),
+                    None => return invalid("only :port may follow the ] of an IPv6 address"),
+                },
+            }
+        }
+        None if authority.matches(':').count() > 1 => {
+            return invalid("an IPv6 address goes in brackets (http://[::1]:8000)");
+        }
+        None => {
+            let (host, port) = authority.split_once(':').map_or((authority, None), |(h, p)| (h, Some(p)));
+            if host.is_empty() {
+                return invalid("no host (expected http://host[:port] or https://host[:port])");
+            }
+            if let Some(bad) = host.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))) {
+                return invalid(&format!("the host holds {bad:?} (letters, digits, -, . and _ only)"));
+            }
+            port
+        }
+    };
+    match port {
+        Some(port) if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) => {
+            invalid(&format!("port {port:?} is not a number from 1 to 65535"))
+        }
+        Some(port) if !matches!(port.parse::<u16>(), Ok(1..)) => {
+            invalid(&format!("port {port} is not a number from 1 to 65535"))
+        }
+        _ => None,
     }
 }
 
@@ -299,7 +355,7 @@ mod tests {
             &[],
             none(),
             "r",
-            "error: invalid endpoint URL \"localhost:8000\": expected http://host[:port] or https://host",
+            "error: invalid endpoint URL \"localhost:8000\": expected http://host[:port] or https://host[:port]",
         );
     }
 
@@ -443,6 +499,47 @@ mod tests {
         ] {
             assert_eq!(partition(region).name, expected, "{region}");
         }
+    }
+
+    #[test]
+    fn malformed_endpoint_urls_are_config_errors_naming_the_problem() {
+        for (url, problem) in [
+            ("http://127.0.0.1:99999", "port 99999 is not a number from 1 to 65535"),
+            ("https://127.0.0.1:0/", "port 0 is not"),
+            ("http://127.0.0.1:abc", "port \"abc\" is not a number"),
+            ("http://127.0.0.1:49067x", "port \"49067x\""),
+            ("http://127.0.0.1:", "port \"\" is not"),
+            ("http://127.0.0.1:+80", "port \"+80\""),
+            ("http://:49067", "no host"),
+            ("http://", "no host"),
+            ("http://::1:49067", "an IPv6 address goes in brackets"),
+            ("http://[::1:49067", "no closing ]"),
+            ("http://[::1]x:49067", "only :port may follow"),
+            ("http://[nope]:1", "\"nope\" is not an IPv6 address"),
+            ("http://127.0.0.1 :49067", "the host holds ' '"),
+            ("http://127.0.0.1:49067:80", "an IPv6 address goes in brackets"),
+            ("http://h:1/?x=1", "a query or fragment"),
+            ("ftp://h", "expected http://host[:port]"),
+            ("localhost:8000", "expected http://host[:port]"),
+        ] {
+            let e = check_url(url).expect_err(url);
+            assert_eq!(e.exit(), crate::exit::Exit::Config, "{url}");
+            let message = e.to_string();
+            assert!(message.starts_with(&format!("invalid endpoint URL {url:?}: ")), "{url}: {message}");
+            assert!(message.contains(problem), "{url}: {message}");
+        }
+        for url in ["http://127.0.0.1:65535", "https://[::1]:8000/", "http://[::1]", "https://dynamodb.x_y.local/p"] {
+            assert!(check_url(url).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn endpoint_schemes_and_hosts_are_lower_cased() {
+        assert_eq!(checked_url("HTTP://EMU:8000/Path").ok().as_deref(), Some("http://emu:8000/Path"));
+        assert_eq!(checked_url("Https://[::1]:1").ok().as_deref(), Some("https://[::1]:1"));
+        let env = Env::from_pairs(&[("AWS_ENDPOINT_URL", "HTTP://Local-Emu:8000/")]);
+        let url = dynamodb(None, &env, &ProfileEndpoints::default(), "us-east-1").ok();
+        assert_eq!(url.as_deref(), Some("http://local-emu:8000"));
     }
 
     #[test]

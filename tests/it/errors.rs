@@ -116,3 +116,39 @@ fn without_a_home_folder_the_error_says_so() {
     out.expect_stderr_contains("no shared config or credentials file (HOME is not set");
     out.check("no made-up path", false, out.stderr.contains("(no home folder)"));
 }
+
+/// A malformed endpoint URL is one line naming the problem, exit 78, nothing sent and the command not started. A
+/// port out of range was read as no port (the request went to port 80), a missing host was retried as an
+/// unresolvable name (exit 69), and a bare IPv6 address failed as "cannot sign the request".
+#[test]
+fn a_malformed_endpoint_url_is_one_line_naming_the_problem() {
+    let case = Case::new("bad_endpoint_url");
+    for (url, problem) in [
+        ("http://127.0.0.1:99999", "port 99999 is not a number from 1 to 65535"),
+        ("http://:49067", "no host"),
+        ("http://::1:49067", "an IPv6 address goes in brackets"),
+    ] {
+        let mut env = case.env();
+        env.insert("AWS_ENDPOINT_URL", url.to_owned());
+        let out = case.run_not_started(&["-t", case.table(), "run", "k"], env);
+        out.expect_code(78);
+        let lines: Vec<&str> = out.stderr.lines().filter(|line| !line.trim().is_empty()).collect();
+        out.check("stderr lines", 1, lines.len());
+        out.expect_stderr_contains(&format!("invalid endpoint URL \\\"{url}\\\": {problem}"));
+    }
+    // From the flag, a usage error.
+    let out =
+        case.run_not_started(&["-t", case.table(), "--endpoint-url", "http://127.0.0.1:0", "run", "k"], case.env());
+    out.expect_code(64);
+    out.expect_stderr_contains("--endpoint-url: invalid endpoint URL \"http://127.0.0.1:0\": port 0 is not");
+}
+
+/// Scheme and host are case-insensitive: `HTTP://` works as `http://` does.
+#[test]
+fn an_upper_case_endpoint_scheme_works() {
+    let case = Case::new("upper_scheme");
+    let mut env = case.env();
+    let url = crate::support::endpoint().replacen("http://", "HTTP://", 1);
+    env.insert("AWS_ENDPOINT_URL", url);
+    case.run_env(&["-t", case.table(), "run", "k", "--", "true"], env).expect_code(0);
+}

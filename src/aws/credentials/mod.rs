@@ -239,8 +239,7 @@ pub fn sts_endpoint(env: &Env, profiles: &ProfileSet, region: &str) -> Result<St
     let dualstack = bool_setting(env, "AWS_USE_DUALSTACK_ENDPOINT", flag("use_dualstack_endpoint"))?;
     let profile_url = service_endpoint(profiles, "sts").or_else(|| profiles.value("endpoint_url"));
     let url = sts::endpoint(env, region, profile_url.as_deref(), ignore, fips, dualstack);
-    crate::aws::endpoint::check_url(&url)?;
-    Ok(url)
+    crate::aws::endpoint::checked_url(&url)
 }
 
 /// `endpoint_url` for `service` in the `[services NAME]` section the selected profile names.
@@ -472,7 +471,7 @@ mod tests {
         check(&[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "false")], "http://profile");
         check(
             &[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "false"), ("AWS_ENDPOINT_URL_STS", "ftp://x")],
-            "error: invalid endpoint URL \"ftp://x\": expected http://host[:port] or https://host",
+            "error: invalid endpoint URL \"ftp://x\": expected http://host[:port] or https://host[:port]",
         );
     }
 
