@@ -9,15 +9,36 @@
 # way). A name with several suffixed forms brings all of them: the copies are small, and which one ran is not
 # known without a profile of this very build.
 #
-# LOCK_EXEC_LINK_CC: the driver to run (default cc); LOCK_EXEC_HOT_SYMBOLS: the list (default the one beside this
-# script). The tests set both.
+# LOCK_EXEC_LINK_CC: the driver to run (default cc; scripts/static.sh passes a linker the caller set in
+# CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER); LOCK_EXEC_HOT_SYMBOLS: the list (default the one beside this
+# script).
 set -euo pipefail
 hot=${LOCK_EXEC_HOT_SYMBOLS:-$(cd "$(dirname "$0")" && pwd)/hot-symbols.txt}
-order=$(mktemp "${TMPDIR:-/tmp}/lock-exec-order.XXXXXX")
-names=$(mktemp "${TMPDIR:-/tmp}/lock-exec-names.XXXXXX")
+# The arguments, with those of a response file (@FILE, which rustc uses for a long command line: one argument per
+# line, backslash-escaped) read in.
+args=()
+for arg in "$@"; do
+  if [[ $arg == @* && -f ${arg#@} ]]; then
+    while IFS= read -r line || [ -n "$line" ]; do
+      args+=("$(printf '%s' "$line" | sed 's/\\\(.\)/\1/g')")
+    done <"${arg#@}"
+  else
+    args+=("$arg")
+  fi
+done
+# The scratch files go beside the output (-o FILE), which the link must be able to write anyway; TMPDIR may not
+# exist in a build sandbox.
+out=a.out
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[i]}" in
+    -o) out=${args[i + 1]:-a.out} ;;
+  esac
+done
+order=$(mktemp "$(dirname "$out")/.lock-exec-order.XXXXXX")
+names=$(mktemp "$(dirname "$out")/.lock-exec-names.XXXXXX")
 trap 'rm -f "$order" "$names"' EXIT
 objects=()
-for arg in "$@"; do
+for arg in "${args[@]}"; do
   case "$arg" in
     *.o | *.rlib) [ -f "$arg" ] && objects+=("$arg") ;;
   esac

@@ -59,7 +59,12 @@ if [ "$arch" = x86_64 ]; then
   # all of .text resident. scripts/link-ordered.sh finds the names as this build spells them (LLVM's numeric
   # suffixes shift from commit to commit) and links with them; names the build no longer has are skipped.
   command -v nm >/dev/null || debian_install "the x86_64 static build's link reads symbols with nm" binutils
-  export "CARGO_TARGET_${env_name}_LINKER=$PWD/scripts/link-ordered.sh"
+  # A linker the caller chose for this target stays the driver that does the link.
+  linker_var=CARGO_TARGET_${env_name}_LINKER
+  if [ -n "${!linker_var:-}" ] && [ "${!linker_var}" != "$PWD/scripts/link-ordered.sh" ]; then
+    export LOCK_EXEC_LINK_CC=${!linker_var}
+  fi
+  export "$linker_var=$PWD/scripts/link-ordered.sh"
 fi
 # LOCK_EXEC_PROFILE_BUILD=1 (scripts/hot-order.sh): keep the symbols and write lld's link map next to the binary.
 # The symbols' names are those of the release build (stripping is not part of cargo's build hash when asked for

@@ -250,7 +250,9 @@ fn a_short_run_resolves_its_endpoint_without_a_thread() {
 /// `scripts/link-ordered.sh` (the static build's linker) hands lld every numbered form (`NAME.N`, LLVM's local
 /// names) of each name in the hot list, found in the objects being linked, right after the name itself; a
 /// numbered function whose name is not in the list stays out. With the numbered names listed as they were,
-/// every later commit shifted the numbers and the hot code scattered (peak RSS 1.34 to 1.66 MiB).
+/// every later commit shifted the numbers and the hot code scattered (peak RSS 1.34 to 1.66 MiB). Objects named
+/// in a response file (`@FILE`, rustc's form for a long command line) count too, and a `TMPDIR` that does not
+/// exist does not fail the link.
 #[test]
 fn the_static_link_orders_the_numbered_forms_of_each_hot_name() {
     let dir = crate::support::TempDir::new("link-ordered");
@@ -272,17 +274,68 @@ fn the_static_link_orders_the_numbered_forms_of_each_hot_name() {
     std::fs::write(path("driver"), driver).expect("write the driver");
     let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
     std::fs::set_permissions(path("driver"), executable).expect("make the driver executable");
+    // rustc escapes a response file's spaces and backslashes with a backslash.
+    let response = format!("{}\n-o\n{}\n", path("code.o").display(), path("out").display()).replace(' ', "\\ ");
+    std::fs::write(path("args"), response).expect("write the response file");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/link-ordered.sh");
-    let linked = std::process::Command::new("bash")
-        .arg(&script)
-        .arg(path("code.o"))
-        .args(["-o", "out"])
-        .env("LOCK_EXEC_LINK_CC", path("driver"))
-        .env("LOCK_EXEC_HOT_SYMBOLS", path("hot.txt"))
-        .env("KEEP", path("order.txt"))
-        .status()
-        .expect("run scripts/link-ordered.sh");
-    assert!(linked.success(), "link-ordered.sh: {linked}");
-    let order = std::fs::read_to_string(path("order.txt")).expect("the driver kept the ordering file");
-    assert_eq!(order, "hot_fn\nhot_fn.12\nhot_fn.7\nplain_hot\n");
+    let object = path("code.o").display().to_string();
+    let out = path("out").display().to_string();
+    let response_file = format!("@{}", path("args").display());
+    let expected = "hot_fn\nhot_fn.12\nhot_fn.7\nplain_hot\n";
+    for args in [vec![object.as_str(), "-o", out.as_str()], vec![response_file.as_str()]] {
+        let _ = std::fs::remove_file(path("order.txt"));
+        let linked = std::process::Command::new("bash")
+            .arg(&script)
+            .args(&args)
+            .env("LOCK_EXEC_LINK_CC", path("driver"))
+            .env("LOCK_EXEC_HOT_SYMBOLS", path("hot.txt"))
+            .env("KEEP", path("order.txt"))
+            .env("TMPDIR", path("no-such-dir"))
+            .status()
+            .expect("run scripts/link-ordered.sh");
+        assert!(linked.success(), "link-ordered.sh {args:?}: {linked}");
+        let order = std::fs::read_to_string(path("order.txt")).expect("the driver kept the ordering file");
+        assert_eq!(order, expected, "{args:?}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir.path)
+        .expect("list the folder")
+        .filter_map(|entry| entry.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.starts_with(".lock-exec"))
+        .collect();
+    assert!(left.is_empty(), "scratch files left: {left:?}");
+}
+
+/// `scripts/static.sh` links x86_64 through `scripts/link-ordered.sh`, and a linker the caller set for the
+/// target (`CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER`) stays the one that does the link. A stand-in `cargo`
+/// records what the build would get and puts the static binary in place.
+#[test]
+fn the_static_build_keeps_a_linker_the_caller_chose() {
+    let dir = crate::support::TempDir::new("static-linker");
+    let path = |name: &str| dir.path.join(name);
+    std::fs::create_dir_all(path("bin")).expect("create bin");
+    let cargo = format!(
+        "#!/bin/sh\nenv > '{seen}'\nmkdir -p \"$CARGO_TARGET_DIR/{STATIC_TARGET}/release\"\ncp '{binary}' \
+         \"$CARGO_TARGET_DIR/{STATIC_TARGET}/release/lock-exec\"\n",
+        seen = path("seen").display(),
+        binary = static_binary().display(),
+    );
+    std::fs::write(path("bin/cargo"), cargo).expect("write the stand-in cargo");
+    let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(path("bin/cargo"), executable).expect("make it executable");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let search = format!("{}:{}", path("bin").display(), Env::real().var("PATH").unwrap_or_default());
+    let built = std::process::Command::new("bash")
+        .arg(root.join("scripts/static.sh"))
+        .arg("x86_64")
+        .env("PATH", search)
+        .env("CARGO_TARGET_DIR", path("target"))
+        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER", "/opt/my-linker")
+        .output()
+        .expect("run scripts/static.sh");
+    assert!(built.status.success(), "static.sh: {}", String::from_utf8_lossy(&built.stderr));
+    let seen = std::fs::read_to_string(path("seen")).expect("the stand-in cargo ran");
+    let linker =
+        format!("CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER={}", root.join("scripts/link-ordered.sh").display());
+    assert!(seen.lines().any(|line| line == linker), "{seen}");
+    assert!(seen.lines().any(|line| line == "LOCK_EXEC_LINK_CC=/opt/my-linker"), "{seen}");
 }
