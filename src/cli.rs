@@ -71,6 +71,8 @@ pub enum Topic {
     Doctor,
     /// `completion`.
     Completion,
+    /// `version` (only as `help version`: `version` itself is parsed before any topic).
+    Version,
 }
 
 impl Topic {
@@ -93,7 +95,7 @@ impl Topic {
 const SUBCOMMANDS: &str = "run, unlock, status, list, table, doctor, completion, version";
 
 /// The help topics, as `help TOPIC` errors list them.
-const TOPICS: &str = "run, unlock, status, list, table, doctor, completion";
+const TOPICS: &str = "run, unlock, status, list, table, doctor, completion, version";
 
 /// Every long flag the parser knows, for "did you mean" (the completion scripts' flag table must match it).
 pub const LONG_FLAGS: [&str; 22] = [
@@ -356,6 +358,7 @@ where
         Topic::Doctor => no_arguments(rest, "doctor").map(|()| Command::Doctor(common)),
         Topic::Table => table(rest).map(|()| Command::TableCreate(common)),
         Topic::Completion => completion(rest),
+        Topic::Version => no_arguments(rest, "version").map(|()| Command::Version),
     }
 }
 
@@ -364,8 +367,12 @@ fn help(rest: Vec<OsString>) -> Result<Command, Error> {
     let mut rest = rest.into_iter();
     let Some(name) = rest.next() else { return Ok(Command::Help(None)) };
     let name = name.to_string_lossy();
-    let topic =
-        Topic::from_name(&name).ok_or_else(|| Error::Usage(format!("help: unknown topic {name:?} ({TOPICS})")))?;
+    let topic = match name.as_ref() {
+        "version" => Topic::Version,
+        other => {
+            Topic::from_name(other).ok_or_else(|| Error::Usage(format!("help: unknown topic {name:?} ({TOPICS})")))?
+        }
+    };
     no_arguments(rest.collect(), "help TOPIC").map(|()| Command::Help(Some(topic)))
 }
 
@@ -913,6 +920,8 @@ mod tests {
         assert_eq!(parse(&["help", "run"]).ok(), Some(Command::Help(Some(Topic::Run))));
         assert_eq!(parse(&["run", "--help"]).ok(), Some(Command::Help(Some(Topic::Run))));
         assert_eq!(parse(&["status", "-h"]).ok(), Some(Command::Help(Some(Topic::Status))));
+        // Every subcommand the usage names has a help topic, `version` included.
+        assert_eq!(parse(&["help", "version"]).ok(), Some(Command::Help(Some(Topic::Version))));
     }
 
     #[test]

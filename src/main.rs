@@ -164,6 +164,15 @@ Prints a completion script for the shell:
   fish   lock-exec completion fish > ~/.config/fish/completions/lock-exec.fish
 ";
 
+const VERSION_USAGE: &str = "\
+Usage:
+  lock-exec version        (also --version, -V)
+
+Prints one line: the version, the git commit it was built from (-dirty when a file it
+is built from differed from it) and the target triple, e.g.
+  lock-exec 0.1.0 (commit 7746787, x86_64-unknown-linux-musl)
+";
+
 fn main() -> ExitCode {
     lock_exec::process::collect_children();
     let env = Env::real();
@@ -192,6 +201,7 @@ fn main() -> ExitCode {
                     Some(Topic::Table) => TABLE_USAGE,
                     Some(Topic::Doctor) => DOCTOR_USAGE,
                     Some(Topic::Completion) => COMPLETION_USAGE,
+                    Some(Topic::Version) => VERSION_USAGE,
                 })
                 .map(|()| Exit::Success),
             );
