@@ -11,7 +11,6 @@
 //! and replaces scheme, host and port (used to replay recorded exchanges with AWS hosts on 127.0.0.1).
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -419,14 +418,23 @@ struct Unresolved {
     reason: Option<String>,
     /// Which of `/etc/hosts` and `/etc/resolv.conf` were missing.
     missing: Vec<&'static str>,
+    /// Which of them exist but could not be read (permissions, a directory).
+    unreadable: Vec<&'static str>,
 }
 
 impl Unresolved {
     /// The ureq error carrying it; [`transport_source`] takes it out again so the message has no `io:` prefix.
     fn error(host: &str, reason: Option<String>) -> ureq::Error {
         // The real files, not `Env`'s: they are what the C library read.
-        let missing = ["/etc/hosts", "/etc/resolv.conf"].into_iter().filter(|path| !Path::new(path).exists()).collect();
-        let unresolved = Unresolved { host: host.to_owned(), reason, missing };
+        let (mut missing, mut unreadable) = (Vec::new(), Vec::new());
+        for path in ["/etc/hosts", "/etc/resolv.conf"] {
+            match std::fs::read(path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(path),
+                Err(_) => unreadable.push(path),
+            }
+        }
+        let unresolved = Unresolved { host: host.to_owned(), reason, missing, unreadable };
         ureq::Error::Io(std::io::Error::new(std::io::ErrorKind::NotFound, unresolved))
     }
 }
@@ -434,8 +442,15 @@ impl Unresolved {
 impl std::fmt::Display for Unresolved {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "cannot resolve host {:?}: no address found in /etc/hosts or by DNS", self.host)?;
+        let mut files = Vec::new();
         if !self.missing.is_empty() {
-            write!(f, " ({} missing)", self.missing.join(" and "))?;
+            files.push(format!("{} missing", self.missing.join(" and ")));
+        }
+        if !self.unreadable.is_empty() {
+            files.push(format!("{} not readable", self.unreadable.join(" and ")));
+        }
+        if !files.is_empty() {
+            write!(f, " ({})", files.join("; "))?;
         }
         match &self.reason {
             Some(reason) => write!(f, ": {reason}"),
@@ -749,7 +764,8 @@ mod tests {
     #[test]
     fn unresolved_host_names_the_files_consulted() {
         let unresolved = |reason: Option<&str>, missing: Vec<&'static str>| {
-            Unresolved { host: "db.internal".into(), reason: reason.map(str::to_owned), missing }.to_string()
+            let reason = reason.map(str::to_owned);
+            Unresolved { host: "db.internal".into(), reason, missing, unreadable: Vec::new() }.to_string()
         };
         let prefix = "cannot resolve host \"db.internal\": no address found in /etc/hosts or by DNS";
         assert_eq!(unresolved(Some("Name does not resolve"), vec![]), format!("{prefix}: Name does not resolve"));
@@ -757,6 +773,16 @@ mod tests {
         assert_eq!(
             unresolved(Some("Try again"), vec!["/etc/hosts", "/etc/resolv.conf"]),
             format!("{prefix} (/etc/hosts and /etc/resolv.conf missing): Try again")
+        );
+        let unreadable = Unresolved {
+            host: "db.internal".into(),
+            reason: Some("Try again".into()),
+            missing: vec!["/etc/resolv.conf"],
+            unreadable: vec!["/etc/hosts"],
+        };
+        assert_eq!(
+            unreadable.to_string(),
+            format!("{prefix} (/etc/resolv.conf missing; /etc/hosts not readable): Try again")
         );
         // A transport error's source is the message itself, without ureq's `io:` prefix.
         let source = transport_source(Unresolved::error("db.internal", None), Duration::from_secs(5)).to_string();
