@@ -212,18 +212,23 @@ pub fn fence_seed(now: SystemTime, server_earliest_ns: Option<i128>) -> i128 {
 pub fn acquire_request(table: &str, key: &str, owner: &Owner, terms: &Terms, seed_ms: i128) -> Value {
     let now_ns = unix_ns(terms.now);
     let expire_ns = now_ns + terms.lease.as_nanos() as i128;
-    // `#expire < :ended`: the holder's lease end plus the largest clock skew allowed is behind our clock.
-    let ended_ns = now_ns - terms.max_clock_skew.as_nanos() as i128;
+    // `#expire < :ended`: the holder's lease end plus the largest clock skew allowed is behind our clock. Never
+    // below 1: a released item's lease end 0 stays ended whatever skew is allowed.
+    let ended_ns = (now_ns - terms.max_clock_skew.as_nanos() as i128).max(1);
     // `#owner = :me` lets a retry take the lock an earlier attempt of it took (its answer lost); only with a lease
     // end not past this one: an attempt delivered late, after our renewals, must not move the lease end back. For
     // the same reason `--owner`'s clause applies to another process's token only.
-    let mut condition =
-        "attribute_not_exists(#key) OR #expire < :ended OR (#owner = :me AND #expire <= :expire)".to_owned();
+    // An item whose `expire` is missing or not a number (written by hand or by another tool) is no lease: taken,
+    // as `status` and `list` show it free.
+    let mut condition = "attribute_not_exists(#key) OR NOT attribute_type(#expire, :number) OR #expire < :ended \
+        OR (#owner = :me AND #expire <= :expire)"
+        .to_owned();
     let mut update = "SET #expire = :expire, #owner = :me, #host = :host, #pid = :pid, #command = :command, \
         #acquired = :acquired, #fence = if_not_exists(#fence, :seed) + :one, #ttl = :ttl"
         .to_owned();
     let mut values = json!({
         ":ended": n(ended_ns),
+        ":number": { "S": "N" },
         ":expire": n(expire_ns),
         ":me": { "S": owner.token },
         ":host": { "S": owner.host },
@@ -586,7 +591,7 @@ mod tests {
         assert_eq!(r["Key"], json!({"key": {"S": "k"}}));
         assert_eq!(
             r["ConditionExpression"],
-            "attribute_not_exists(#key) OR #expire < :ended OR (#owner = :me AND #expire <= :expire)"
+            "attribute_not_exists(#key) OR NOT attribute_type(#expire, :number) OR #expire < :ended OR (#owner = :me AND #expire <= :expire)"
         );
         let update = r["UpdateExpression"].as_str().unwrap_or_default();
         assert!(update.contains("#fence = if_not_exists(#fence, :seed) + :one"), "{update}");
@@ -613,7 +618,7 @@ mod tests {
         let r = acquire_request("tbl", "k", &who, &terms(1_000), 1_000);
         assert_eq!(
             r["ConditionExpression"],
-            "attribute_not_exists(#key) OR #expire < :ended OR (#owner = :me AND #expire <= :expire) \
+            "attribute_not_exists(#key) OR NOT attribute_type(#expire, :number) OR #expire < :ended OR (#owner = :me AND #expire <= :expire) \
              OR (#owner_id = :id AND #owner <> :me)"
         );
         let update = r["UpdateExpression"].as_str().unwrap_or_default();
@@ -637,7 +642,12 @@ mod tests {
             77,
         );
         assert_eq!(r["ExpressionAttributeValues"][":ended"]["N"], "3500000000");
+        // A skew longer than the time since 1970 still leaves a released item (lease end 0) ended.
+        let r = acquire_request("tbl", "k", &owner(), &Terms { max_clock_skew: SKEW_PAST_1970, ..terms(5_000) }, 77);
+        assert_eq!(r["ExpressionAttributeValues"][":ended"]["N"], "1");
     }
+
+    const SKEW_PAST_1970: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
     #[test]
     fn the_fence_seed_is_the_later_of_the_local_and_the_server_clock() {

@@ -259,3 +259,25 @@ fn an_inherited_ignored_sigchld_still_gives_the_command_s_exit_code() {
     assert!(stderr.contains("\"msg\":\"command failed\""), "`command failed` logged; stderr: {stderr}");
     assert!(stderr.contains("\"msg\":\"lock released\""), "released; stderr: {stderr}");
 }
+
+/// An item whose `expire` is missing or not a number (written by hand or by another tool) holds no lease:
+/// `status` shows it free and `run` takes it. Before, `run` found it locked forever while `status` said free.
+/// A released item (lease end 0) is free even with a `--max-clock-skew` longer than the time since 1970 (the
+/// acquire's "ended before" bound went negative).
+#[test]
+fn an_item_without_a_numeric_lease_end_is_free_for_every_subcommand() {
+    let case = Case::new("no_numeric_expire");
+    case.put_item(json!({ "key": { "S": "no-expire" }, "host": { "S": "by-hand" } }));
+    case.put_item(json!({ "key": { "S": "text-expire" }, "expire": { "S": "soon" } }));
+    for key in ["no-expire", "text-expire"] {
+        let status = case.run(&["-t", case.table(), "status", key]);
+        status.expect_code(0);
+        status.expect_state("free");
+        let out = case.run(&["-t", case.table(), "run", key, "--", "sh", "-c", "exit 7"]);
+        out.expect_code(7);
+    }
+    case.put_go_item("released", 0);
+    let out =
+        case.run(&["-t", case.table(), "--max-clock-skew", "2562047h", "run", "released", "--", "sh", "-c", "exit 7"]);
+    out.expect_code(7);
+}
