@@ -16,6 +16,9 @@ pub const DEFAULT_TABLE: &str = "lock-exec";
 pub const DEFAULT_EXPIRE: Duration = Duration::from_secs(60);
 /// The shortest lease accepted.
 pub const MIN_EXPIRE: Duration = Duration::from_secs(1);
+/// The longest `-e` and `--keep`: 100 years, so a lease end stays within the signed 64-bit Unix nanoseconds that
+/// `expire` holds and the Go tool (and any reader using Go's `time`) can read (they end in 2262).
+pub const MAX_HOLD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// The default grace between a forwarded signal and SIGKILL.
 pub const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 /// The longest key DynamoDB accepts as a partition key, in bytes.
@@ -341,6 +344,7 @@ where
     if expire < MIN_EXPIRE {
         return Err(Error::Usage(format!("{named} {} is shorter than the minimum 1s", duration::format(expire))));
     }
+    longest_hold(expire, named)?;
     if flags.delete && topic != Topic::Unlock {
         return Err(Error::Usage("--delete applies to unlock only".into()));
     }
@@ -560,6 +564,18 @@ fn flag_or_env(
     }
 }
 
+/// A usage error when a lease or `--keep` is longer than [`MAX_HOLD`].
+fn longest_hold(hold: Duration, flag: &str) -> Result<(), Error> {
+    if hold <= MAX_HOLD {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{flag} {} is longer than the maximum 876000h (100 years: the lock's end must fit the 64-bit Unix \
+         nanoseconds of expire)",
+        duration::format(hold)
+    )))
+}
+
 fn duration_flag(given: Option<String>, default: Duration, flag: &str) -> Result<Duration, Error> {
     match given {
         None => Ok(default),
@@ -625,6 +641,9 @@ fn run(
             .map_err(|_| Error::Usage(format!("--locked-exit-code {text:?}: expected a number from 0 to 255")))?,
     };
     let keep = flags.keep.clone().map(|text| duration_flag(Some(text), Duration::ZERO, "--keep")).transpose()?;
+    if let Some(keep) = keep {
+        longest_hold(keep, "--keep")?;
+    }
     let wait = flags.wait.clone().map(|text| duration_flag(Some(text), Duration::ZERO, "--wait")).transpose()?;
     let (owner_id, named) = match flags.owner.clone() {
         Some(id) => (Some(id), "--owner"),
@@ -1050,6 +1069,8 @@ mod tests {
             (&["unlock", "a", "b"], "too many arguments"),
             (&["unlock", "--", "a"], "applies to run only"),
             (&["run", "k", "true", "--keep", "5x"], "--keep: invalid duration"),
+            (&["run", "k", "true", "-e", "2562047h"], "--expire 2562047h0m0s is longer than the maximum 876000h"),
+            (&["run", "k", "true", "--keep", "876001h"], "--keep 876001h0m0s is longer than the maximum 876000h"),
             (&["run", "k", "true", "--wait", "-1s"], "--wait"),
             (&["run", "k", "true", "--limit", "0"], "--limit \"0\": expected a number from 1 to 100"),
             (&["run", "k", "true", "--limit", "101"], "from 1 to 100"),
