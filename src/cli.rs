@@ -324,7 +324,20 @@ where
         env
     };
     let common = common(&flags, env)?;
-    let rest: Vec<OsString> = positionals.collect();
+    let mut rest: Vec<OsString> = positionals.collect();
+    // `--` ends lock-exec's options. Before the KEY, what follows are the positionals, KEY first, as the Go tool
+    // (cobra) reads them: the way to name a key that starts with `-` (`run -- -k 'cmd'`, `status -- -k`). After
+    // `run KEY` it starts the command's argv; so does a second `--` after `run -- KEY`.
+    let mut after_dashes = after_dashes;
+    if rest.is_empty() && matches!(topic, Topic::Run | Topic::Status | Topic::Unlock) {
+        if let Some(mut words) = after_dashes.take() {
+            if let Some(second) = words.iter().skip(1).position(|word| word == "--") {
+                after_dashes = Some(words.split_off(second + 2));
+                words.truncate(second + 1);
+            }
+            rest = words;
+        }
+    }
     let only_run = |given: bool, flag: &str| {
         if given && topic != Topic::Run { Err(Error::Usage(format!("{flag} applies to run only"))) } else { Ok(()) }
     };
@@ -944,6 +957,30 @@ mod tests {
     }
 
     #[test]
+    fn dashes_before_the_key_name_a_key_that_starts_with_a_dash() {
+        // As the Go tool reads them: `--` ends the options, KEY and COMMAND follow.
+        match parse(&["run", "--", "-k", "echo hi"]) {
+            Ok(Command::Run(_, run)) => {
+                assert_eq!(run.key, "-k");
+                assert_eq!(argv(&run), ["echo", "hi"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["run", "--", "-k", "--", "echo", "a b"]) {
+            Ok(Command::Run(_, run)) => {
+                assert_eq!(run.key, "-k");
+                assert_eq!(argv(&run), ["echo", "a b"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse(&["status", "--", "-k"]), Ok(Command::Status(_, key)) if key == "-k"));
+        assert!(matches!(parse(&["unlock", "--", "-k"]), Ok(Command::Unlock(_, Unlock { key, .. })) if key == "-k"));
+        // After the key, `--` still belongs to run alone.
+        assert!(usage_error(&["status", "k", "--", "x"]).contains("`--` applies to run only"));
+        assert!(usage_error(&["run", "--"]).contains("run: missing KEY"));
+    }
+
+    #[test]
     fn help_topics_and_version_take_nothing_else() {
         assert!(usage_error(&["help", "foo"]).contains("help: unknown topic \"foo\" (run, unlock"));
         assert!(usage_error(&["help", "run", "x"]).contains("unexpected argument"));
@@ -1067,7 +1104,7 @@ mod tests {
             (&["status", "k", "--delete"], "--delete applies to unlock only"),
             (&["status"], "missing KEY"),
             (&["unlock", "a", "b"], "too many arguments"),
-            (&["unlock", "--", "a"], "applies to run only"),
+            (&["unlock", "a", "--", "b"], "applies to run only"),
             (&["run", "k", "true", "--keep", "5x"], "--keep: invalid duration"),
             (&["run", "k", "true", "-e", "2562047h"], "--expire 2562047h0m0s is longer than the maximum 876000h"),
             (&["run", "k", "true", "--keep", "876001h"], "--keep 876001h0m0s is longer than the maximum 876000h"),
