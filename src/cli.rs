@@ -328,15 +328,15 @@ where
     // `--` ends lock-exec's options. Before the KEY, what follows are the positionals, KEY first, as the Go tool
     // (cobra) reads them: the way to name a key that starts with `-` (`run -- -k 'cmd'`, `status -- -k`). After
     // `run KEY` it starts the command's argv; so does a second `--` after `run -- KEY`.
-    let mut after_dashes = after_dashes;
-    if rest.is_empty() && matches!(topic, Topic::Run | Topic::Status | Topic::Unlock) {
-        if let Some(mut words) = after_dashes.take() {
-            if let Some(second) = words.iter().skip(1).position(|word| word == "--") {
-                after_dashes = Some(words.split_off(second + 2));
-                words.truncate(second + 1);
-            }
-            rest = words;
+    if rest.is_empty()
+        && matches!(topic, Topic::Run | Topic::Status | Topic::Unlock)
+        && let Some(mut words) = after_dashes.take()
+    {
+        if let Some(second) = words.iter().skip(1).position(|word| word == "--") {
+            after_dashes = Some(words.split_off(second + 2));
+            words.truncate(second + 1);
         }
+        rest = words;
     }
     let only_run = |given: bool, flag: &str| {
         if given && topic != Topic::Run { Err(Error::Usage(format!("{flag} applies to run only"))) } else { Ok(()) }
