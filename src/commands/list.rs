@@ -102,6 +102,9 @@ fn json_lines(rows: &[Map<String, Value>]) -> String {
         .collect()
 }
 
+/// The widest a text column is padded to.
+const MAX_COLUMN: usize = 40;
+
 /// Aligned columns with a header line: the [`COLUMNS`], then the [`LAST_RUN`] columns any row has; `-` for a
 /// missing value, control characters escaped.
 fn text_table(rows: &[Map<String, Value>]) -> String {
@@ -115,8 +118,11 @@ fn text_table(rows: &[Map<String, Value>]) -> String {
     let cells: Vec<Vec<String>> = std::iter::once(columns.iter().map(|c| c.to_ascii_uppercase()).collect())
         .chain(rows.iter().map(|row| columns.iter().map(|c| cell(row, c)).collect()))
         .collect();
-    let widths: Vec<usize> =
-        (0..columns.len()).map(|i| cells.iter().map(|line| line[i].chars().count()).max().unwrap_or(0)).collect();
+    // A column is as wide as its widest cell up to [`MAX_COLUMN`]: a longer cell (a 2 KB key) runs over on its own
+    // line instead of padding every row to its width.
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| cells.iter().map(|line| line[i].chars().count()).max().unwrap_or(0).min(MAX_COLUMN))
+        .collect();
     let mut text = String::new();
     for line in &cells {
         let padded: Vec<String> = line.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
@@ -182,5 +188,13 @@ mod tests {
         assert!(text.ends_with("  1500\n"), "{text}");
         let json = json_lines(&rows);
         assert!(json.contains(r#""holder":"h\u001b[2J""#) && json.lines().count() == 2, "{json}");
+        // A key longer than the widest column runs over on its own line; the other rows stay narrow.
+        let long = "k".repeat(2048);
+        let d = row(&json!({"key": {"S": long}, "expire": {"N": "0"}}), NOW);
+        let e = row(&json!({"key": {"S": "e"}, "expire": {"N": "0"}}), NOW);
+        let text = text_table(&[d, e].into_iter().flatten().collect::<Vec<_>>());
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with(&format!("{long}  free")), "{}", lines[1]);
+        assert_eq!(lines[2], format!("e{}  free   -       -    -       -", " ".repeat(MAX_COLUMN - 1)));
     }
 }
