@@ -132,6 +132,18 @@ impl Release {
     }
 }
 
+/// The lease end of an item whose `expire` is missing or not a number. lock-exec v1 and dynamolock keep their
+/// locks in items with the same `key` attribute and no `expire`, so such an item may be a live lock of another
+/// tool: the acquire never takes it (as the Go tool does not), and `status` and `list` show it held with no
+/// known end. `unlock` frees it (it writes `expire` 0).
+pub const NO_LEASE_END: i128 = i128::MAX;
+
+/// The item's lease end as a timestamp to show: none when it has none (released: 0) or none lock-exec can read
+/// ([`NO_LEASE_END`]).
+pub fn shown_expire(item: &Item) -> Option<String> {
+    (item.expire_ns > 0 && item.expire_ns != NO_LEASE_END).then(|| rfc3339_ns(item.expire_ns))
+}
+
 /// Whether the item is held at `now_ns`.
 pub fn is_held(item: &Item, now_ns: i128) -> bool {
     item.expire_ns >= now_ns
@@ -143,8 +155,8 @@ pub fn holder_fields(item: Option<&Item>) -> Vec<(&'static str, Value)> {
     let mut fields: Vec<(&'static str, Value)> =
         vec![("holder", item.host.clone().unwrap_or_else(|| "unknown (no owner recorded)".into()).into())];
     // A released item's expire is 0: no lease end to show.
-    if item.expire_ns > 0 {
-        fields.push(("expire", rfc3339_ns(item.expire_ns).into()));
+    if let Some(expire) = shown_expire(item) {
+        fields.push(("expire", expire.into()));
     }
     if let Some(pid) = item.pid {
         fields.push(("holder_pid", pid.into()));
@@ -218,17 +230,14 @@ pub fn acquire_request(table: &str, key: &str, owner: &Owner, terms: &Terms, see
     // `#owner = :me` lets a retry take the lock an earlier attempt of it took (its answer lost); only with a lease
     // end not past this one: an attempt delivered late, after our renewals, must not move the lease end back. For
     // the same reason `--owner`'s clause applies to another process's token only.
-    // An item whose `expire` is missing or not a number (written by hand or by another tool) is no lease: taken,
-    // as `status` and `list` show it free.
-    let mut condition = "attribute_not_exists(#key) OR NOT attribute_type(#expire, :number) OR #expire < :ended \
-        OR (#owner = :me AND #expire <= :expire)"
-        .to_owned();
+    // An item whose `expire` is missing or not a number is never taken (see [`NO_LEASE_END`]): no clause matches it.
+    let mut condition =
+        "attribute_not_exists(#key) OR #expire < :ended OR (#owner = :me AND #expire <= :expire)".to_owned();
     let mut update = "SET #expire = :expire, #owner = :me, #host = :host, #pid = :pid, #command = :command, \
         #acquired = :acquired, #fence = if_not_exists(#fence, :seed) + :one, #ttl = :ttl"
         .to_owned();
     let mut values = json!({
         ":ended": n(ended_ns),
-        ":number": { "S": "N" },
         ":expire": n(expire_ns),
         ":me": { "S": owner.token },
         ":host": { "S": owner.host },
@@ -378,7 +387,7 @@ pub fn parse_item(attributes: &Value) -> Option<Item> {
     };
     Some(Item {
         key: s("key")?,
-        expire_ns: int("expire").unwrap_or(0),
+        expire_ns: int("expire").unwrap_or(NO_LEASE_END),
         owner: s("owner"),
         owner_id: s("owner_id"),
         host: s("host"),
@@ -591,7 +600,7 @@ mod tests {
         assert_eq!(r["Key"], json!({"key": {"S": "k"}}));
         assert_eq!(
             r["ConditionExpression"],
-            "attribute_not_exists(#key) OR NOT attribute_type(#expire, :number) OR #expire < :ended OR (#owner = :me AND #expire <= :expire)"
+            "attribute_not_exists(#key) OR #expire < :ended OR (#owner = :me AND #expire <= :expire)"
         );
         let update = r["UpdateExpression"].as_str().unwrap_or_default();
         assert!(update.contains("#fence = if_not_exists(#fence, :seed) + :one"), "{update}");
@@ -618,7 +627,7 @@ mod tests {
         let r = acquire_request("tbl", "k", &who, &terms(1_000), 1_000);
         assert_eq!(
             r["ConditionExpression"],
-            "attribute_not_exists(#key) OR NOT attribute_type(#expire, :number) OR #expire < :ended OR (#owner = :me AND #expire <= :expire) \
+            "attribute_not_exists(#key) OR #expire < :ended OR (#owner = :me AND #expire <= :expire) \
              OR (#owner_id = :id AND #owner <> :me)"
         );
         let update = r["UpdateExpression"].as_str().unwrap_or_default();
@@ -783,6 +792,18 @@ mod tests {
 
     #[test]
     fn held_means_expire_not_passed() {
+        // No `expire`, or one that is not a number: another tool's lock (lock-exec v1, dynamolock) or junk,
+        // held with no end lock-exec can read.
+        for expire in [json!(null), json!({ "S": "soon" }), json!({ "N": "x" })] {
+            let mut attributes = json!({ "key": { "S": "k" }, "owner": { "S": "v1-host" } });
+            if !expire.is_null() {
+                attributes["expire"] = expire.clone();
+            }
+            let item = parse_item(&attributes).expect("an item with a key");
+            assert_eq!(item.expire_ns, NO_LEASE_END, "{expire}");
+            assert!(is_held(&item, 1_800_000_000_000_000_000), "{expire}");
+            assert_eq!(shown_expire(&item), None, "{expire}");
+        }
         let item = Item { expire_ns: 100, ..Item::default() };
         assert!(is_held(&item, 99) && is_held(&item, 100) && !is_held(&item, 101));
         assert_eq!(rfc3339_ns(0), "1970-01-01T00:00:00Z");

@@ -60,6 +60,7 @@ pub fn row(attributes: &Value, now_ns: i128) -> Option<Map<String, Value>> {
     let item = lock::parse_item(attributes)?;
     let optional = |v: Option<String>| v.map(Value::from).unwrap_or(Value::Null);
     let state = if lock::is_held(&item, now_ns) { "held" } else { "free" };
+    let expire = lock::shown_expire(&item).map_or(Value::Null, Value::from);
     let mut row = Map::new();
     row.insert("key".into(), item.key.clone().into());
     row.insert("state".into(), state.into());
@@ -68,7 +69,6 @@ pub fn row(attributes: &Value, now_ns: i128) -> Option<Map<String, Value>> {
     row.insert("owner".into(), optional(item.owner));
     row.insert("command".into(), optional(item.command));
     row.insert("acquired".into(), optional(item.acquired));
-    let expire = if item.expire_ns > 0 { lock::rfc3339_ns(item.expire_ns).into() } else { Value::Null };
     row.insert("expire".into(), expire);
     row.insert("fence".into(), item.fence.map(Value::from).unwrap_or(Value::Null));
     for name in LAST_RUN {

@@ -397,7 +397,8 @@ fn acquire_phase(
                 let skew_ns = world.map(|world| world.aws.max_clock_skew.as_nanos() as i128).unwrap_or_default();
                 let holder_left = item
                     .as_ref()
-                    .map(|item| Duration::from_nanos(u64::try_from(item.expire_ns + skew_ns - now_ns).unwrap_or(0)));
+                    .map(|item| item.expire_ns.saturating_add(skew_ns).saturating_sub(now_ns).max(0))
+                    .map(|left| Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX)));
                 let delay = poll_delay(w.tries, holder_left, crate::random::fraction());
                 log.debug("lock still held; trying again", &[("in_ms", (delay.as_millis() as u64).into())]);
                 // The last try is at the deadline, unless that comes within a second of this answer.

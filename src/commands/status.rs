@@ -36,7 +36,7 @@ pub fn status(common: &Common, key: &str, env: &Env, log: &Logger) -> Result<Exi
             rows.push(("owner_id", optional(&item.owner_id)));
             rows.push(("command", optional(&item.command)));
             rows.push(("acquired", optional(&item.acquired)));
-            rows.push(("expire", lock::rfc3339_ns(item.expire_ns).into()));
+            rows.push(("expire", lock::shown_expire(item).map_or(Value::Null, Value::from)));
         }
         rows.push(("fence", item.fence.map(Value::from).unwrap_or(Value::Null)));
         rows.push((
