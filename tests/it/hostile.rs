@@ -278,22 +278,21 @@ fn an_item_without_a_numeric_lease_end_is_held_for_every_subcommand() {
     case.put_item(dynamolock);
     // (An `expire` that is a string reads the same way: see lock::tests. moto answers HTTP 500 to the acquire's
     // number comparison with a string instead of failing the condition as DynamoDB and dynalite do.)
-    for key in ["v1-job"] {
-        let status = case.run(&["status", key]);
-        status.expect_code(3);
-        let shown = status.stdout_json();
-        status.check("state", &json!("held"), &shown["state"]);
-        status.check("expire shown", &serde_json::Value::Null, &shown["expire"]);
-        let list = case.run(&["list"]);
-        list.expect_code(0);
-        let row = list.stdout.lines().find(|line| line.contains(&format!("\"key\":\"{key}\"")));
-        list.check("list row state", true, row.is_some_and(|row| row.contains("\"state\":\"held\"")));
-        let out = case.run_not_started(&["-t", case.table(), "--locked-exit-code", "9", "run", key], case.env());
-        out.expect_code(9);
-        case.run(&["unlock", key]).expect_code(0);
-        let out = case.run(&["run", key, "--", "sh", "-c", "exit 7"]);
-        out.expect_code(7);
-    }
+    let key = "v1-job";
+    let status = case.run(&["status", key]);
+    status.expect_code(3);
+    let shown = status.stdout_json();
+    status.check("state", &json!("held"), &shown["state"]);
+    status.check("expire shown", &serde_json::Value::Null, &shown["expire"]);
+    let list = case.run(&["list"]);
+    list.expect_code(0);
+    let row = list.stdout.lines().find(|line| line.contains(&format!("\"key\":\"{key}\"")));
+    list.check("list row state", true, row.is_some_and(|row| row.contains("\"state\":\"held\"")));
+    let out = case.run_not_started(&["-t", case.table(), "--locked-exit-code", "9", "run", key], case.env());
+    out.expect_code(9);
+    case.run(&["unlock", key]).expect_code(0);
+    let out = case.run(&["run", key, "--", "sh", "-c", "exit 7"]);
+    out.expect_code(7);
     case.put_go_item("released", 0);
     let out = case.run(&["--max-clock-skew", "2562047h", "run", "released", "--", "sh", "-c", "exit 7"]);
     out.expect_code(7);
