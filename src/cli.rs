@@ -605,7 +605,17 @@ fn run(
 ) -> Result<Run, Error> {
     let mut rest = rest.into_iter();
     let key = validate_key(rest.next().ok_or_else(|| Error::Usage("run: missing KEY".into()))?)?;
-    let command: Vec<OsString> = rest.collect();
+    let mut command: Vec<OsString> = rest.collect();
+    let mut after_dashes = after_dashes;
+    // `run KEY -- 'prog args'`: one word after `--` that holds white space is a COMMAND string, split as the Go
+    // tool splits it (cobra drops the `--`), not the name of a program with spaces in it.
+    if command.is_empty()
+        && let Some(words) = after_dashes.take_if(|words| {
+            words.len() == 1 && words[0].to_str().is_some_and(|text| text.split_whitespace().nth(1).is_some())
+        })
+    {
+        command = words;
+    }
     let mut shell_syntax = None;
     let (argv, display) = match (command.len(), after_dashes) {
         (0, Some(argv)) => {
@@ -954,6 +964,14 @@ mod tests {
         assert_eq!(parse(&["status", "-h"]).ok(), Some(Command::Help(Some(Topic::Status))));
         // Every subcommand the usage names has a help topic, `version` included.
         assert_eq!(parse(&["help", "version"]).ok(), Some(Command::Help(Some(Topic::Version))));
+    }
+
+    #[test]
+    fn one_word_with_spaces_after_dashes_is_a_command_string_as_in_the_go_tool() {
+        assert_eq!(argv(&run_of(&["run", "k", "--", "echo hi  there"])), ["echo", "hi", "there"]);
+        // One word without spaces, or several words, stay an exact argv.
+        assert_eq!(argv(&run_of(&["run", "k", "--", "true"])), ["true"]);
+        assert_eq!(argv(&run_of(&["run", "k", "--", "echo", "a b"])), ["echo", "a b"]);
     }
 
     #[test]
