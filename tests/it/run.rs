@@ -321,6 +321,10 @@ fn force_unlock_during_a_run_stops_the_command_with_75() {
         json!(["error", "the lock was force-unlocked"]),
         json!([line["level"], line["error"]]),
     );
+    // No holder after an unlock: the item keeps this run's own host and pid, which are not a holder.
+    let holder: Vec<&str> =
+        ["holder", "holder_pid", "acquired", "fence"].into_iter().filter(|field| line.get(*field).is_some()).collect();
+    out.check("holder fields on lock lost", Vec::<&str>::new(), holder);
     out.check("stopped within 6 s of the unlock", true, stopped_after < Duration::from_secs(6));
 }
 
