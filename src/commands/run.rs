@@ -125,18 +125,20 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
             };
         }
     };
+    // A release before the command ran still logs how long the lock was held.
+    let early = Finish { held_since: Some(sent), ..Finish::default() };
     let threads = supervisor.and_then(|supervisor| Ok((supervisor, refresher(world, &events_tx)?)));
     let (supervisor, refresher_tx) = match threads {
         Ok(threads) => threads,
         Err(e) => {
-            worker::release(&world.release_client(), world, &Finish::default());
+            worker::release(&world.release_client(), world, &early);
             return Err(e);
         }
     };
     worker::pause(env, "pause-before-spawn");
     // A stop signal since the acquire's answer (while the threads above were created): nothing runs.
     if let Some(signal) = pending_stop(&events, job_control, log) {
-        worker::release(&world.release_client(), world, &Finish::default());
+        worker::release(&world.release_client(), world, &early);
         return Ok(Exit::Signaled(signal));
     }
     // A host whose clock is certainly further off DynamoDB's than --max-clock-skew could hold the lock while
@@ -150,8 +152,8 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
             offset.direction(),
             crate::duration::format(common.max_clock_skew),
         );
-        log.error(&error, &[("offset_ms", offset.middle_ms().into())]);
-        worker::release(&world.release_client(), world, &Finish::default());
+        log.error(&error, &[("offset_ms", offset.middle_ms().into()), ("exit_code", Exit::LockLost.code().into())]);
+        worker::release(&world.release_client(), world, &early);
         return Ok(Exit::LockLost);
     }
     let lease = Lease::new(sent, args.expire, args.kill_after);
@@ -160,8 +162,8 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
     if Instant::now() >= lease.stop_at() {
         let why = "the lease was about to end before the command could start (a slow acquire, or lock-exec \
                    stopped); not running the command";
-        log.error("lock lost", &[("error", why.into())]);
-        worker::release(&world.release_client(), world, &Finish::default());
+        log.error("lock lost", &[("error", why.into()), ("exit_code", Exit::LockLost.code().into())]);
+        worker::release(&world.release_client(), world, &early);
         return Ok(Exit::LockLost);
     }
     let fence = acquired.fence;
@@ -420,7 +422,8 @@ fn acquire_phase(
                 log.first(Level::Info, "lock acquired", &fields);
                 // A signal that came with the answer: release and end by it, without running anything.
                 if let Some(signal) = pending_stop(events, job_control, log) {
-                    worker::release(&world.release_client(), world, &Finish::default());
+                    let early = Finish { held_since: Some(sent), ..Finish::default() };
+                    worker::release(&world.release_client(), world, &early);
                     return Ok(Acquiring::Done(Exit::Signaled(signal)));
                 }
                 return Ok(Acquiring::Acquired { world, sent, lease });

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use lock_exec::Env;
 use lock_exec::clock::{parse_rfc3339_ns, unix_ns};
+use serde_json::json;
 
 use crate::support::{Case, Outcome, Reply, Server, endpoint, forward, now_ns};
 
@@ -62,6 +63,11 @@ fn expect_refused(case: &Case, out: &Outcome, direction: &str) {
     out.check("it says which way", true, errors[0].contains(direction));
     let item = case.item("k").expect("the acquire made the item");
     out.check("released (owner, expire)", (None, 0), (item.owner, item.expire_ns));
+    // The refusal is a fatal error line with the exit code; the release says how long the lock was held.
+    let error = out.logs().into_iter().find(|l| l["level"] == "error").unwrap_or_default();
+    out.check("exit_code on the error", &json!(75), &error["exit_code"]);
+    let released = out.log("lock released");
+    out.check("duration_ms on lock released", true, released["duration_ms"].is_u64());
 }
 
 #[test]
