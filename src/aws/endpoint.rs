@@ -214,7 +214,13 @@ pub fn checked_url(url: &str) -> Result<String, Error> {
     check_url(url)?;
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let end = rest.find('/').unwrap_or(rest.len());
-    Ok(format!("{}://{}{}", scheme.to_ascii_lowercase(), rest[..end].to_ascii_lowercase(), &rest[end..]))
+    let authority = &rest[..end];
+    // An IPv6 zone (`%eth0`) names an interface, whose case matters.
+    let (lower, zone) = match (authority.find('%'), authority.find(']')) {
+        (Some(percent), Some(close)) if percent < close => (&authority[..percent], &authority[percent..]),
+        _ => (authority, ""),
+    };
+    Ok(format!("{}://{}{zone}{}", scheme.to_ascii_lowercase(), lower.to_ascii_lowercase(), &rest[end..]))
 }
 
 /// What is wrong with an endpoint URL, if anything (see [`check_url`]): the scheme (`http` or `https`, any
@@ -238,12 +244,21 @@ pub fn url_problem(url: &str) -> Option<String> {
         return invalid("a query or fragment (?, #) is not allowed");
     }
     let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    if let Some(problem) = path_problem(&rest[authority.len()..]) {
+        return invalid(&problem);
+    }
     let port = match authority.strip_prefix('[') {
         Some(inside) => {
             let Some((address, after)) = inside.split_once(']') else {
                 return invalid("the IPv6 address has no closing ]");
             };
-            if address.parse::<std::net::Ipv6Addr>().is_err() {
+            // A link-local address may name its interface: `[fe80::1%eth0]`.
+            let (ip, zone) = address.split_once('%').map_or((address, None), |(ip, zone)| (ip, Some(zone)));
+            if ip.parse::<std::net::Ipv6Addr>().is_err()
+                || zone.is_some_and(|zone| {
+                    zone.is_empty() || !zone.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                })
+            {
                 return invalid(&format!("{address:?} is not an IPv6 address"));
             }
             match after {
@@ -265,6 +280,9 @@ pub fn url_problem(url: &str) -> Option<String> {
             if let Some(bad) = host.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))) {
                 return invalid(&format!("the host holds {bad:?} (letters, digits, -, . and _ only)"));
             }
+            if !host.bytes().any(|b| b.is_ascii_alphanumeric()) {
+                return invalid(&format!("{host:?} is not a host name"));
+            }
             port
         }
     };
@@ -277,6 +295,25 @@ pub fn url_problem(url: &str) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// What is wrong with an endpoint URL's path, if anything: only the characters a URI path may hold, and `%`
+/// followed by two hex digits.
+fn path_problem(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) => i += 3,
+            b'%' => return Some("the path holds a % not followed by two hex digits".into()),
+            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) => i += 1,
+            _ => {
+                let bad = path[i..].chars().next().unwrap_or_default();
+                return Some(format!("the path holds {bad:?} (percent-encode it)"));
+            }
+        }
+    }
+    None
 }
 
 /// A region name is letters, digits and dashes.
@@ -528,7 +565,25 @@ mod tests {
             assert!(message.starts_with(&format!("invalid endpoint URL {url:?}: ")), "{url}: {message}");
             assert!(message.contains(problem), "{url}: {message}");
         }
-        for url in ["http://127.0.0.1:65535", "https://[::1]:8000/", "http://[::1]", "https://dynamodb.x_y.local/p"] {
+        for (url, problem) in [
+            ("http://127.0.0.1:8000/p q", "the path holds ' ' (percent-encode it)"),
+            ("http://127.0.0.1:8000/%", "a % not followed by two hex digits"),
+            ("http://127.0.0.1:8000/%4", "a % not followed by two hex digits"),
+            ("http://.:8000", "\".\" is not a host name"),
+            ("http://[fe80::1%]:1", "is not an IPv6 address"),
+        ] {
+            let message = check_url(url).expect_err(url).to_string();
+            assert!(message.contains(problem), "{url}: {message}");
+        }
+        for url in [
+            "http://127.0.0.1:65535",
+            "https://[::1]:8000/",
+            "http://[::1]",
+            "https://dynamodb.x_y.local/p",
+            "http://[fe80::1%eth0]:8000",
+            "http://h:1/a%2Fb/~x",
+            "https://dynamodb.us-east-1.amazonaws.com.",
+        ] {
             assert!(check_url(url).is_ok(), "{url}");
         }
     }
@@ -537,6 +592,7 @@ mod tests {
     fn endpoint_schemes_and_hosts_are_lower_cased() {
         assert_eq!(checked_url("HTTP://EMU:8000/Path").ok().as_deref(), Some("http://emu:8000/Path"));
         assert_eq!(checked_url("Https://[::1]:1").ok().as_deref(), Some("https://[::1]:1"));
+        assert_eq!(checked_url("http://[FE80::1%Eth0]:1/").ok().as_deref(), Some("http://[fe80::1%Eth0]:1/"));
         let env = Env::from_pairs(&[("AWS_ENDPOINT_URL", "HTTP://Local-Emu:8000/")]);
         let url = dynamodb(None, &env, &ProfileEndpoints::default(), "us-east-1").ok();
         assert_eq!(url.as_deref(), Some("http://local-emu:8000"));
