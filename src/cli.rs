@@ -16,9 +16,9 @@ pub const DEFAULT_TABLE: &str = "lock-exec";
 pub const DEFAULT_EXPIRE: Duration = Duration::from_secs(60);
 /// The shortest lease accepted.
 pub const MIN_EXPIRE: Duration = Duration::from_secs(1);
-/// The longest `-e` and `--keep`: 100 years, so a lease end stays within the signed 64-bit Unix nanoseconds that
-/// `expire` holds and the Go tool (and any reader using Go's `time`) can read (they end in 2262).
-pub const MAX_HOLD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// The last instant a lock may end at: `expire` holds signed 64-bit Unix nanoseconds, which the Go tool (and any
+/// reader using Go's `time`) reads; they end on 2262-04-11.
+pub const LAST_END_NS: i128 = i64::MAX as i128;
 /// The default grace between a forwarded signal and SIGKILL.
 pub const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 /// The longest key DynamoDB accepts as a partition key, in bytes.
@@ -357,7 +357,7 @@ where
     if expire < MIN_EXPIRE {
         return Err(Error::Usage(format!("{named} {} is shorter than the minimum 1s", duration::format(expire))));
     }
-    longest_hold(expire, named)?;
+    longest_hold(expire, named, env)?;
     if flags.delete && topic != Topic::Unlock {
         return Err(Error::Usage("--delete applies to unlock only".into()));
     }
@@ -577,14 +577,14 @@ fn flag_or_env(
     }
 }
 
-/// A usage error when a lease or `--keep` is longer than [`MAX_HOLD`].
-fn longest_hold(hold: Duration, flag: &str) -> Result<(), Error> {
-    if hold <= MAX_HOLD {
+/// A usage error when a lease or `--keep` from now would end after [`LAST_END_NS`].
+fn longest_hold(hold: Duration, flag: &str, env: &Env) -> Result<(), Error> {
+    if crate::clock::unix_ns(env.now()) + hold.as_nanos() as i128 <= LAST_END_NS {
         return Ok(());
     }
     Err(Error::Usage(format!(
-        "{flag} {} is longer than the maximum 876000h (100 years: the lock's end must fit the 64-bit Unix \
-         nanoseconds of expire)",
+        "{flag} {} would end the lock after 2262-04-11, the last instant the 64-bit Unix nanoseconds of expire \
+         hold",
         duration::format(hold)
     )))
 }
@@ -665,7 +665,7 @@ fn run(
     };
     let keep = flags.keep.clone().map(|text| duration_flag(Some(text), Duration::ZERO, "--keep")).transpose()?;
     if let Some(keep) = keep {
-        longest_hold(keep, "--keep")?;
+        longest_hold(keep, "--keep", env)?;
     }
     let wait = flags.wait.clone().map(|text| duration_flag(Some(text), Duration::ZERO, "--wait")).transpose()?;
     let (owner_id, named) = match flags.owner.clone() {
@@ -967,6 +967,15 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_may_not_end_after_the_last_64_bit_nanosecond() {
+        // 2,000,000 h from 2026 ends in about 2254: allowed, as the Go tool allows it.
+        let env = Env::from_pairs::<&str, &str>(&[]);
+        assert!(parse_from(["run", "k", "true", "-e", "2000000h", "--keep", "2000000h"], &env).is_ok());
+        let message = usage_error(&["run", "k", "true", "-e", "2100000h"]);
+        assert!(message.contains("would end the lock after 2262-04-11"), "{message}");
+    }
+
+    #[test]
     fn one_word_with_spaces_after_dashes_is_a_command_string_as_in_the_go_tool() {
         assert_eq!(argv(&run_of(&["run", "k", "--", "echo hi  there"])), ["echo", "hi", "there"]);
         // One word without spaces, or several words, stay an exact argv.
@@ -1124,8 +1133,8 @@ mod tests {
             (&["unlock", "a", "b"], "too many arguments"),
             (&["unlock", "a", "--", "b"], "applies to run only"),
             (&["run", "k", "true", "--keep", "5x"], "--keep: invalid duration"),
-            (&["run", "k", "true", "-e", "2562047h"], "--expire 2562047h0m0s is longer than the maximum 876000h"),
-            (&["run", "k", "true", "--keep", "876001h"], "--keep 876001h0m0s is longer than the maximum 876000h"),
+            (&["run", "k", "true", "-e", "2562047h"], "--expire 2562047h0m0s would end the lock after 2262-04-11"),
+            (&["run", "k", "true", "--keep", "2562047h"], "--keep 2562047h0m0s would end the lock after 2262-04-11"),
             (&["run", "k", "true", "--wait", "-1s"], "--wait"),
             (&["run", "k", "true", "--limit", "0"], "--limit \"0\": expected a number from 1 to 100"),
             (&["run", "k", "true", "--limit", "101"], "from 1 to 100"),
