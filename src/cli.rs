@@ -304,6 +304,7 @@ where
         Some(sub) => sub.into_string().map_err(|_| Error::Usage("subcommand is not valid UTF-8".into()))?,
     };
     let topic = match subcommand.as_str() {
+        "version" if flags.help => return Ok(Command::Help(Some(Topic::Version))),
         "version" => {
             return no_arguments(positionals.collect(), "version").map(|()| Command::Version);
         }
@@ -964,6 +965,8 @@ mod tests {
         assert_eq!(parse(&["status", "-h"]).ok(), Some(Command::Help(Some(Topic::Status))));
         // Every subcommand the usage names has a help topic, `version` included.
         assert_eq!(parse(&["help", "version"]).ok(), Some(Command::Help(Some(Topic::Version))));
+        assert_eq!(parse(&["version", "--help"]).ok(), Some(Command::Help(Some(Topic::Version))));
+        assert_eq!(parse(&["-h", "version"]).ok(), Some(Command::Help(Some(Topic::Version))));
     }
 
     #[test]

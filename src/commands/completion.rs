@@ -75,7 +75,8 @@ const FLAGS: [Flag; 21] = [
     Flag {
         short: None,
         long: "retain",
-        takes: Takes::Duration,
+        // At least 1h (the default is 30 days).
+        takes: Takes::OneOf(&["1h", "24h", "168h", "720h", "2160h"]),
         help: "keep unused items this long",
         only: &["run", "unlock"],
     },
@@ -90,7 +91,7 @@ const UNLOCK_DELETE: Flag =
 const ACTIONS: [(&str, &[&str]); 3] = [
     ("table", &["create"]),
     ("completion", &["bash", "zsh", "fish"]),
-    ("help", &["run", "unlock", "status", "list", "table", "doctor", "completion"]),
+    ("help", &["run", "unlock", "status", "list", "table", "doctor", "completion", "version"]),
 ];
 
 fn flags() -> impl Iterator<Item = &'static Flag> {
@@ -306,6 +307,30 @@ fn fish() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_offered_value_is_accepted() {
+        let env = crate::env::Env::from_pairs::<&str, &str>(&[]);
+        let parses = |args: &[&str]| crate::cli::parse_from(args.iter().copied(), &env).is_ok();
+        for (sub, words) in ACTIONS {
+            for word in words {
+                assert!(parses(&[sub, word]), "{sub} {word}");
+            }
+        }
+        for flag in flags() {
+            let values: &[&str] = match flag.takes {
+                Takes::Duration => &DURATIONS,
+                Takes::OneOf(words) => words,
+                Takes::Nothing | Takes::Value(_) => continue,
+            };
+            let sub = flag.only.first().copied().unwrap_or("status");
+            for value in values {
+                let option = format!("--{}={value}", flag.long);
+                let args: &[&str] = if sub == "run" { &[sub, "k", "true", &option] } else { &[sub, "k", &option] };
+                assert!(parses(args), "{args:?}");
+            }
+        }
+    }
+
     #[test]
     fn the_flag_table_matches_the_parser() {
         let mut ours: Vec<&str> = flags().map(|flag| flag.long).collect();
