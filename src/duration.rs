@@ -24,8 +24,12 @@ impl std::error::Error for DurationError {}
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let fail = |reason| Err(DurationError { value: text.to_owned(), reason });
     let mut rest = text.strip_prefix('+').unwrap_or(text);
-    if rest.starts_with('-') {
-        return fail("negative durations are not allowed");
+    if let Some(magnitude) = rest.strip_prefix('-') {
+        // `-0s` is zero in Go too, not a negative duration.
+        return match parse(magnitude) {
+            Ok(zero) if zero.is_zero() && !magnitude.starts_with(['-', '+']) => Ok(zero),
+            _ => fail("negative durations are not allowed"),
+        };
     }
     if rest == "0" {
         return Ok(Duration::ZERO);
@@ -145,6 +149,11 @@ mod tests {
         check("s", None);
         check(".s", None);
         check("-5s", None);
+        // Zero with a sign is zero, as in Go; a doubled sign is not a duration.
+        check("-0s", Some(Duration::ZERO));
+        check("-0", Some(Duration::ZERO));
+        check("--0s", None);
+        check("-+0s", None);
         check("5x", None);
         check("5 s", None);
         check("1d", None);
