@@ -402,11 +402,17 @@ fn acquire_phase(
                     .map(|item| item.expire_ns.saturating_add(skew_ns).saturating_sub(now_ns).max(0))
                     .map(|left| Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX)));
                 let delay = poll_delay(w.tries, holder_left, crate::random::fraction());
-                log.debug("lock still held; trying again", &[("in_ms", (delay.as_millis() as u64).into())]);
                 // The last try is at the deadline, unless that comes within a second of this answer.
                 let at = (now + delay).min(w.deadline);
                 w.give_up = at < now + Duration::from_secs(1);
                 w.next_try = Some(if w.give_up { w.deadline } else { at });
+                let in_ms = (w.next_try.unwrap_or(at).saturating_duration_since(now).as_millis() as u64).into();
+                let message = if w.give_up {
+                    "lock still held; giving up at the --wait deadline"
+                } else {
+                    "lock still held; trying again"
+                };
+                log.debug(message, &[("in_ms", in_ms)]);
                 w.holder = item;
             }
             Event::Acquired(Ok((sent, Acquire::Acquired(lease)))) => {

@@ -90,6 +90,22 @@ fn wait_gives_up_with_the_locked_exit_code_after_about_the_wait_time() {
     first.wait(WAIT).expect_code(0);
 }
 
+/// A `--wait` whose deadline comes within a second of a held answer tries no more, and its debug line says so
+/// (it said "trying again", then gave up without a try).
+#[test]
+fn a_wait_too_short_for_another_try_says_it_gives_up() {
+    let case = Case::new("wait_too_short");
+    let mut first = case.spawn(&["run", "k", "--", "sh", "-c", &case.holding_script("started", "release")]);
+    first.wait_for_line(&case.path("started"), WAIT);
+    let (out, ran) = try_run(&case, &["-v", "--wait", "500ms"]);
+    out.expect_code(9);
+    out.check("the command ran", false, ran);
+    let still: Vec<String> = out.messages().into_iter().filter(|m| m.starts_with("lock still held")).collect();
+    out.check("debug lines", vec!["lock still held; giving up at the --wait deadline".to_owned()], still);
+    case.release("release");
+    first.wait(WAIT).expect_code(0);
+}
+
 #[test]
 fn sigterm_while_waiting_ends_at_once_holding_nothing() {
     let case = Case::new("sigterm_while_waiting");
