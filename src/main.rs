@@ -104,6 +104,9 @@ Run options (and the common options of 'lock-exec --help', -e/--expire among the
       --limit N               at most N holders at once, as slot items KEY#0..KEY#N-1 (default 1: KEY);
                               the command gets LOCK_EXEC_SLOT
 
+A single word after -- that holds white space is a COMMAND string, as the Go tool reads it. A KEY that
+starts with - goes after --: run -- -k 'COMMAND' (also status -- -k, unlock -- -k).
+
 Durations use Go syntax: 300ms, 90s, 1h30m. Common options: see 'lock-exec --help'.
 ";
 
