@@ -101,7 +101,7 @@ const SUBCOMMANDS: &str = "run, unlock, status, list, table, doctor, completion,
 const TOPICS: &str = "run, unlock, status, list, table, doctor, completion, version";
 
 /// Every long flag the parser knows, for "did you mean" (the completion scripts' flag table must match it).
-pub const LONG_FLAGS: [&str; 22] = [
+pub const LONG_FLAGS: [&str; 23] = [
     "table",
     "region",
     "expire",
@@ -124,6 +124,7 @@ pub const LONG_FLAGS: [&str; 22] = [
     "retain",
     "max-clock-skew",
     "delete",
+    "backend",
 ];
 
 /// A shell `completion` writes a script for.
@@ -227,6 +228,8 @@ pub struct Unlock {
 /// Every flag as given, before we know which subcommand they belong to.
 #[derive(Default)]
 struct Flags {
+    /// The Go tool's `--backend`: `dynamodb` (its default) is accepted and changes nothing.
+    backend: Option<String>,
     table: Option<String>,
     region: Option<String>,
     endpoint_url: Option<String>,
@@ -290,6 +293,7 @@ where
             Long("retain") => flags.retain = Some(string_value(&mut parser, "--retain")?),
             Long("max-clock-skew") => flags.max_clock_skew = Some(string_value(&mut parser, "--max-clock-skew")?),
             Long("delete") => flags.delete = true,
+            Long("backend") => flags.backend = Some(string_value(&mut parser, "--backend")?),
             Short('h') | Long("help") => flags.help = true,
             Short('V') | Long("version") => return Ok(Command::Version),
             Value(value) => positionals.push(value),
@@ -398,6 +402,12 @@ fn help(rest: Vec<OsString>) -> Result<Command, Error> {
 fn unknown_flag(name: &str) -> Error {
     let given = name.trim_start_matches('-');
     let given = given.split_once('=').map_or(given, |(flag, _)| flag);
+    if given.starts_with("ers-") {
+        return Error::Usage(format!(
+            "invalid option '--{given}': the Go tool's ERS backend options are not supported (lock-exec locks in \
+             DynamoDB only)"
+        ));
+    }
     match closest_flag(given) {
         Some(flag) => Error::Usage(format!("invalid option '--{given}' (did you mean --{flag}?)")),
         None => Error::Usage(format!("invalid option '--{given}'")),
@@ -481,6 +491,12 @@ fn string_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, Error
 }
 
 fn common(flags: &Flags, env: &Env) -> Result<Common, Error> {
+    if let Some(backend) = flags.backend.as_deref().filter(|backend| *backend != "dynamodb") {
+        return Err(Error::Usage(format!(
+            "--backend {backend:?}: lock-exec locks in DynamoDB only (the Go tool's other backend, ers, is not \
+             supported)"
+        )));
+    }
     let (table, named) = flag_or_env(&flags.table, env, "--table", "LOCK_EXEC_TABLE");
     let table = table.unwrap_or_else(|| DEFAULT_TABLE.into());
     // The default is valid: a bad name from LOCK_EXEC_TABLE is said to come from there.
@@ -967,6 +983,16 @@ mod tests {
         assert_eq!(parse(&["help", "version"]).ok(), Some(Command::Help(Some(Topic::Version))));
         assert_eq!(parse(&["version", "--help"]).ok(), Some(Command::Help(Some(Topic::Version))));
         assert_eq!(parse(&["-h", "version"]).ok(), Some(Command::Help(Some(Topic::Version))));
+    }
+
+    #[test]
+    fn the_go_tools_backend_flag_is_accepted_for_dynamodb_only() {
+        assert!(matches!(parse(&["--backend", "dynamodb", "run", "k", "true"]), Ok(Command::Run(..))));
+        assert!(matches!(parse(&["status", "k", "--backend=dynamodb"]), Ok(Command::Status(..))));
+        let message = usage_error(&["--backend", "ers", "run", "k", "true"]);
+        assert!(message.contains("--backend \"ers\": lock-exec locks in DynamoDB only"), "{message}");
+        let message = usage_error(&["--ers-env", "local", "run", "k", "true"]);
+        assert!(message.contains("'--ers-env': the Go tool's ERS backend options are not supported"), "{message}");
     }
 
     #[test]

@@ -52,7 +52,7 @@ const SUBCOMMANDS: [(&str, &str); 9] = [
 ];
 
 /// Every flag.
-const FLAGS: [Flag; 21] = [
+const FLAGS: [Flag; 22] = [
     flag(Some('t'), "table", Takes::Value("table name"), "DynamoDB table"),
     flag(Some('r'), "region", Takes::Value("region"), "AWS region"),
     flag(Some('e'), "expire", Takes::Duration, "lease length"),
@@ -81,6 +81,7 @@ const FLAGS: [Flag; 21] = [
         only: &["run", "unlock"],
     },
     flag(None, "max-clock-skew", Takes::Duration, "largest clock difference allowed between hosts"),
+    flag(None, "backend", Takes::OneOf(&["dynamodb"]), "the Go tool's backend flag (dynamodb only)"),
 ];
 
 /// `unlock`'s own flag (it comes after [`FLAGS`] in the scripts).
