@@ -28,9 +28,9 @@ pub fn unlock(common: &Common, args: &cli::Unlock, env: &Env, log: &Logger) -> R
         (_, None, false) => "lock already free; nothing to release",
     };
     let mut fields = held.map(|item| holder_fields(Some(item))).unwrap_or_default();
-    if let Some(item) = held.filter(|item| item.owner.is_some()) {
-        // The holder's lock-exec learns it at its next renewal: say so, and by when at the latest.
-        let by = lock::rfc3339_ns(item.expire_ns);
+    // The holder's lock-exec learns it at its next renewal: say so, and by when at the latest (not for an item
+    // without a lease end lock-exec can read, which no lock-exec holds).
+    if let Some(by) = held.filter(|item| item.owner.is_some()).and_then(lock::shown_expire) {
         fields.push(("holder_stops", format!("at its next renewal, by {by} at the latest").into()));
     }
     log.info(message, &fields);

@@ -290,7 +290,10 @@ fn an_item_without_a_numeric_lease_end_is_held_for_every_subcommand() {
     list.check("list row state", true, row.is_some_and(|row| row.contains("\"state\":\"held\"")));
     let out = case.run_not_started(&["-t", case.table(), "--locked-exit-code", "9", "run", key], case.env());
     out.expect_code(9);
-    case.run(&["unlock", key]).expect_code(0);
+    let unlocked = case.run(&["unlock", key]);
+    unlocked.expect_code(0);
+    let line = unlocked.log("lock force-released");
+    unlocked.check("holder_stops for another tool's lock", None, line.get("holder_stops"));
     let out = case.run(&["run", key, "--", "sh", "-c", "exit 7"]);
     out.expect_code(7);
     case.put_go_item("released", 0);
