@@ -24,7 +24,8 @@ impl std::error::Error for DurationError {}
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let fail = |reason| Err(DurationError { value: text.to_owned(), reason });
     let mut rest = text.strip_prefix('+').unwrap_or(text);
-    if let Some(magnitude) = rest.strip_prefix('-') {
+    // One sign at most, as in Go.
+    if let Some(magnitude) = text.strip_prefix('-') {
         // `-0s` is zero in Go too, not a negative duration.
         return match parse(magnitude) {
             Ok(zero) if zero.is_zero() && !magnitude.starts_with(['-', '+']) => Ok(zero),
@@ -94,18 +95,17 @@ pub fn format(d: Duration) -> String {
         return "0s".into();
     }
     if nanos < 1_000_000_000 {
-        let (value, unit) = if nanos < 1_000 {
-            (nanos as f64, "ns")
+        let (whole, fraction, digits, unit) = if nanos < 1_000 {
+            (nanos, 0, 0, "ns")
         } else if nanos < 1_000_000 {
-            (nanos as f64 / 1e3, "µs")
+            (nanos / 1_000, nanos % 1_000, 3, "µs")
         } else {
-            (nanos as f64 / 1e6, "ms")
+            (nanos / 1_000_000, nanos % 1_000_000, 6, "ms")
         };
-        return format!("{value}{unit}");
+        return format!("{whole}{}{unit}", decimals(fraction, digits));
     }
     let total_secs = d.as_secs();
     let (h, m) = (total_secs / 3600, (total_secs / 60) % 60);
-    let s = (total_secs % 60) as f64 + f64::from(d.subsec_nanos()) / 1e9;
     let mut out = String::new();
     if h > 0 {
         out.push_str(&format!("{h}h"));
@@ -113,8 +113,17 @@ pub fn format(d: Duration) -> String {
     if h > 0 || m > 0 {
         out.push_str(&format!("{m}m"));
     }
-    out.push_str(&format!("{s}s"));
+    out.push_str(&format!("{}{}s", total_secs % 60, decimals(u128::from(d.subsec_nanos()), 9)));
     out
+}
+
+/// `.DIGITS` of `fraction` written with `digits` places, trailing zeros cut (Go's way), or nothing when zero: exact
+/// integer arithmetic, where adding the fraction as a float printed `1.9898018039999998s`.
+fn decimals(fraction: u128, digits: usize) -> String {
+    if fraction == 0 {
+        return String::new();
+    }
+    format!(".{}", format!("{fraction:0digits$}").trim_end_matches('0'))
 }
 
 #[cfg(test)]
@@ -151,6 +160,7 @@ mod tests {
         check("-5s", None);
         // Zero with a sign is zero, as in Go; a doubled sign is not a duration.
         check("-0s", Some(Duration::ZERO));
+        check("+-0s", None);
         check("-0", Some(Duration::ZERO));
         check("--0s", None);
         check("-+0s", None);
@@ -176,5 +186,10 @@ mod tests {
         assert_eq!(format(Duration::from_millis(1500)), "1.5s");
         assert_eq!(format(Duration::from_millis(300)), "300ms");
         assert_eq!(format(Duration::ZERO), "0s");
+        // Exact digits, no float noise.
+        assert_eq!(format(Duration::from_nanos(1_989_801_804)), "1.989801804s");
+        assert_eq!(format(Duration::from_nanos(61_000_000_001)), "1m1.000000001s");
+        assert_eq!(format(Duration::from_nanos(1_500)), "1.5µs");
+        assert_eq!(format(Duration::from_nanos(2_250_000)), "2.25ms");
     }
 }
