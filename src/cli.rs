@@ -16,9 +16,7 @@ pub const DEFAULT_TABLE: &str = "lock-exec";
 pub const DEFAULT_EXPIRE: Duration = Duration::from_secs(60);
 /// The shortest lease accepted.
 pub const MIN_EXPIRE: Duration = Duration::from_secs(1);
-/// The last instant a lock may end at: `expire` holds signed 64-bit Unix nanoseconds, which the Go tool (and any
-/// reader using Go's `time`) reads; they end on 2262-04-11.
-pub const LAST_END_NS: i128 = i64::MAX as i128;
+
 /// The default grace between a forwarded signal and SIGKILL.
 pub const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 /// The longest key DynamoDB accepts as a partition key, in bytes.
@@ -294,6 +292,12 @@ where
             Long("max-clock-skew") => flags.max_clock_skew = Some(string_value(&mut parser, "--max-clock-skew")?),
             Long("delete") => flags.delete = true,
             Long("backend") => flags.backend = Some(string_value(&mut parser, "--backend")?),
+            // The Go tool's options of its ers backend, which it ignores with its dynamodb backend (the only one
+            // lock-exec has: --backend ers is refused): accepted and ignored, so its command lines keep working.
+            Long(name @ ("ers-env" | "ers-partition-id" | "ers-region" | "ers-endpoint")) => {
+                let flag = format!("--{name}");
+                string_value(&mut parser, &flag)?;
+            }
             Short('h') | Long("help") => flags.help = true,
             Short('V') | Long("version") => return Ok(Command::Version),
             Value(value) => positionals.push(value),
@@ -362,7 +366,9 @@ where
     if expire < MIN_EXPIRE {
         return Err(Error::Usage(format!("{named} {} is shorter than the minimum 1s", duration::format(expire))));
     }
-    longest_hold(expire, named, env)?;
+    if topic == Topic::Run {
+        longest_hold(expire, named, env)?;
+    }
     if flags.delete && topic != Topic::Unlock {
         return Err(Error::Usage("--delete applies to unlock only".into()));
     }
@@ -402,12 +408,7 @@ fn help(rest: Vec<OsString>) -> Result<Command, Error> {
 fn unknown_flag(name: &str) -> Error {
     let given = name.trim_start_matches('-');
     let given = given.split_once('=').map_or(given, |(flag, _)| flag);
-    if given.starts_with("ers-") {
-        return Error::Usage(format!(
-            "invalid option '--{given}': the Go tool's ERS backend options are not supported (lock-exec locks in \
-             DynamoDB only)"
-        ));
-    }
+
     match closest_flag(given) {
         Some(flag) => Error::Usage(format!("invalid option '--{given}' (did you mean --{flag}?)")),
         None => Error::Usage(format!("invalid option '--{given}'")),
@@ -491,7 +492,8 @@ fn string_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, Error
 }
 
 fn common(flags: &Flags, env: &Env) -> Result<Common, Error> {
-    if let Some(backend) = flags.backend.as_deref().filter(|backend| *backend != "dynamodb") {
+    // The Go tool reads an empty --backend as its default, dynamodb.
+    if let Some(backend) = flags.backend.as_deref().filter(|backend| !matches!(*backend, "" | "dynamodb")) {
         return Err(Error::Usage(format!(
             "--backend {backend:?}: lock-exec locks in DynamoDB only (the Go tool's other backend, ers, is not \
              supported)"
@@ -594,9 +596,9 @@ fn flag_or_env(
     }
 }
 
-/// A usage error when a lease or `--keep` from now would end after [`LAST_END_NS`].
+/// A usage error when a lease or `--keep` from now would end after [`crate::lock::LAST_END_NS`].
 fn longest_hold(hold: Duration, flag: &str, env: &Env) -> Result<(), Error> {
-    if crate::clock::unix_ns(env.now()) + hold.as_nanos() as i128 <= LAST_END_NS {
+    if crate::clock::unix_ns(env.now()) + hold.as_nanos() as i128 <= crate::lock::LAST_END_NS {
         return Ok(());
     }
     Err(Error::Usage(format!(
@@ -628,10 +630,14 @@ fn run(
     // tool splits it (cobra drops the `--`), not the name of a program with spaces in it.
     if command.is_empty()
         && let Some(words) = after_dashes.take_if(|words| {
-            words.len() == 1 && words[0].to_str().is_some_and(|text| text.split_whitespace().nth(1).is_some())
+            words.len() == 1 && words[0].to_str().is_some_and(|text| text.contains(char::is_whitespace))
         })
     {
         command = words;
+    }
+    // `run KEY 'COMMAND' --`: cobra drops a trailing `--` with nothing after it.
+    if command.len() == 1 {
+        after_dashes.take_if(|words| words.is_empty());
     }
     let mut shell_syntax = None;
     let (argv, display) = match (command.len(), after_dashes) {
@@ -991,8 +997,11 @@ mod tests {
         assert!(matches!(parse(&["status", "k", "--backend=dynamodb"]), Ok(Command::Status(..))));
         let message = usage_error(&["--backend", "ers", "run", "k", "true"]);
         assert!(message.contains("--backend \"ers\": lock-exec locks in DynamoDB only"), "{message}");
-        let message = usage_error(&["--ers-env", "local", "run", "k", "true"]);
-        assert!(message.contains("'--ers-env': the Go tool's ERS backend options are not supported"), "{message}");
+        // An empty --backend is the Go tool's default, and its ers options are ignored with it, as there.
+        assert!(matches!(parse(&["--backend", "", "run", "k", "true"]), Ok(Command::Run(..))));
+        let ers = ["--ers-env", "local", "--ers-region=x", "--ers-partition-id", "p", "--ers-endpoint", "u"];
+        let args: Vec<&str> = ers.iter().copied().chain(["run", "k", "true"]).collect();
+        assert!(matches!(parse(&args), Ok(Command::Run(..))));
     }
 
     #[test]
@@ -1002,11 +1011,17 @@ mod tests {
         assert!(parse_from(["run", "k", "true", "-e", "2000000h", "--keep", "2000000h"], &env).is_ok());
         let message = usage_error(&["run", "k", "true", "-e", "2100000h"]);
         assert!(message.contains("would end the lock after 2262-04-11"), "{message}");
+        // Only run writes a lease: the other subcommands take any -e, as the Go tool's do.
+        assert!(matches!(parse(&["-e", "2562047h", "unlock", "k"]), Ok(Command::Unlock(..))));
     }
 
     #[test]
     fn one_word_with_spaces_after_dashes_is_a_command_string_as_in_the_go_tool() {
         assert_eq!(argv(&run_of(&["run", "k", "--", "echo hi  there"])), ["echo", "hi", "there"]);
+        assert_eq!(argv(&run_of(&["run", "k", "--", " true"])), ["true"]);
+        assert!(usage_error(&["run", "k", "--", "   "]).contains("COMMAND is empty"));
+        // A trailing `--` with nothing after it is dropped, as cobra does.
+        assert_eq!(argv(&run_of(&["run", "k", "echo hi", "--"])), ["echo", "hi"]);
         // One word without spaces, or several words, stay an exact argv.
         assert_eq!(argv(&run_of(&["run", "k", "--", "true"])), ["true"]);
         assert_eq!(argv(&run_of(&["run", "k", "--", "echo", "a b"])), ["echo", "a b"]);

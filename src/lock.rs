@@ -132,6 +132,16 @@ impl Release {
     }
 }
 
+/// The last instant a lock may end at: `expire` holds signed 64-bit Unix nanoseconds, which the Go tool (and any
+/// reader using Go's `time`) reads; they end on 2262-04-11.
+pub const LAST_END_NS: i128 = i64::MAX as i128;
+
+/// The lock's end `length` after `from_ns`, never after [`LAST_END_NS`] (the command line refuses a lease that
+/// would end later; a clock at the very edge still writes a readable value).
+pub fn end_after(from_ns: i128, length: Duration) -> i128 {
+    (from_ns + length.as_nanos() as i128).min(LAST_END_NS)
+}
+
 /// The lease end of an item whose `expire` is missing or not a number. lock-exec v1 and dynamolock keep their
 /// locks in items with the same `key` attribute and no `expire`, so such an item may be a live lock of another
 /// tool: the acquire never takes it (as the Go tool does not), and `status` and `list` show it held with no
@@ -152,9 +162,11 @@ pub fn is_held(item: &Item, now_ns: i128) -> bool {
 /// Log fields describing a holder.
 pub fn holder_fields(item: Option<&Item>) -> Vec<(&'static str, Value)> {
     let Some(item) = item else { return vec![("holder", "unknown".into())] };
+    // A Go holder records no owner; another tool's lock (lock-exec v1, dynamolock) may have an owner but no host.
+    let unknown = if item.owner.is_some() { "unknown (no host recorded)" } else { "unknown (no owner recorded)" };
     let mut fields: Vec<(&'static str, Value)> =
-        vec![("holder", item.host.clone().unwrap_or_else(|| "unknown (no owner recorded)".into()).into())];
-    // A released item's expire is 0: no lease end to show.
+        vec![("holder", item.host.clone().unwrap_or_else(|| unknown.into()).into())];
+    // A released item's expire is 0, and another tool's lock may have none: no lease end to show.
     if let Some(expire) = shown_expire(item) {
         fields.push(("expire", expire.into()));
     }
@@ -223,7 +235,7 @@ pub fn fence_seed(now: SystemTime, server_earliest_ns: Option<i128>) -> i128 {
 /// owner id) held by our id. A missing item's fence starts from `seed_ms`.
 pub fn acquire_request(table: &str, key: &str, owner: &Owner, terms: &Terms, seed_ms: i128) -> Value {
     let now_ns = unix_ns(terms.now);
-    let expire_ns = now_ns + terms.lease.as_nanos() as i128;
+    let expire_ns = end_after(now_ns, terms.lease);
     // `#expire < :ended`: the holder's lease end plus the largest clock skew allowed is behind our clock. Never
     // below 1: a released item's lease end 0 stays ended whatever skew is allowed.
     let ended_ns = (now_ns - terms.max_clock_skew.as_nanos() as i128).max(1);
@@ -428,7 +440,7 @@ pub fn acquire(client: &Client<'_>, table: &str, key: &str, owner: &Owner, terms
             })?;
             let fence = raise_new_fence(client, table, key, &owner.token, fence, terms.now, seed_ms);
             let acquired_ns = unix_ns(terms.now);
-            let expire_ns = acquired_ns + terms.lease.as_nanos() as i128;
+            let expire_ns = end_after(acquired_ns, terms.lease);
             Ok(Acquire::Acquired(Lease { fence, acquired_ns, expire_ns }))
         }
         Conditional::Failed(old) => Ok(Acquire::Held(condition_item(client, table, key, old)?)),
@@ -804,6 +816,9 @@ mod tests {
             assert!(is_held(&item, 1_800_000_000_000_000_000), "{expire}");
             assert_eq!(shown_expire(&item), None, "{expire}");
         }
+        // A lease end is written no later than the last 64-bit nanosecond.
+        assert_eq!(end_after(1_000, Duration::from_nanos(5)), 1_005);
+        assert_eq!(end_after(LAST_END_NS - 5, Duration::from_secs(10)), LAST_END_NS);
         let item = Item { expire_ns: 100, ..Item::default() };
         assert!(is_held(&item, 99) && is_held(&item, 100) && !is_held(&item, 101));
         assert_eq!(rfc3339_ns(0), "1970-01-01T00:00:00Z");

@@ -34,7 +34,7 @@ lock-exec: run a command at most once across many machines, holding a lock in Dy
 
 Usage:
   lock-exec [OPTIONS] run <KEY> <COMMAND>             COMMAND is split on white space (no shell)
-  lock-exec [OPTIONS] run <KEY> -- <PROGRAM> [ARGS]... exact argv
+  lock-exec [OPTIONS] run <KEY> -- <PROGRAM> [ARGS]... exact argv (one word with spaces: a COMMAND)
   lock-exec [OPTIONS] unlock [--delete] <KEY>         force release (or delete the item)
   lock-exec [OPTIONS] status <KEY>                    exit 0 when free, 3 when held
   lock-exec [OPTIONS] list                            every lock item (needs dynamodb:Scan)

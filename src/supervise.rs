@@ -369,7 +369,7 @@ impl Supervisor {
             self.refreshing = self.refresher.send(Job::Refresh(self.world)).is_ok();
         }
         crate::worker::fault(env, "panic-in-supervisor");
-        let expire_ns = lock::unix_ns(env.now()) + self.lease.length().as_nanos() as i128;
+        let expire_ns = lock::end_after(lock::unix_ns(env.now()), self.lease.length());
         let timeout = self
             .lease
             .stop_at()

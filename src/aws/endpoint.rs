@@ -215,11 +215,12 @@ pub fn checked_url(url: &str) -> Result<String, Error> {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let end = rest.find('/').unwrap_or(rest.len());
     let authority = &rest[..end];
-    // An IPv6 zone (`%eth0`) names an interface, whose case matters.
+    // An IPv6 zone (`%eth0`) names an interface, whose case matters; RFC 6874 writes its `%` as `%25`.
     let (lower, zone) = match (authority.find('%'), authority.find(']')) {
         (Some(percent), Some(close)) if percent < close => (&authority[..percent], &authority[percent..]),
         _ => (authority, ""),
     };
+    let zone = zone.strip_prefix("%25").map_or_else(|| zone.to_owned(), |name| format!("%{name}"));
     Ok(format!("{}://{}{zone}{}", scheme.to_ascii_lowercase(), lower.to_ascii_lowercase(), &rest[end..]))
 }
 
@@ -593,6 +594,7 @@ mod tests {
         assert_eq!(checked_url("HTTP://EMU:8000/Path").ok().as_deref(), Some("http://emu:8000/Path"));
         assert_eq!(checked_url("Https://[::1]:1").ok().as_deref(), Some("https://[::1]:1"));
         assert_eq!(checked_url("http://[FE80::1%Eth0]:1/").ok().as_deref(), Some("http://[fe80::1%Eth0]:1/"));
+        assert_eq!(checked_url("http://[fe80::1%25eth0]:1").ok().as_deref(), Some("http://[fe80::1%eth0]:1"));
         let env = Env::from_pairs(&[("AWS_ENDPOINT_URL", "HTTP://Local-Emu:8000/")]);
         let url = dynamodb(None, &env, &ProfileEndpoints::default(), "us-east-1").ok();
         assert_eq!(url.as_deref(), Some("http://local-emu:8000"));

@@ -237,7 +237,7 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
     // run that lost its lock keeps nothing, even if the owner-conditioned write would still go through.
     let keep = args.keep.filter(|_| !matches!(exit, Exit::LockLost));
     let finish = Finish {
-        keep_until_ns: keep.map(|keep| acquired.acquired_ns + keep.as_nanos() as i128),
+        keep_until_ns: keep.map(|keep| lock::end_after(acquired.acquired_ns, keep)),
         last_run: Some(last_run(world, exit, started_ns)),
         held_since: Some(sent),
     };

@@ -294,6 +294,7 @@ fn an_item_without_a_numeric_lease_end_is_held_for_every_subcommand() {
     unlocked.expect_code(0);
     let line = unlocked.log("lock force-released");
     unlocked.check("holder_stops for another tool's lock", None, line.get("holder_stops"));
+    unlocked.check("holder", &json!("unknown (no host recorded)"), &line["holder"]);
     let out = case.run(&["run", key, "--", "sh", "-c", "exit 7"]);
     out.expect_code(7);
     case.put_go_item("released", 0);
