@@ -26,9 +26,13 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let mut rest = text.strip_prefix('+').unwrap_or(text);
     // One sign at most, as in Go.
     if let Some(magnitude) = text.strip_prefix('-') {
-        // `-0s` is zero in Go too, not a negative duration.
+        // `-0s` is zero in Go too, not a negative duration. A second sign is refused before the magnitude is
+        // parsed: parsing it first recursed once per `-` (a long run of them overflowed the stack).
+        if magnitude.starts_with(['-', '+']) {
+            return fail("negative durations are not allowed");
+        }
         return match parse(magnitude) {
-            Ok(zero) if zero.is_zero() && !magnitude.starts_with(['-', '+']) => Ok(zero),
+            Ok(zero) if zero.is_zero() => Ok(zero),
             _ => fail("negative durations are not allowed"),
         };
     }
@@ -161,6 +165,7 @@ mod tests {
         // Zero with a sign is zero, as in Go; a doubled sign is not a duration.
         check("-0s", Some(Duration::ZERO));
         check("+-0s", None);
+        assert!(parse(&format!("{}0s", "-".repeat(100_000))).is_err());
         check("-0", Some(Duration::ZERO));
         check("--0s", None);
         check("-+0s", None);
