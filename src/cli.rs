@@ -16,7 +16,6 @@ pub const DEFAULT_TABLE: &str = "lock-exec";
 pub const DEFAULT_EXPIRE: Duration = Duration::from_secs(60);
 /// The shortest lease accepted.
 pub const MIN_EXPIRE: Duration = Duration::from_secs(1);
-
 /// The default grace between a forwarded signal and SIGKILL.
 pub const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 /// The longest key DynamoDB accepts as a partition key, in bytes.
@@ -408,7 +407,6 @@ fn help(rest: Vec<OsString>) -> Result<Command, Error> {
 fn unknown_flag(name: &str) -> Error {
     let given = name.trim_start_matches('-');
     let given = given.split_once('=').map_or(given, |(flag, _)| flag);
-
     match closest_flag(given) {
         Some(flag) => Error::Usage(format!("invalid option '--{given}' (did you mean --{flag}?)")),
         None => Error::Usage(format!("invalid option '--{given}'")),

@@ -159,6 +159,13 @@ pub fn is_held(item: &Item, now_ns: i128) -> bool {
     item.expire_ns >= now_ns
 }
 
+/// Whether an item that refused our owner-conditioned write has a holder: an owner (another lock-exec), or a lease
+/// end ahead (a Go holder records no owner). An unlocked or released item keeps the host and pid of whoever held
+/// it last, which are not a holder.
+pub fn has_holder(item: &Item, now_ns: i128) -> bool {
+    item.owner.is_some() || is_held(item, now_ns)
+}
+
 /// Log fields describing a holder.
 pub fn holder_fields(item: Option<&Item>) -> Vec<(&'static str, Value)> {
     let Some(item) = item else { return vec![("holder", "unknown".into())] };

@@ -401,14 +401,10 @@ impl Supervisor {
             }
             Ok(Owned::NotOwner(item)) => {
                 let reason = self.loss_reason(item.as_ref());
-                // Holder fields only for another holder (an owner, or a Go holder's lease end ahead): an unlocked
-                // or released item keeps the host and pid of whoever held it last (this run, after an unlock),
-                // which are not a holder.
+                // Holder fields only for another holder: after an unlock the item names this run.
                 let now_ns = lock::unix_ns(self.world.env.now());
                 let fields = match &item {
-                    Some(item) if item.owner.is_some() || lock::is_held(item, now_ns) => {
-                        crate::lock::holder_fields(Some(item))
-                    }
+                    Some(item) if lock::has_holder(item, now_ns) => crate::lock::holder_fields(Some(item)),
                     _ => Vec::new(),
                 };
                 self.lose(reason.into(), fields, Instant::now() + self.lease.grace());

@@ -302,7 +302,7 @@ pub fn release(client: &Client<'_>, world: &World, finish: &Finish) {
         Ok(Owned::NotOwner(item)) => {
             let now_ns = lock::unix_ns(world.env.now());
             match item {
-                Some(item) if item.owner.is_some() || lock::is_held(&item, now_ns) => {
+                Some(item) if lock::has_holder(&item, now_ns) => {
                     log.warn("lock not released: another holder has it", &crate::lock::holder_fields(Some(&item)))
                 }
                 _ => log.info("lock already released", &[]),
