@@ -15,7 +15,8 @@ round-robin, the starting variant rotating from round to round:
 4. curl --aws-sigv4 sending lock-exec's two requests from one process (`--next`).
 5. Idle cost: lock-exec's own CPU time while it holds a lock over `sleep 30` with a 3 s lease (renewed every
    second), from the per-thread counters in /proc/PID/task/*/schedstat (nanoseconds), in ms per minute; beside
-   it, measured at the same time, a floor: a C loop sending one pre-signed GetItem a second (IDLE_FLOOR_C).
+   it, measured at the same time, a floor: a C loop sending one pre-signed GetItem a second (IDLE_FLOOR_C), and
+   the cost of one wake-up a second with nothing done (IDLE_WAKE_C).
 6. Contention: 50 lock-exec processes on one key at once; wall time until all have exited; exactly one ran.
 
 Exits 1 when a run fails or an outcome is wrong (an exit code, a count of runs); a target that is missed is
@@ -56,6 +57,7 @@ IDLE_SECONDS = 30
 IDLE_FIRST_READ, IDLE_LAST_READ = 3.0, IDLE_SECONDS - 2.0  # seconds after the holders' start
 IDLE_LEASE = "3s"
 IDLE_FLOOR_LABEL = "floor: a C loop sending one pre-signed GetItem a second on one connection"
+IDLE_WAKE_LABEL = "reference: a C loop waking once a second and doing nothing else (the cost of one wake-up a second)"
 # Peak RSS is read from the wait4 rusage of a small forking parent (GNU time), not from this script's os.wait4:
 # Python spawns with vfork (posix_spawn, subprocess) or fork, and the kernel records the parent's memory as the
 # child's peak RSS at exec (exec_mmap -> setmax_mm_hiwater_rss of the old mm), so os.wait4 here reports
@@ -105,6 +107,25 @@ int main(int argc, char **argv) {
             if (end && got >= (size_t)(end + 4 - answer) + (size ? atol(size + 15) : 0)) break;
         }
         if (strncmp(answer, "HTTP/1.1 200", 12) != 0) return 72;
+    }
+    return 0;
+}
+"""
+
+# What one timer wake-up a second costs on this machine, with nothing done when awake: the part of the floor, and of
+# every thread lock-exec wakes on each renewal, that no code can save.
+IDLE_WAKE_C = r"""
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <time.h>
+
+int main(int argc, char **argv) {
+    if (argc != 2) return 64;
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    for (int second = 0; second < atoi(argv[1]); second++) {
+        next.tv_sec += 1;
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
     }
     return 0;
 }
@@ -588,15 +609,27 @@ class Bench:
         url = urllib.parse.urlsplit(self.endpoint)
         return [binary, url.hostname, str(url.port), request, str(IDLE_SECONDS)]
 
+    def idle_wake(self):
+        """argv of the wake-up reference (IDLE_WAKE_C, compiled here), waking once a second for IDLE_SECONDS."""
+        source = os.path.join(self.work, "idle-wake.c")
+        binary = os.path.join(self.work, "idle-wake")
+        with open(source, "w") as text:
+            text.write(IDLE_WAKE_C)
+        subprocess.run(["cc", "-O2", "-o", binary, source], check=True)
+        return [binary, str(IDLE_SECONDS)]
+
     def idle(self, count):
-        """ms of CPU per minute of holding, per process: count lock-exec holders of each build and count idle
-        floors (IDLE_FLOOR_C), all at once."""
+        """ms of CPU per minute of holding, per process: count lock-exec holders of each build, count idle floors
+        (IDLE_FLOOR_C) and count wake-up references (IDLE_WAKE_C), all at once. Also the static build's split by
+        thread name (medians)."""
         env = self.env(self.endpoint)
         processes = []
         floor = self.idle_floor()
+        wake = self.idle_wake()
         start = time.perf_counter()
         for index in range(count):
             processes.append(("floor", spawn(floor, env)))
+            processes.append(("wake", spawn(wake, env)))
             for build in self.builds:
                 argv = [self.builds[build], "-t", TABLE, "-e", IDLE_LEASE, "run", f"idle-{build}-{index}"]
                 processes.append((build, spawn(argv + ["--", "sleep", str(IDLE_SECONDS)], env)))
@@ -604,21 +637,27 @@ class Bench:
         first = {pid: cpu_ns(pid) for _, pid in processes}
         first_time = time.perf_counter()
         for build, pid in processes:
-            if build != "floor":
+            if build not in ("floor", "wake"):
                 check(children(pid), f"lock-exec {pid} had not started its command {IDLE_FIRST_READ:.0f} s after start")
         time.sleep(max(0.0, IDLE_LAST_READ - (time.perf_counter() - start)))
         last = {pid: cpu_ns(pid) for _, pid in processes}
         window = time.perf_counter() - first_time
-        per_minute = {build: [] for build in ["floor", *self.builds]}
+        per_minute = {build: [] for build in ["floor", "wake", *self.builds]}
+        per_thread = {}
         for build, pid in processes:
-            (before, threads_before), (after, threads_after) = first[pid], last[pid]
+            (before, threads_before, names_before), (after, threads_after, names_after) = first[pid], last[pid]
             check(threads_before == threads_after, f"lock-exec {pid}: its threads changed while idle")
             per_minute[build].append((after - before) / 1e6 / window * 60)
+            if build == "static":
+                for name, ns in names_after.items():
+                    spent = (ns - names_before.get(name, ns)) / 1e6 / window * 60
+                    per_thread.setdefault(name, []).append(spent)
         for build, pid in processes:
             _, status, _ = os.wait4(pid, 0)
             check(os.waitstatus_to_exitcode(status) == 0, f"idle {build} process {pid} exited {status}")
         threads = next(first[pid][1] for build, pid in processes if build == "static")
-        return per_minute, window, threads
+        split = {name: statistics.median(values) for name, values in per_thread.items()}
+        return per_minute, window, threads, split
 
     # 6. contention
     def contention(self, runs):
@@ -661,16 +700,21 @@ class Bench:
 
 
 def cpu_ns(pid):
-    """(on-CPU nanoseconds summed over the threads of pid, number of threads)."""
-    total, threads = 0, 0
+    """(on-CPU nanoseconds summed over the threads of pid, number of threads, nanoseconds by thread name; the
+    main thread is "main")."""
+    total, threads, named = 0, 0, {}
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
-                total += int(stat.read().split()[0])
-                threads += 1
+                ns = int(stat.read().split()[0])
+            with open(f"/proc/{pid}/task/{task}/comm") as comm:
+                name = "main" if task == str(pid) else comm.read().strip()
         except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total, threads
+            continue
+        total += ns
+        threads += 1
+        named[name] = named.get(name, 0) + ns
+    return total, threads, named
 
 
 def children(pid):
@@ -779,7 +823,7 @@ def main():
     counted = bench.counted()
     counting = bench.round_robin(counted, {name: args.runs for name in counted}, "counting")
     log(f"5. idle: {args.runs} holders of each build over `sleep {IDLE_SECONDS}` with a {IDLE_LEASE} lease")
-    idle, idle_window, idle_threads = bench.idle(args.runs)
+    idle, idle_window, idle_threads, idle_split = bench.idle(args.runs)
     log(f"6. contention: {CONTENDERS} processes on one key, {args.runs} rounds")
     contention_walls, contention_losers = bench.contention(args.runs)
     took = time.perf_counter() - began
@@ -897,8 +941,14 @@ def main():
     ]
     for build, (mid, least, most) in idle_all.items():
         processes = len(idle[build])
-        label, threads = (IDLE_FLOOR_LABEL, 1) if build == "floor" else (build, idle_threads)
+        label, threads = {"floor": (IDLE_FLOOR_LABEL, 1), "wake": (IDLE_WAKE_LABEL, 1)}.get(build, (build, idle_threads))
         lines.append(f"| {label} | {mid:.1f} ms ({least:.1f}–{most:.1f}) | {processes} at once | {threads} |")
+    split = ", ".join(f"`{name}` {spent:.1f} ms" for name, spent in sorted(idle_split.items(), key=lambda kv: -kv[1]))
+    lines += [
+        "",
+        f"The static build's CPU per minute by thread (medians): {split}. Each renewal wakes the supervisor twice "
+        "(its timer, then the worker's report) and the DynamoDB worker twice (the job, then DynamoDB's answer).",
+    ]
     lines += [
         "",
         f"## Contention: {CONTENDERS} lock-exec processes on one key at once",
@@ -942,7 +992,8 @@ def main():
         f"{IDLE_FIRST_READ:.0f} s and {IDLE_LAST_READ:.0f} s after the start ({idle_window:.1f} s of holding), "
         "scaled to a minute. The floor (`IDLE_FLOOR_C` in `scripts/bench.py`, built with `cc -O2`) runs at the "
         "same time: the least a process renewing once a second can spend on this machine (a timer wake, one "
-        "write, one read of the answer).",
+        "write, one read of the answer). So does the wake-up reference (`IDLE_WAKE_C`): a timer wake a second and "
+        "nothing else.",
         "",
     ]
     report = "\n".join(lines)
