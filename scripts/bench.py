@@ -592,13 +592,18 @@ class Bench:
         return results
 
     # 5. idle
+    def compiled(self, name, source_text):
+        """The path of C source_text built with cc -O2 as NAME in the work directory."""
+        source = os.path.join(self.work, f"{name}.c")
+        binary = os.path.join(self.work, name)
+        with open(source, "w") as text:
+            text.write(source_text)
+        subprocess.run(["cc", "-O2", "-o", binary, source], check=True)
+        return binary
+
     def idle_floor(self):
         """argv of the idle floor (IDLE_FLOOR_C, compiled here), renewing once a second for IDLE_SECONDS."""
-        source = os.path.join(self.work, "idle-floor.c")
-        binary = os.path.join(self.work, "idle-floor")
-        with open(source, "w") as text:
-            text.write(IDLE_FLOOR_C)
-        subprocess.run(["cc", "-O2", "-o", binary, source], check=True)
+        binary = self.compiled("idle-floor", IDLE_FLOOR_C)
         body = json.dumps({"TableName": TABLE, "Key": {"key": {"S": "idle-floor"}}, "ConsistentRead": True}).encode()
         headers = sign(self.db.host, "GetItem", body)
         request = os.path.join(self.work, "idle-floor.request")
@@ -611,12 +616,7 @@ class Bench:
 
     def idle_wake(self):
         """argv of the wake-up reference (IDLE_WAKE_C, compiled here), waking once a second for IDLE_SECONDS."""
-        source = os.path.join(self.work, "idle-wake.c")
-        binary = os.path.join(self.work, "idle-wake")
-        with open(source, "w") as text:
-            text.write(IDLE_WAKE_C)
-        subprocess.run(["cc", "-O2", "-o", binary, source], check=True)
-        return [binary, str(IDLE_SECONDS)]
+        return [self.compiled("idle-wake", IDLE_WAKE_C), str(IDLE_SECONDS)]
 
     def idle(self, count):
         """ms of CPU per minute of holding, per process: count lock-exec holders of each build, count idle floors
