@@ -261,7 +261,8 @@ where
     let mut positionals: Vec<OsString> = Vec::new();
     let mut after_dashes: Option<Vec<OsString>> = None;
     loop {
-        if let Ok(mut raw) = parser.raw_args()
+        // Only between arguments: in the middle of `-qtTABLE` or after `--delete=false` the rest is still to read.
+        if let Some(mut raw) = parser.try_raw_args()
             && raw.peek().is_some_and(|next| next == "--")
         {
             raw.next();
@@ -276,20 +277,22 @@ where
             Long("endpoint-url") => flags.endpoint_url = Some(string_value(&mut parser, "--endpoint-url")?),
             Long("profile") => flags.profile = Some(string_value(&mut parser, "--profile")?),
             Long("log-format") => flags.log_format = Some(string_value(&mut parser, "--log-format")?),
-            Short('q') | Long("quiet") => flags.quiet = true,
-            Short('v') | Long("verbose") => flags.verbose = true,
-            Long("shell") => flags.shell = true,
+            Short('q') => flags.quiet = true,
+            Long("quiet") => flags.quiet = bool_flag(&mut parser, "--quiet")?,
+            Short('v') => flags.verbose = true,
+            Long("verbose") => flags.verbose = bool_flag(&mut parser, "--verbose")?,
+            Long("shell") => flags.shell = bool_flag(&mut parser, "--shell")?,
             Long("locked-exit-code") => flags.locked_exit_code = Some(string_value(&mut parser, "--locked-exit-code")?),
             Long("kill-after") => flags.kill_after = Some(string_value(&mut parser, "--kill-after")?),
-            Long("wait-descendants") => flags.wait_descendants = true,
-            Long("clean-env-aws") => flags.clean_env_aws = true,
+            Long("wait-descendants") => flags.wait_descendants = bool_flag(&mut parser, "--wait-descendants")?,
+            Long("clean-env-aws") => flags.clean_env_aws = bool_flag(&mut parser, "--clean-env-aws")?,
             Long("keep") => flags.keep = Some(string_value(&mut parser, "--keep")?),
             Long("wait") => flags.wait = Some(string_value(&mut parser, "--wait")?),
             Long("owner") => flags.owner = Some(string_value(&mut parser, "--owner")?),
             Long("limit") => flags.limit = Some(string_value(&mut parser, "--limit")?),
             Long("retain") => flags.retain = Some(string_value(&mut parser, "--retain")?),
             Long("max-clock-skew") => flags.max_clock_skew = Some(string_value(&mut parser, "--max-clock-skew")?),
-            Long("delete") => flags.delete = true,
+            Long("delete") => flags.delete = bool_flag(&mut parser, "--delete")?,
             Long("backend") => flags.backend = Some(string_value(&mut parser, "--backend")?),
             // The Go tool's options of its ers backend, which it ignores with its dynamodb backend (the only one
             // lock-exec has: --backend ers is refused): accepted and ignored, so its command lines keep working.
@@ -297,7 +300,8 @@ where
                 let flag = format!("--{name}");
                 string_value(&mut parser, &flag)?;
             }
-            Short('h') | Long("help") => flags.help = true,
+            Short('h') => flags.help = true,
+            Long("help") => flags.help = bool_flag(&mut parser, "--help")?,
             Short('V') | Long("version") => return Ok(Command::Version),
             Value(value) => positionals.push(value),
             Long(name) => return Err(unknown_flag(name)),
@@ -482,6 +486,17 @@ fn completion(rest: Vec<OsString>) -> Result<Command, Error> {
 
 fn usage(e: impl std::fmt::Display) -> Error {
     Error::Usage(e.to_string())
+}
+
+/// A switch: on, or what its joined value says (`--delete=false`), read as Go's pflag reads a boolean flag
+/// (`strconv.ParseBool`). A following word is never its value.
+fn bool_flag(parser: &mut lexopt::Parser, flag: &str) -> Result<bool, Error> {
+    let Some(value) = parser.optional_value() else { return Ok(true) };
+    match value.to_str() {
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        _ => Err(Error::Usage(format!("{flag}={}: expected true or false", value.to_string_lossy()))),
+    }
 }
 
 fn string_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, Error> {
@@ -793,6 +808,49 @@ mod tests {
 
     fn argv(run: &Run) -> Vec<&str> {
         run.argv.iter().map(|a| a.to_str().unwrap_or("<non-utf8>")).collect()
+    }
+
+    /// A value joined to a flag (`--delete=false`) or a cluster of short flags (`-qtTABLE`) is read whole, as Go's
+    /// pflag reads it: before, the check for `--` threw away what followed the first flag.
+    #[test]
+    fn joined_values_and_short_clusters_are_not_lost() {
+        let unlock = |args: &[&str]| match parse(args) {
+            Ok(Command::Unlock(_, unlock)) => unlock.delete,
+            other => panic!("expected unlock from {args:?}, got {other:?}"),
+        };
+        assert!(!unlock(&["unlock", "--delete=false", "k"]));
+        assert!(!unlock(&["unlock", "k", "--delete=0"]));
+        assert!(unlock(&["unlock", "--delete=true", "k"]));
+        assert!(unlock(&["unlock", "--delete", "k"]));
+        assert!(usage_error(&["unlock", "--delete=garbage", "k"]).contains("--delete"));
+        assert!(usage_error(&["unlock", "--delete=", "k"]).contains("--delete"));
+        assert_eq!(argv(&run_of(&["run", "k", "echo a", "--shell=false"])), ["echo", "a"]);
+        assert_eq!(argv(&run_of(&["run", "k", "--shell=true", "echo a"])), ["/bin/sh", "-c", "echo a"]);
+        assert!(!run_of(&["run", "k", "--clean-env-aws=false", "--", "true"]).clean_env_aws);
+        assert!(!run_of(&["run", "k", "--wait-descendants=F", "--", "true"]).wait_descendants);
+        match parse(&["run", "-qtnosuch", "k", "--", "true"]) {
+            Ok(Command::Run(common, _)) => {
+                assert_eq!(common.table, "nosuch");
+                assert_eq!(common.verbosity, Verbosity::Quiet);
+            }
+            other => panic!("expected run, got {other:?}"),
+        }
+        match parse(&["-qe5m", "run", "k", "--", "true"]) {
+            Ok(Command::Run(common, run)) => {
+                assert_eq!(run.expire, Duration::from_secs(300));
+                assert_eq!(common.verbosity, Verbosity::Quiet);
+            }
+            other => panic!("expected run, got {other:?}"),
+        }
+        assert!(usage_error(&["-vq", "status", "k"]).contains("exclude each other"));
+        assert!(usage_error(&["-qv", "status", "k"]).contains("exclude each other"));
+        assert!(usage_error(&["--quiet=false", "--verbose=true", "--quiet", "status", "k"]).contains("exclude"));
+        match parse(&["--quiet=false", "-v", "status", "k"]) {
+            Ok(Command::Status(common, _)) => assert_eq!(common.verbosity, Verbosity::Verbose),
+            other => panic!("expected status, got {other:?}"),
+        }
+        // `--` right after a cluster or a joined value still ends the options.
+        assert_eq!(argv(&run_of(&["run", "-qtxyz", "k", "--", "echo", "-t"])), ["echo", "-t"]);
     }
 
     #[test]
