@@ -229,6 +229,10 @@ pub struct Terms {
     /// `--max-clock-skew`: the item's lease counts as ended only this long after its `expire` (the holder's
     /// clock may be behind ours by up to this much).
     pub max_clock_skew: Duration,
+    /// Whether an item held under our `--owner` id may be taken (reclaimed) while its lease runs. `--limit`
+    /// first tries every slot without, so parallel runs that share an id fill free slots before taking one
+    /// another's.
+    pub reclaim: bool,
 }
 
 /// The fence seed for a missing item, in Unix ms: the local clock, or the earliest the server's clock can read
@@ -269,7 +273,9 @@ pub fn acquire_request(table: &str, key: &str, owner: &Owner, terms: &Terms, see
     });
     match &owner.id {
         Some(id) => {
-            condition.push_str(" OR (#owner_id = :id AND #owner <> :me)");
+            if terms.reclaim {
+                condition.push_str(" OR (#owner_id = :id AND #owner <> :me)");
+            }
             update.push_str(", #owner_id = :id");
             values[":id"] = json!({ "S": id });
         }
@@ -609,6 +615,7 @@ mod tests {
             lease: Duration::from_secs(60),
             retain: RETAIN,
             max_clock_skew: Duration::from_secs(2),
+            reclaim: true,
         }
     }
 
@@ -654,6 +661,14 @@ mod tests {
         assert_eq!(r["ExpressionAttributeValues"][":id"]["S"], "job-uid-1");
         // the per-process token still owns the item: renewals and the release check it, not the id
         assert_eq!(r["ExpressionAttributeValues"][":me"]["S"], "t0k");
+        check_placeholders(&r);
+        // Without reclaiming (a --limit run's first pass), the id is written but takes nothing.
+        let r = acquire_request("tbl", "k", &who, &Terms { reclaim: false, ..terms(1_000) }, 1_000);
+        assert_eq!(
+            r["ConditionExpression"],
+            "attribute_not_exists(#key) OR #expire < :ended OR (#owner = :me AND #expire <= :expire)"
+        );
+        assert!(r["UpdateExpression"].as_str().unwrap_or_default().contains("#owner_id = :id"));
         check_placeholders(&r);
     }
 

@@ -232,43 +232,64 @@ pub fn slot_key(key: &str, slots: u32, slot: u32) -> String {
 }
 
 /// One acquire attempt: every slot once, in a random order, until one is ours. With one slot, the plain key.
-/// Held: the holder whose lease ends first (the first slot to free up). An error ends the attempt at once (the
-/// cleanup release after an unknown outcome targets the slot tried last), and so does an abandoned acquire
-/// ([`World::abandon`]).
+/// With `--owner`, a slot held under our id is reclaimed only when no slot is free: parallel runs that share the
+/// id (the pods of one Job) fill free slots instead of taking one another's. Held: the holder whose lease ends
+/// first (the first slot to free up). An error ends the attempt at once (the cleanup release after an unknown
+/// outcome targets the slot tried last), and so does an abandoned acquire ([`World::abandon`]).
 fn attempt(world: &World) -> Acquired {
     let mut order: Vec<u32> = (0..world.slots).collect();
     for i in (1..order.len()).rev() {
         let j = (crate::random::u64() % (i as u64 + 1)) as usize;
         order.swap(i, j);
     }
+    let reclaim_late = world.slots > 1 && world.owner.id.is_some();
     let mut first_free: Option<Item> = None;
+    let mut ours: Vec<u32> = Vec::new();
     for slot in order {
-        {
-            let mut trying = world.trying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if trying.abandoned {
-                return Ok((Instant::now(), Acquire::Held(None)));
-            }
-            trying.slot = slot;
-        }
-        let sent = Instant::now();
-        let key = world.item_key();
-        let terms = lock::Terms {
-            now: world.env.now(),
-            lease: world.expire,
-            retain: world.retain,
-            max_clock_skew: world.aws.max_clock_skew,
-        };
-        match lock::acquire(&world.client(), &world.table, &key, &world.owner, &terms)? {
-            Acquire::Acquired(lease) => return Ok((sent, Acquire::Acquired(lease))),
-            Acquire::Held(Some(item)) => {
+        match try_slot(world, slot, !reclaim_late)? {
+            Some((sent, Acquire::Acquired(lease))) => return Ok((sent, Acquire::Acquired(lease))),
+            Some((_, Acquire::Held(Some(item)))) => {
+                if reclaim_late && item.owner_id.is_some() && item.owner_id == world.owner.id {
+                    ours.push(slot);
+                }
                 if first_free.as_ref().is_none_or(|best| item.expire_ns < best.expire_ns) {
                     first_free = Some(item);
                 }
             }
-            Acquire::Held(None) => {}
+            Some((_, Acquire::Held(None))) => {}
+            None => return Ok((Instant::now(), Acquire::Held(None))),
+        }
+    }
+    for slot in ours {
+        match try_slot(world, slot, true)? {
+            Some((sent, Acquire::Acquired(lease))) => return Ok((sent, Acquire::Acquired(lease))),
+            Some(_) => {}
+            None => return Ok((Instant::now(), Acquire::Held(None))),
         }
     }
     Ok((Instant::now(), Acquire::Held(first_free)))
+}
+
+/// One acquire of `slot` (`reclaim`: see [`lock::Terms::reclaim`]), with when it was sent; `None` when the acquire
+/// was abandoned before it.
+fn try_slot(world: &World, slot: u32, reclaim: bool) -> Result<Option<(Instant, Acquire)>, Error> {
+    {
+        let mut trying = world.trying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if trying.abandoned {
+            return Ok(None);
+        }
+        trying.slot = slot;
+    }
+    let sent = Instant::now();
+    let key = world.item_key();
+    let terms = lock::Terms {
+        now: world.env.now(),
+        lease: world.expire,
+        retain: world.retain,
+        max_clock_skew: world.aws.max_clock_skew,
+        reclaim,
+    };
+    lock::acquire(&world.client(), &world.table, &key, &world.owner, &terms).map(|acquire| Some((sent, acquire)))
 }
 
 /// How a release ends a run's hold on the lock.

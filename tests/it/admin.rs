@@ -16,6 +16,7 @@ fn hold(case: &Case, key: &str) -> u64 {
         lease: Duration::from_secs(60),
         retain: lock_exec::cli::DEFAULT_RETAIN,
         max_clock_skew: lock_exec::cli::DEFAULT_MAX_CLOCK_SKEW,
+        reclaim: true,
     };
     match lock::acquire(&client(), case.table(), key, &who, &terms) {
         Ok(Acquire::Acquired(lease)) => lease.fence,

@@ -239,6 +239,49 @@ fn a_second_live_run_with_the_same_owner_id_takes_over_and_the_first_exits_75() 
     first.check("lock lost", true, first.has_log("lock lost"));
 }
 
+/// `--limit` with an owner id that parallel runs share (the README's Job recipe): a run takes a free slot, never the
+/// live slot of a run with the same id while another slot is free. Before, the slots were tried in a random order
+/// and a same-id slot was taken like a free one: the sibling lost its lock (exit 75) while a slot stood free.
+#[test]
+fn limit_with_a_shared_owner_id_takes_a_free_slot_before_a_live_sibling_s() {
+    let case = Case::new("limit_shared_owner");
+    let read = |name: &str| std::fs::read_to_string(case.path(name)).unwrap_or_default().trim().to_owned();
+    let holding =
+        format!("echo $LOCK_EXEC_SLOT > '{}'; {}", case.file("slot"), case.holding_script("started", "release"));
+    let mut first =
+        case.spawn(&["run", "k", "-e", "3s", "--limit", "2", "--owner", "job-1", "--", "sh", "-c", &holding]);
+    first.wait_for_line(&case.path("started"), WAIT);
+    let held = read("slot");
+    let free = if held == "0" { "1" } else { "0" };
+    let owner = item(&case, &format!("k#{held}")).owner;
+    // The slot order is random: eight runs leave a 1-in-256 chance that a wrong choice goes unseen.
+    for round in 0..8 {
+        let script = format!("echo $LOCK_EXEC_SLOT > '{}'", case.file("second"));
+        let second = case.run(&["run", "k", "--limit", "2", "--owner", "job-1", "--", "sh", "-c", &script]);
+        second.expect_code(0);
+        second.check(&format!("round {round}: the free slot"), free, read("second").as_str());
+        second.check(
+            &format!("round {round}: the sibling's slot untouched"),
+            &owner,
+            &item(&case, &format!("k#{held}")).owner,
+        );
+    }
+    // Every slot held: then the id reclaims one (a retried pod's own lock), as without --limit.
+    let third_script = case.holding_script("third", "release");
+    let mut third =
+        case.spawn(&["run", "k", "-e", "3s", "--limit", "2", "--owner", "job-1", "--", "sh", "-c", &third_script]);
+    third.wait_for_line(&case.path("third"), WAIT);
+    let fourth = case.run(&["run", "k", "--limit", "2", "--owner", "job-1", "--", "true"]);
+    fourth.expect_code(0);
+    // The holder whose slot was reclaimed learns it at its next renewal (a second with -e 3s).
+    std::thread::sleep(Duration::from_millis(2500));
+    case.release("release");
+    let first = first.wait(WAIT);
+    let third = third.wait(WAIT);
+    let lost = [first.code(), third.code()].iter().filter(|code| **code == Some(75)).count();
+    fourth.check("with both slots held, one of the two holders lost its slot to the same id", 1, lost);
+}
+
 #[test]
 fn limit_3_runs_at_most_3_commands_at_once_and_all_10_with_wait() {
     let case = Case::new("limit_3");

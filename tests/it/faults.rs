@@ -792,6 +792,7 @@ fn late_write_does_not_shorten_the_lease(test: &str, op: Op, delay: Duration) {
             lease: Duration::from_secs(30),
             retain: Duration::from_secs(3600),
             max_clock_skew: Duration::ZERO,
+            reclaim: true,
         };
         let attempt = lock::acquire(&client(), case.table(), key, &contender, &terms);
         if let Ok(lock::Acquire::Acquired(_)) = attempt {

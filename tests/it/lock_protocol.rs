@@ -14,8 +14,13 @@ fn get(table: &Table, key: &str) -> Option<Item> {
 }
 
 fn acquire(table: &Table, key: &str, who: &lock::Owner, lease: Duration) -> Acquire {
-    let terms =
-        lock::Terms { now: Env::real().now(), lease, retain: DEFAULT_RETAIN, max_clock_skew: DEFAULT_MAX_CLOCK_SKEW };
+    let terms = lock::Terms {
+        now: Env::real().now(),
+        lease,
+        retain: DEFAULT_RETAIN,
+        max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
+        reclaim: true,
+    };
     lock::acquire(&client(), &table.name, key, who, &terms).expect("the acquire UpdateItem")
 }
 
