@@ -322,6 +322,35 @@ struct Waiting {
     give_up: bool,
     /// The holder as last seen, for the final `did not run` line.
     holder: Option<Item>,
+    /// The last try failed (DynamoDB unreachable, throttling, 5xx): a wait that ends on it ends with this error,
+    /// not as locked.
+    failed: Option<Error>,
+    /// A failed try may have taken the lock (its answer was lost): a wait that ends without the lock clears it
+    /// (owner-conditioned). Not cleared before a retry: the retry's own condition takes such a lock back, while a
+    /// cleanup still on its way could land after the retry and free the lock the command then runs under.
+    unsure: bool,
+}
+
+/// At the end of a wait without the lock: clears what a failed try may have taken ([`Waiting::unsure`]).
+fn clear_unsure(waiting: &mut Waiting, world: Option<&'static World>) {
+    if std::mem::take(&mut waiting.unsure)
+        && let Some(world) = world
+    {
+        cleanup_release(world, CLEANUP_BUDGET);
+    }
+}
+
+impl Waiting {
+    /// Sets the next try after an answer (or a failure) at `now`: [`poll_delay`] from now, and the last try at the
+    /// deadline unless that comes within a second. Returns how far off it is, in ms (for the log).
+    fn schedule(&mut self, now: Instant, holder_left: Option<Duration>) -> serde_json::Value {
+        let delay = poll_delay(self.tries, holder_left, crate::random::fraction());
+        let at = (now + delay).min(self.deadline);
+        self.give_up = at < now + Duration::from_secs(1);
+        let next = if self.give_up { self.deadline } else { at };
+        self.next_try = Some(next);
+        (next.saturating_duration_since(now).as_millis() as u64).into()
+    }
 }
 
 /// Waits for the acquire while acting on signals at once: a stop signal abandons the acquire, clears a write
@@ -344,6 +373,8 @@ fn acquire_phase(
         next_try: None,
         give_up: false,
         holder: None,
+        failed: None,
+        unsure: false,
     });
     loop {
         let timer = waiting.as_ref().and_then(|w| w.next_try);
@@ -355,6 +386,10 @@ fn acquire_phase(
                 Err(RecvTimeoutError::Timeout) => {
                     let Some(w) = waiting.as_mut() else { continue };
                     if w.give_up {
+                        clear_unsure(w, world);
+                        if let Some(error) = w.failed.take() {
+                            return Err(error);
+                        }
                         log.first(Level::Info, "did not run command. key is locked", &holder_fields(w.holder.as_ref()));
                         return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
                     }
@@ -373,6 +408,9 @@ fn acquire_phase(
                 if in_flight {
                     abandon_acquire(events, world);
                 }
+                if let Some(w) = waiting.as_mut() {
+                    clear_unsure(w, world);
+                }
                 return Ok(Acquiring::Done(Exit::Signaled(signal)));
             }
             Event::Signal(signal) if supervise::JOB_SIGNALS.contains(&signal) && job_control => process::stop_self(),
@@ -386,6 +424,9 @@ fn acquire_phase(
                 }
                 let now = Instant::now();
                 let Some(w) = waiting.as_mut().filter(|w| now < w.deadline) else {
+                    if let Some(w) = waiting.as_mut() {
+                        clear_unsure(w, world);
+                    }
                     log.first(Level::Info, "did not run command. key is locked", &holder_fields(item.as_ref()));
                     return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
                 };
@@ -401,12 +442,8 @@ fn acquire_phase(
                     .as_ref()
                     .map(|item| item.expire_ns.saturating_add(skew_ns).saturating_sub(now_ns).max(0))
                     .map(|left| Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX)));
-                let delay = poll_delay(w.tries, holder_left, crate::random::fraction());
-                // The last try is at the deadline, unless that comes within a second of this answer.
-                let at = (now + delay).min(w.deadline);
-                w.give_up = at < now + Duration::from_secs(1);
-                w.next_try = Some(if w.give_up { w.deadline } else { at });
-                let in_ms = (w.next_try.unwrap_or(at).saturating_duration_since(now).as_millis() as u64).into();
+                let in_ms = w.schedule(now, holder_left);
+                w.failed = None;
                 let message = if w.give_up {
                     "lock still held; giving up at the --wait deadline"
                 } else {
@@ -435,9 +472,23 @@ fn acquire_phase(
                 return Ok(Acquiring::Acquired { world, sent, lease });
             }
             Event::Acquired(Err(e)) => {
+                // With --wait, DynamoDB out of reach (after the request's own retries) is tried again until the
+                // wait is over; any other error (settings, permissions, the table) ends it at once.
+                let now = Instant::now();
+                if let Some(w) = waiting.as_mut().filter(|w| now < w.deadline && e.exit() == Exit::Unavailable) {
+                    w.unsure |= e.outcome_unknown();
+                    let in_ms = w.schedule(now, None);
+                    let error = crate::error_chain(&e);
+                    log.warn("cannot acquire the lock; trying again", &[("error", error.into()), ("in_ms", in_ms)]);
+                    w.failed = Some(e);
+                    continue;
+                }
                 // A write whose answer was lost may have been applied: clear it if it is ours, so the key does
                 // not stay blocked for a whole lease. A definite rejection changed nothing: no second request.
-                if e.outcome_unknown()
+                if let Some(w) = waiting.as_mut() {
+                    w.unsure |= e.outcome_unknown();
+                    clear_unsure(w, world);
+                } else if e.outcome_unknown()
                     && let Some(world) = world
                 {
                     cleanup_release(world, CLEANUP_BUDGET);

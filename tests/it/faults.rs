@@ -812,3 +812,62 @@ fn late_write_does_not_shorten_the_lease(test: &str, op: Op, delay: Duration) {
     );
     out.expect_code(0);
 }
+
+/// `--wait` rides out a DynamoDB outage: a try that fails with a retryable error (here every request answered 503
+/// for three seconds) is a warning and the run tries again until the wait is over, as issue 8 has it ("keep trying
+/// until acquired or DURATION has passed"). Before, the first such failure ended the wait with exit 69.
+#[test]
+fn wait_tries_again_after_an_outage_until_the_key_is_free() {
+    let case = Case::new("wait_outage");
+    let mut holder =
+        case.spawn(&["run", "k", "-e", "3s", "--", "sh", "-c", &case.holding_script("started", "release")]);
+    holder.wait_for_line(&case.path("started"), Duration::from_secs(20));
+    let outage = Arc::new(Mutex::new(None::<(Instant, Instant)>));
+    let window = Arc::clone(&outage);
+    let proxy = FaultProxy::start(move |_| {
+        let now = Instant::now();
+        match *window.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((from, to)) if from <= now && now < to => Fault::Answer(Answer::error(503, "ServiceUnavailable")),
+            _ => Fault::Pass,
+        }
+    });
+    let marker = case.marker_script();
+    let args = ["-t", case.table(), "-v", "run", "k", "--wait", "30s", "--", "sh", "-c", &marker];
+    let waiter = case.spawn_raw(&args, proxy.env(&case));
+    // The waiter's first try finds the key held; then nothing answers for 3 s; then the holder lets go.
+    std::thread::sleep(Duration::from_millis(500));
+    let from = Instant::now();
+    *outage.lock().unwrap_or_else(|p| p.into_inner()) = Some((from, from + Duration::from_secs(3)));
+    std::thread::sleep(Duration::from_secs(4));
+    case.release("release");
+    holder.wait(Duration::from_secs(20)).expect_code(0);
+    let out = waiter.wait(Duration::from_secs(40));
+    out.expect_code(0);
+    out.check("the command ran", true, case.exists("marker"));
+    let failed = proxy.calls().iter().filter(|(_, fault)| fault.starts_with("answer 503")).count();
+    out.check("the outage met some tries", true, failed > 0);
+    out.check("each failed try was a warning", true, out.has_log("cannot acquire the lock; trying again"));
+}
+
+/// A `--wait` whose tries all took the lock but lost their answers (a 503 after the write) ends at its deadline
+/// with exit 69, without running the command, and clears the lock those writes took: the key is not left held by
+/// a run that is gone.
+#[test]
+fn a_wait_that_ends_in_an_outage_clears_what_its_lost_answers_took() {
+    let case = Case::new("wait_outage_cleanup");
+    let proxy = FaultProxy::start(|call| match call.op {
+        Op::Acquire => Fault::AnswerAfter(Answer::error(503, "ServiceUnavailable")),
+        _ => Fault::Pass,
+    });
+    let marker = case.marker_script();
+    let args = ["-t", case.table(), "run", "k", "--wait", "3s", "--", "sh", "-c", &marker];
+    let out = case.spawn_raw(&args, proxy.env(&case)).wait(Duration::from_secs(40));
+    out.expect_code(69);
+    out.check("the command ran", false, case.exists("marker"));
+    out.check("the tries were warnings", true, out.has_log("cannot acquire the lock; trying again"));
+    let releases = proxy.ops("k").iter().filter(|op| **op == Op::Release).count();
+    out.check("one cleanup release, at the end", 1, releases);
+    let item = case.item("k").unwrap_or_else(|| out.fail("the item", &"written by the tries", &"missing"));
+    out.check("the key is free again (owner)", None, item.owner);
+    out.check("the key is free again (lease end)", true, item.expire_ns < now_ns());
+}
