@@ -268,3 +268,24 @@ fn readme_internal_links_resolve() {
     assert!(broken.is_empty(), "README links to missing sections: {broken:?} (anchors: {anchors:?})");
     assert_eq!(anchor("What happens to the command's processes"), "what-happens-to-the-commands-processes");
 }
+
+/// `make demo` (scripts/demo.sh) runs against its own emulator whatever the caller's environment holds: before,
+/// lock-exec inherited it, so a `LOCK_EXEC_TABLE` or an `AWS_ENDPOINT_URL_DYNAMODB` of the caller's sent the demo's
+/// runs elsewhere (and with `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`, to AWS itself).
+#[test]
+fn the_demo_runs_against_its_emulator_whatever_the_caller_s_environment() {
+    let out = std::process::Command::new(root().join("scripts/demo.sh"))
+        .env("LOCK_EXEC_DEMO_BIN", env!("CARGO_BIN_EXE_lock-exec"))
+        .env("LOCK_EXEC_TABLE", "not-the-demo-table")
+        .env("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run scripts/demo.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the demo failed: {}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        stdout.trim_end().ends_with("== 1 of 2 runs executed the command =="),
+        "the demo's last line:\n{stdout}\n{stderr}"
+    );
+}
