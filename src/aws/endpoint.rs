@@ -69,17 +69,18 @@ pub fn check_settings(env: &Env, profile: &ProfileEndpoints) -> Result<(), Error
 /// The DynamoDB endpoint URL, without a trailing slash.
 pub fn dynamodb(flag: Option<&str>, env: &Env, profile: &ProfileEndpoints, region: &str) -> Result<String, Error> {
     let configured = if let Some(url) = flag {
-        Some(url.to_owned())
+        Some(("--endpoint-url", url.to_owned()))
     } else if ignore_configured(env, profile.ignore_configured) {
         None
     } else {
-        env.var("AWS_ENDPOINT_URL_DYNAMODB")
-            .or_else(|| env.var("AWS_ENDPOINT_URL"))
-            .or_else(|| profile.service.clone())
-            .or_else(|| profile.global.clone())
+        let var = |name: &'static str| env.var(name).map(|url| (name, url));
+        var("AWS_ENDPOINT_URL_DYNAMODB")
+            .or_else(|| var("AWS_ENDPOINT_URL"))
+            .or_else(|| profile.service.clone().map(|url| ("the profile's services dynamodb endpoint_url", url)))
+            .or_else(|| profile.global.clone().map(|url| ("the profile's endpoint_url", url)))
     };
-    if let Some(url) = configured {
-        return checked_url(&url).map(|url| url.trim_end_matches('/').to_owned());
+    if let Some((origin, url)) = configured {
+        return checked_url_from(origin, &url).map(|url| url.trim_end_matches('/').to_owned());
     }
     let fips = bool_setting(env, "AWS_USE_FIPS_ENDPOINT", profile.fips)?;
     let dualstack = bool_setting(env, "AWS_USE_DUALSTACK_ENDPOINT", profile.dualstack)?;
@@ -222,6 +223,14 @@ pub fn checked_url(url: &str) -> Result<String, Error> {
     };
     let zone = zone.strip_prefix("%25").map_or_else(|| zone.to_owned(), |name| format!("%{name}"));
     Ok(format!("{}://{}{zone}{}", scheme.to_ascii_lowercase(), lower.to_ascii_lowercase(), &rest[end..]))
+}
+
+/// [`checked_url`] of a URL read from `origin` (a flag, a variable, a profile setting), whose errors name it.
+pub fn checked_url_from(origin: &str, url: &str) -> Result<String, Error> {
+    checked_url(url).map_err(|e| match e {
+        Error::Config(message) => Error::Config(format!("{origin}: {message}")),
+        other => other,
+    })
 }
 
 /// What is wrong with an endpoint URL, if anything (see [`check_url`]): the scheme (`http` or `https`, any
@@ -393,8 +402,22 @@ mod tests {
             &[],
             none(),
             "r",
-            "error: invalid endpoint URL \"localhost:8000\": expected http://host[:port] or https://host[:port]",
+            "error: --endpoint-url: invalid endpoint URL \"localhost:8000\": expected http://host[:port] or \
+             https://host[:port]",
         );
+        // A URL from a variable or the profile is reported under its name (issue 11).
+        let bad = "127.0.0.1:53453";
+        let expected = |origin: &str| {
+            format!(
+                "error: {origin}: invalid endpoint URL \"{bad}\": expected http://host[:port] or https://host[:port]"
+            )
+        };
+        check(None, &[("AWS_ENDPOINT_URL", bad)], none(), "r", &expected("AWS_ENDPOINT_URL"));
+        check(None, &[("AWS_ENDPOINT_URL_DYNAMODB", bad)], none(), "r", &expected("AWS_ENDPOINT_URL_DYNAMODB"));
+        let global = ProfileEndpoints { global: Some(bad.into()), ..none() };
+        check(None, &[], global, "r", &expected("the profile's endpoint_url"));
+        let service = ProfileEndpoints { service: Some(bad.into()), ..none() };
+        check(None, &[], service, "r", &expected("the profile's services dynamodb endpoint_url"));
     }
 
     #[test]

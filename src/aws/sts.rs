@@ -40,7 +40,7 @@ pub struct AssumeRoleParams {
     pub duration_seconds: Option<u32>,
 }
 
-/// The STS endpoint URL for a region.
+/// The STS endpoint URL for a region, and where it was configured (`None`: built from the region).
 ///
 /// Order: `AWS_ENDPOINT_URL_STS`, then `AWS_ENDPOINT_URL`, then `profile` (the profile's `services` /
 /// `endpoint_url` setting, already resolved by the caller), then the regional endpoint of the region's partition
@@ -58,20 +58,21 @@ pub fn endpoint(
     ignore_configured: bool,
     fips: bool,
     dualstack: bool,
-) -> String {
+) -> (String, Option<&'static str>) {
     if !ignore_configured {
-        let configured = env
-            .var("AWS_ENDPOINT_URL_STS")
-            .or_else(|| env.var("AWS_ENDPOINT_URL"))
-            .or_else(|| profile.map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned));
-        if let Some(url) = configured {
-            return url;
+        let var = |name: &'static str| env.var(name).map(|url| (url, Some(name)));
+        let configured = var("AWS_ENDPOINT_URL_STS").or_else(|| var("AWS_ENDPOINT_URL")).or_else(|| {
+            let url = profile.map(str::trim).filter(|p| !p.is_empty())?;
+            Some((url.to_owned(), Some("the profile's sts endpoint_url")))
+        });
+        if let Some(configured) = configured {
+            return configured;
         }
     }
     if region == GLOBAL_REGION && !fips && !dualstack {
-        return GLOBAL_ENDPOINT.to_owned();
+        return (GLOBAL_ENDPOINT.to_owned(), None);
     }
-    crate::aws::endpoint::regional("sts", region, fips, dualstack)
+    (crate::aws::endpoint::regional("sts", region, fips, dualstack), None)
 }
 
 /// The pseudo-region of the global STS endpoint.
@@ -617,11 +618,20 @@ mod tests {
             let env = Env::from_pairs(vars);
             let ignore = crate::aws::endpoint::ignore_configured(&env, None);
             assert_eq!(
-                endpoint(&env, region, profile, ignore, false, false),
+                endpoint(&env, region, profile, ignore, false, false).0,
                 expected,
                 "{vars:?} {region} {profile:?}"
             );
         }
+        let origin =
+            |vars: &[(&str, &str)], profile| endpoint(&Env::from_pairs(vars), "r", profile, false, false, false).1;
+        assert_eq!(origin(&[("AWS_ENDPOINT_URL", "http://g")], None), Some("AWS_ENDPOINT_URL"));
+        assert_eq!(
+            origin(&[("AWS_ENDPOINT_URL_STS", "x"), ("AWS_ENDPOINT_URL", "y")], None),
+            Some("AWS_ENDPOINT_URL_STS")
+        );
+        assert_eq!(origin(&[], Some("http://p")), Some("the profile's sts endpoint_url"));
+        assert_eq!(origin(&[], None), None);
         check(&[], "eu-west-1", None, "https://sts.eu-west-1.amazonaws.com");
         check(&[], "cn-north-1", None, "https://sts.cn-north-1.amazonaws.com.cn");
         check(&[], "us-iso-east-1", None, "https://sts.us-iso-east-1.c2s.ic.gov");
@@ -656,7 +666,7 @@ mod tests {
     #[test]
     fn the_global_region_uses_the_global_endpoint() {
         fn check(region: &str, fips: bool, dualstack: bool, expected: &str) {
-            let got = endpoint(&Env::from_pairs::<&str, &str>(&[]), region, None, false, fips, dualstack);
+            let (got, _) = endpoint(&Env::from_pairs::<&str, &str>(&[]), region, None, false, fips, dualstack);
             assert_eq!(got, expected, "{region} fips {fips} dual {dualstack}");
         }
         check("aws-global", false, false, "https://sts.amazonaws.com");

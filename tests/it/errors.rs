@@ -134,7 +134,8 @@ fn a_malformed_endpoint_url_is_one_line_naming_the_problem() {
         out.expect_code(78);
         let lines: Vec<&str> = out.stderr.lines().filter(|line| !line.trim().is_empty()).collect();
         out.check("stderr lines", 1, lines.len());
-        out.expect_stderr_contains(&format!("invalid endpoint URL \\\"{url}\\\": {problem}"));
+        // Named under the variable it came from (issue 11).
+        out.expect_stderr_contains(&format!("AWS_ENDPOINT_URL: invalid endpoint URL \\\"{url}\\\": {problem}"));
     }
     // From the flag, a usage error.
     let out =

@@ -238,8 +238,10 @@ pub fn sts_endpoint(env: &Env, profiles: &ProfileSet, region: &str) -> Result<St
     let fips = bool_setting(env, "AWS_USE_FIPS_ENDPOINT", flag("use_fips_endpoint"))?;
     let dualstack = bool_setting(env, "AWS_USE_DUALSTACK_ENDPOINT", flag("use_dualstack_endpoint"))?;
     let profile_url = service_endpoint(profiles, "sts").or_else(|| profiles.value("endpoint_url"));
-    let url = sts::endpoint(env, region, profile_url.as_deref(), ignore, fips, dualstack);
-    crate::aws::endpoint::checked_url(&url)
+    match sts::endpoint(env, region, profile_url.as_deref(), ignore, fips, dualstack) {
+        (url, Some(origin)) => crate::aws::endpoint::checked_url_from(origin, &url),
+        (url, None) => crate::aws::endpoint::checked_url(&url),
+    }
 }
 
 /// `endpoint_url` for `service` in the `[services NAME]` section the selected profile names.
@@ -471,7 +473,8 @@ mod tests {
         check(&[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "false")], "http://profile");
         check(
             &[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "false"), ("AWS_ENDPOINT_URL_STS", "ftp://x")],
-            "error: invalid endpoint URL \"ftp://x\": expected http://host[:port] or https://host[:port]",
+            "error: AWS_ENDPOINT_URL_STS: invalid endpoint URL \"ftp://x\": expected http://host[:port] or \
+             https://host[:port]",
         );
     }
 
@@ -581,7 +584,8 @@ mod tests {
             none,
             &[("AWS_ENDPOINT_URL_STS", "https://user:pw@sts.example/")],
             "us-east-1",
-            "error: endpoint URL \"https://sts.example/\" holds a user name or password (user:password@): not allowed; remove it",
+            "error: AWS_ENDPOINT_URL_STS: endpoint URL \"https://sts.example/\" holds a user name or password \
+             (user:password@): not allowed; remove it",
         );
     }
 

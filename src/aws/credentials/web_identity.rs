@@ -228,7 +228,7 @@ mod tests {
         let (base, server) = serve(vec![Reply::With(200, data("Response"))]);
         let http = Http::new().redirect_to(base);
         let region = env.var("AWS_REGION").expect("the case sets a region");
-        let endpoint = crate::aws::sts::endpoint(&env, &region, None, false, false, false);
+        let (endpoint, _) = crate::aws::sts::endpoint(&env, &region, None, false, false, false);
         let credentials = load(&env, &http, &endpoint, &identity).expect("credentials");
         let seen = server.join().expect("server thread");
         // Two known flaws in this vector's recording, put right before comparing: the recorded RoleArn (account
