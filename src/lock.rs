@@ -401,15 +401,16 @@ pub fn parse_item(attributes: &Value) -> Option<Item> {
     let s = |name: &str| attributes.get(name)?.get("S")?.as_str().map(str::to_owned);
     let num = |name: &str| attributes.get(name)?.get("N")?.as_str().map(str::to_owned);
     let int = |name: &str| num(name).and_then(|v| parse_number(&v));
-    let last_run = match (int("last_exit_code"), s("last_started"), s("last_finished")) {
-        (Some(exit_code), Some(started), Some(finished)) => Some(LastRun {
-            exit_code: exit_code as i32,
-            host: s("last_host").unwrap_or_default(),
-            started_ns: parse_rfc3339_ns(&started).unwrap_or(0),
-            finished_ns: parse_rfc3339_ns(&finished).unwrap_or(0),
-        }),
-        _ => None,
-    };
+    let last_run =
+        match (int("last_exit_code").and_then(|v| i32::try_from(v).ok()), s("last_started"), s("last_finished")) {
+            (Some(exit_code), Some(started), Some(finished)) => Some(LastRun {
+                exit_code,
+                host: s("last_host").unwrap_or_default(),
+                started_ns: parse_rfc3339_ns(&started).unwrap_or(0),
+                finished_ns: parse_rfc3339_ns(&finished).unwrap_or(0),
+            }),
+            _ => None,
+        };
     Some(Item {
         key: s("key")?,
         expire_ns: int("expire").unwrap_or(NO_LEASE_END),
@@ -420,7 +421,7 @@ pub fn parse_item(attributes: &Value) -> Option<Item> {
         command: s("command"),
         acquired: s("acquired"),
         fence: num("fence").and_then(|v| v.parse().ok()),
-        ttl: int("ttl").map(|v| v as i64),
+        ttl: int("ttl").and_then(|v| i64::try_from(v).ok()),
         last_run,
     })
 }
@@ -785,6 +786,20 @@ mod tests {
         let item = parse_item(&item).expect("an item");
         assert_eq!(item.last_run, Some(last_run));
         assert_eq!(item.ttl, Some(3670));
+    }
+
+    /// Numbers another writer put in an item that do not fit are read as absent, never wrapped: a `ttl` of 1e30
+    /// was shown as a made-up date (1e30 truncated to 64 bits), an exit code of 2^32 as 0.
+    #[test]
+    fn numbers_out_of_range_are_absent_not_wrapped() {
+        let item = json!({"key": {"S": "k"}, "expire": {"N": "0"}, "ttl": {"N": "1000000000000000000000000000000"},
+            "last_exit_code": {"N": "4294967296"}, "last_started": {"S": "2026-01-01T00:00:00Z"},
+            "last_finished": {"S": "2026-01-01T00:00:01Z"}});
+        let item = parse_item(&item).expect("an item");
+        assert_eq!(item.ttl, None);
+        assert_eq!(item.last_run, None);
+        let item = parse_item(&json!({"key": {"S": "k"}, "ttl": {"N": "1E+30"}})).expect("an item");
+        assert_eq!(item.ttl, None);
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub fn list(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
     Ok(Exit::Success)
 }
 
-/// One item as a row: `key`, `state`, `holder` (host), `pid`, `owner`, `command`, `acquired`, `expire` (RFC 3339,
+/// One item as a row: `key`, `state`, `holder` (host), `pid`, `owner`, `owner_id`, `command`, `acquired`, `expire` (RFC 3339,
 /// null when released), `fence`, then the last-run attributes the item has. `None` for an item without `key`.
 pub fn row(attributes: &Value, now_ns: i128) -> Option<Map<String, Value>> {
     let item = lock::parse_item(attributes)?;
@@ -67,6 +67,7 @@ pub fn row(attributes: &Value, now_ns: i128) -> Option<Map<String, Value>> {
     row.insert("holder".into(), optional(item.host));
     row.insert("pid".into(), item.pid.map(Value::from).unwrap_or(Value::Null));
     row.insert("owner".into(), optional(item.owner));
+    row.insert("owner_id".into(), optional(item.owner_id));
     row.insert("command".into(), optional(item.command));
     row.insert("acquired".into(), optional(item.acquired));
     row.insert("expire".into(), expire);
@@ -142,9 +143,10 @@ mod tests {
     fn rows_carry_state_holder_and_last_run() {
         let held = json!({"key": {"S": "a"}, "expire": {"N": (NOW + 1).to_string()}, "owner": {"S": "o"},
             "host": {"S": "h1"}, "pid": {"N": "7"}, "fence": {"N": "3"}, "acquired": {"S": "2023-11-14T22:13:20Z"},
-            "command": {"S": "c"}, "last_exit_code": {"N": "2"}, "last_host": {"S": "h0"}});
+            "command": {"S": "c"}, "last_exit_code": {"N": "2"}, "last_host": {"S": "h0"}, "owner_id": {"S": "job-1"}});
         let row = row(&held, NOW).expect("a row");
         assert_eq!(row["state"], "held");
+        assert_eq!(row["owner_id"], "job-1");
         assert_eq!(
             (row["holder"].as_str(), row["pid"].as_u64(), row["fence"].as_u64()),
             (Some("h1"), Some(7), Some(3))
