@@ -159,6 +159,16 @@ pub fn is_held(item: &Item, now_ns: i128) -> bool {
     item.expire_ns >= now_ns
 }
 
+/// When the run that took the item's lease ended, if it has: a `--keep` release keeps the owner and the lease end
+/// and records the run, so an owned item whose recorded run started after its `acquired` instant is held with no
+/// process behind it.
+pub fn kept_after_run(item: &Item) -> Option<i128> {
+    item.owner.as_ref()?;
+    let acquired_ns = parse_rfc3339_ns(item.acquired.as_deref()?)?;
+    let run = item.last_run.as_ref()?;
+    (run.started_ns >= acquired_ns).then_some(run.finished_ns)
+}
+
 /// Whether an item that refused our owner-conditioned write has a holder: an owner (another lock-exec), or a lease
 /// end ahead (a Go holder records no owner). An unlocked or released item keeps the host and pid of whoever held
 /// it last, which are not a holder.

@@ -37,6 +37,10 @@ pub fn status(common: &Common, key: &str, env: &Env, log: &Logger) -> Result<Exi
             rows.push(("command", optional(&item.command)));
             rows.push(("acquired", optional(&item.acquired)));
             rows.push(("expire", lock::shown_expire(item).map_or(Value::Null, Value::from)));
+            if lock::kept_after_run(item).is_some() {
+                // Held by --keep after the run ended: no process holds it.
+                rows.push(("kept", true.into()));
+            }
         }
         rows.push(("fence", item.fence.map(Value::from).unwrap_or(Value::Null)));
         rows.push((

@@ -30,7 +30,12 @@ pub fn unlock(common: &Common, args: &cli::Unlock, env: &Env, log: &Logger) -> R
     let mut fields = held.map(|item| holder_fields(Some(item))).unwrap_or_default();
     // The holder's lock-exec learns it at its next renewal: say so, and by when at the latest (not for an item
     // without a lease end lock-exec can read, which no lock-exec holds).
-    if let Some(by) = held.filter(|item| item.owner.is_some()).and_then(lock::shown_expire) {
+    // A lock kept by --keep after its run ended has no lock-exec behind it.
+    if let Some(finished_ns) = held.and_then(lock::kept_after_run) {
+        let ended = lock::rfc3339_ns(finished_ns);
+        fields
+            .push(("holder_stops", format!("nothing to stop: the run ended at {ended}; --keep held the lock").into()));
+    } else if let Some(by) = held.filter(|item| item.owner.is_some()).and_then(lock::shown_expire) {
         fields.push(("holder_stops", format!("at its next renewal, by {by} at the latest").into()));
     }
     log.info(message, &fields);

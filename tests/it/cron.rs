@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use lock_exec::lock::{self, Item};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{Case, Outcome, eventually, host_name, now_ns, signal};
 
@@ -541,4 +541,29 @@ fn a_renewal_applied_after_the_keep_release_does_not_shorten_the_keep() {
     out.check("the keep release went through", true, out.has_log("lock kept until --keep ends"));
     let held = item(&case, "k");
     out.check("expire is still acquired + 30 s", acquired_ns(&held) + 30_000_000_000, held.expire_ns);
+}
+
+/// A lock kept by `--keep` after its run ended has no process behind it: `status` says so (`kept`), and `unlock`
+/// does not promise that a holder stops "at its next renewal". Before, both read like a live holder's.
+#[test]
+fn a_lock_kept_after_its_run_is_shown_as_kept_not_as_a_live_holder() {
+    let case = Case::new("kept_after_run");
+    case.run(&["run", "k", "--keep", "1h", "--", "true"]).expect_code(0);
+    let status = case.run(&["status", "k"]);
+    status.expect_code(3);
+    let json = status.stdout_json();
+    status.check("state", json!("held"), json["state"].clone());
+    status.check("kept", json!(true), json["kept"].clone());
+    let unlock = case.run(&["unlock", "k"]);
+    unlock.expect_code(0);
+    let line = unlock.log("lock force-released");
+    let stops = line["holder_stops"].as_str().unwrap_or_default().to_owned();
+    unlock.check("holder_stops", true, stops.starts_with("nothing to stop: the run ended at "));
+    // A live holder still reads as one.
+    let mut live = case.spawn(&["run", "k", "--", "sh", "-c", &case.holding_script("started", "release")]);
+    live.wait_for_line(&case.path("started"), WAIT);
+    let status = case.run(&["status", "k"]);
+    status.check("a live holder is not kept", Value::Null, status.stdout_json()["kept"].clone());
+    case.release("release");
+    live.wait(WAIT).expect_code(0);
 }
