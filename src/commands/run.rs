@@ -331,6 +331,20 @@ struct Waiting {
     unsure: bool,
 }
 
+/// The fields of `did not run command. key is locked`: the holder's, and with its lease end, `expire_with_skew`:
+/// that end plus `--max-clock-skew`, before which no run takes the key (`status` says free once the lease end has
+/// passed; a run waits out the skew allowance too).
+fn locked_fields(item: Option<&Item>, world: Option<&World>) -> Vec<(&'static str, serde_json::Value)> {
+    let mut fields = holder_fields(item);
+    if let Some(item) = item.filter(|item| lock::shown_expire(item).is_some())
+        && let Some(world) = world
+    {
+        let skew_ns = world.aws.max_clock_skew.as_nanos() as i128;
+        fields.push(("expire_with_skew", lock::rfc3339_ns(item.expire_ns.saturating_add(skew_ns)).into()));
+    }
+    fields
+}
+
 /// At the end of a wait without the lock: clears what a failed try may have taken ([`Waiting::unsure`]).
 fn clear_unsure(waiting: &mut Waiting, world: Option<&'static World>) {
     if std::mem::take(&mut waiting.unsure)
@@ -390,7 +404,11 @@ fn acquire_phase(
                         if let Some(error) = w.failed.take() {
                             return Err(error);
                         }
-                        log.first(Level::Info, "did not run command. key is locked", &holder_fields(w.holder.as_ref()));
+                        log.first(
+                            Level::Info,
+                            "did not run command. key is locked",
+                            &locked_fields(w.holder.as_ref(), world),
+                        );
                         return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
                     }
                     w.next_try = None;
@@ -427,7 +445,7 @@ fn acquire_phase(
                     if let Some(w) = waiting.as_mut() {
                         clear_unsure(w, world);
                     }
-                    log.first(Level::Info, "did not run command. key is locked", &holder_fields(item.as_ref()));
+                    log.first(Level::Info, "did not run command. key is locked", &locked_fields(item.as_ref(), world));
                     return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
                 };
                 if w.tries == 0 {

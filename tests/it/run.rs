@@ -107,6 +107,10 @@ fn second_concurrent_run_is_skipped_with_the_locked_exit_code() {
     second.check("holder_pid", json!(first.pid()), line["holder_pid"].clone());
     let expire = line["expire"].as_str().unwrap_or_default();
     second.check("expire is an RFC 3339 time", true, expire.len() > 20 && expire.ends_with('Z'));
+    // When a run could take it: the lease end plus --max-clock-skew (2 s by default).
+    let with_skew = line["expire_with_skew"].as_str().and_then(lock_exec::lock::parse_rfc3339_ns);
+    let expire_ns = lock_exec::lock::parse_rfc3339_ns(expire);
+    second.check("expire_with_skew", expire_ns.map(|ns| ns + 2_000_000_000), with_skew);
 
     case.release("release");
     first.wait(WAIT).expect_code(0);
