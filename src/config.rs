@@ -142,6 +142,16 @@ impl Aws {
                 ("credentials", self.credentials.source_name().into()),
             ],
         );
+        // A region of no known form (a typo: `us-east1`) only shows as a host that does not resolve: say so first.
+        let dynamodb_host = host_of(&self.endpoint).unwrap_or_default();
+        if !crate::aws::endpoint::known_region(&self.region)
+            && dynamodb_host.split('.').any(|label| label.eq_ignore_ascii_case(&self.region))
+        {
+            log.warn(
+                "the region is not an AWS region name (like us-east-1): check it",
+                &[("region", self.region.clone().into()), ("host", dynamodb_host.into())],
+            );
+        }
         let services = [("dynamodb", Some(self.endpoint.as_str())), ("sts", self.credentials.sts_endpoint())];
         for (service, url) in services.into_iter().filter_map(|(service, url)| Some((service, url?))) {
             let host = host_of(url).unwrap_or_default();

@@ -154,8 +154,19 @@ const PARTITIONS: [(&[&str], Option<&str>, Partition); 8] = [
 /// The partition of `region`: the one that names it as its global region, else the first whose pattern matches,
 /// else `aws` (as the SDKs fall back).
 pub fn partition(region: &str) -> Partition {
+    known_partition(region).unwrap_or(PARTITIONS[0].2)
+}
+
+/// Whether `region` has the form of a region of some partition (`eu-west-1`, `cn-north-1`, `aws-global`): a typo
+/// such as `us-east1` matches none and, as in the SDKs, is sent to an `aws` host that does not exist.
+pub fn known_region(region: &str) -> bool {
+    known_partition(region).is_some()
+}
+
+/// The region's partition, by its global name or its pattern; `None` when none matches.
+fn known_partition(region: &str) -> Option<Partition> {
     if let Some((_, _, partition)) = PARTITIONS.iter().find(|(_, global, _)| *global == Some(region)) {
-        return *partition;
+        return Some(*partition);
     }
     let matches = |prefix: &str| {
         let Some(rest) = region.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else { return false };
@@ -165,10 +176,7 @@ pub fn partition(region: &str) -> Partition {
             && !digits.is_empty()
             && digits.bytes().all(|b| b.is_ascii_digit())
     };
-    PARTITIONS
-        .iter()
-        .find(|(prefixes, _, _)| prefixes.iter().any(|p| matches(p)))
-        .map_or(PARTITIONS[0].2, |(_, _, partition)| *partition)
+    PARTITIONS.iter().find(|(prefixes, _, _)| prefixes.iter().any(|p| matches(p))).map(|(_, _, partition)| *partition)
 }
 
 /// The regional endpoint of `service` (`dynamodb`, `sts`) as the SDKs' endpoint rules build it:
@@ -442,6 +450,16 @@ mod tests {
             "http://b",
         );
         check(Some("http://flag"), &[], profile_ignores, "r", "http://flag");
+    }
+
+    #[test]
+    fn region_typos_match_no_partition() {
+        for region in ["us-east-1", "eu-central-2", "cn-northwest-1", "us-gov-west-1", "aws-global", "il-central-1"] {
+            assert!(known_region(region), "{region}");
+        }
+        for region in ["us-east1", "useast-1", "us_east_1", "local", "", "eu-west-", "xx-west-1"] {
+            assert!(!known_region(region), "{region}");
+        }
     }
 
     #[test]

@@ -153,3 +153,35 @@ fn an_upper_case_endpoint_scheme_works() {
     env.insert("AWS_ENDPOINT_URL", url);
     case.run_env(&["-t", case.table(), "run", "k", "--", "true"], env).expect_code(0);
 }
+
+/// A region of no known form (`us-east1`) with no endpoint configured: a warning naming it comes before the
+/// lookup of a host that cannot exist. Run in a network namespace of its own (`unshare -n`, root as in CI), so
+/// the lookup fails at once and nothing leaves the machine.
+#[test]
+fn a_region_typo_is_named_before_the_unreachable_host() {
+    let status_offline = |region: &str| {
+        let out = std::process::Command::new("unshare")
+            .args(["-n", env!("CARGO_BIN_EXE_lock-exec"), "status", "k"])
+            .env_clear()
+            .envs([
+                ("PATH", "/usr/bin:/bin"),
+                ("HOME", "/nonexistent"),
+                ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+                ("AWS_SECRET_ACCESS_KEY", "secret"),
+                ("AWS_REGION", region),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ])
+            .output()
+            .expect("run unshare -n (util-linux; needs root, as CI has)");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stderr) = status_offline("us-east1");
+    assert_eq!(code, Some(69), "{stderr}");
+    let first: serde_json::Value = serde_json::from_str(stderr.lines().next().unwrap_or_default()).unwrap_or_default();
+    assert_eq!(first["msg"], "the region is not an AWS region name (like us-east-1): check it", "{stderr}");
+    assert_eq!(first["region"], "us-east1", "{stderr}");
+    // A known region gets no such warning.
+    let (code, stderr) = status_offline("us-east-1");
+    assert_eq!(code, Some(69), "{stderr}");
+    assert!(!stderr.contains("not an AWS region name"), "{stderr}");
+}
