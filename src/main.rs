@@ -115,6 +115,7 @@ Usage:
   lock-exec [OPTIONS] unlock <KEY>            clear the lease whoever holds it (keeps the fence counter)
   lock-exec [OPTIONS] unlock --delete <KEY>   delete the item, as the Go tool's unlock does
 
+A key run with --limit N has one item per slot: unlock 'KEY#0' .. 'KEY#N-1' ('lock-exec list' shows them).
 Common options: see 'lock-exec --help'.
 ";
 
@@ -123,7 +124,8 @@ Usage:
   lock-exec [OPTIONS] status <KEY>
 
 Prints the lock item (JSON with --log-format json, aligned text otherwise) and exits 0 when the key is free
-or was never used, 3 when it is held. Common options: see 'lock-exec --help'.
+or was never used, 3 when it is held. A key run with --limit N has one item per slot: status 'KEY#0' ..
+'KEY#N-1' ('lock-exec list' shows them). Common options: see 'lock-exec --help'.
 ";
 
 const LIST_USAGE: &str = "\
