@@ -305,6 +305,18 @@ where
             Short('V') | Long("version") => return Ok(Command::Version),
             Value(value) => positionals.push(value),
             Long(name) => return Err(unknown_flag(name)),
+            // `run -k CMD` may mean a key `-k`: say how to write one.
+            Short(c) if positionals.len() == 1 => {
+                let sub = positionals[0].to_string_lossy();
+                let example = match sub.as_ref() {
+                    "run" => format!("lock-exec run -- -{c} COMMAND"),
+                    "status" | "unlock" => format!("lock-exec {sub} -- -{c}"),
+                    _ => return Err(Error::Usage(format!("invalid option '-{c}'"))),
+                };
+                return Err(Error::Usage(format!(
+                    "invalid option '-{c}' (a KEY that starts with '-' goes after '--': {example})"
+                )));
+            }
             other => return Err(usage(other.unexpected())),
         }
     }
@@ -400,6 +412,7 @@ fn help(rest: Vec<OsString>) -> Result<Command, Error> {
     let name = name.to_string_lossy();
     let topic = match name.as_ref() {
         "version" => Topic::Version,
+        "help" => return no_arguments(rest.collect(), "help help").map(|()| Command::Help(None)),
         other => {
             Topic::from_name(other).ok_or_else(|| Error::Usage(format!("help: unknown topic {name:?} ({TOPICS})")))?
         }
@@ -812,6 +825,21 @@ mod tests {
 
     /// A value joined to a flag (`--delete=false`) or a cluster of short flags (`-qtTABLE`) is read whole, as Go's
     /// pflag reads it: before, the check for `--` threw away what followed the first flag.
+    #[test]
+    fn an_unknown_short_option_before_the_key_says_how_to_write_a_dash_key() {
+        assert_eq!(
+            usage_error(&["run", "-k", "echo hi"]),
+            "invalid option '-k' (a KEY that starts with '-' goes after '--': lock-exec run -- -k COMMAND)"
+        );
+        assert_eq!(
+            usage_error(&["status", "-k"]),
+            "invalid option '-k' (a KEY that starts with '-' goes after '--': lock-exec status -- -k)"
+        );
+        assert_eq!(usage_error(&["list", "-k"]), "invalid option '-k'");
+        assert!(matches!(parse(&["help", "help"]), Ok(Command::Help(None))));
+        assert!(usage_error(&["help", "help", "x"]).contains("help help"));
+    }
+
     #[test]
     fn joined_values_and_short_clusters_are_not_lost() {
         let unlock = |args: &[&str]| match parse(args) {
