@@ -38,6 +38,8 @@ pub struct Unresolved {
     pub error: Error,
     /// The region, when it was resolved before the failure.
     pub region: Option<String>,
+    /// The DynamoDB endpoint, when it was resolved before the failure.
+    pub endpoint: Option<String>,
 }
 
 /// Region, endpoint and credentials of a run.
@@ -75,7 +77,7 @@ impl Aws {
     pub fn resolve_steps(common: &Common, env: &Env) -> Result<Aws, Box<Unresolved>> {
         let at = |step: Step, region: Option<&str>| {
             let region = region.map(str::to_owned);
-            move |error: Error| Box::new(Unresolved { step, error, region })
+            move |error: Error| Box::new(Unresolved { step, error, region, endpoint: None })
         };
         let profiles = ProfileSet::load(env, common.profile.as_deref()).map_err(at(Step::Settings, None))?;
         let mut ca_bundle_skipped = Vec::new();
@@ -107,7 +109,14 @@ impl Aws {
         let endpoint = endpoint::dynamodb(common.endpoint_url.as_deref(), env, &profile_endpoints, &region)
             .map_err(at(Step::Endpoint, Some(&region)))?;
         let ctx = Context { env, http, profiles: &profiles, region: &region };
-        let source = credentials::select(&ctx).map_err(at(Step::Credentials, Some(&region)))?;
+        let source = credentials::select(&ctx).map_err(|error| {
+            Box::new(Unresolved {
+                step: Step::Credentials,
+                error,
+                region: Some(region.clone()),
+                endpoint: Some(endpoint.clone()),
+            })
+        })?;
         let http = http.clone();
         Ok(Aws {
             profiles,

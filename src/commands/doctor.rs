@@ -96,8 +96,9 @@ pub fn doctor(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
             let steps = steps.into_iter().chain([(Step::Credentials, "credentials")]);
             for (step, check) in steps {
                 if step < unresolved.step {
-                    let detail = match (step, &unresolved.region) {
-                        (Step::Region, Some(region)) => region.clone(),
+                    let detail = match (step, &unresolved.region, &unresolved.endpoint) {
+                        (Step::Region, Some(region), _) => region.clone(),
+                        (Step::Endpoint, _, Some(endpoint)) => endpoint.clone(),
                         _ => "ok".to_owned(),
                     };
                     report.line(check, Verdict::Pass, &detail, &[]);

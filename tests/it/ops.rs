@@ -283,6 +283,21 @@ fn doctor_passes_when_ttl_is_on_and_fails_when_it_is_off() {
     out.check("text layout", true, out.stdout.contains("\npass  table        "));
 }
 
+/// With no credentials, the checks before them pass with what they found: the endpoint line shows the endpoint
+/// (it said only "ok"), and the network checks are skipped.
+#[test]
+fn doctor_without_credentials_shows_the_endpoint_it_resolved() {
+    let case = Case::new("doctor-no-credentials");
+    let out = case.run_env(&["doctor"], case.env_without_credentials());
+    out.expect_code(1);
+    out.check("endpoint detail", crate::support::endpoint().trim_end_matches('/').to_owned(), detail(&out, "endpoint"));
+    let verdict = |check: &str| {
+        json_lines(&out).into_iter().find(|line| line["check"] == check).map(|line| line["result"].clone())
+    };
+    out.check("credentials", Some(json!("fail")), verdict("credentials"));
+    out.check("table", Some(json!("skip")), verdict("table"));
+}
+
 #[test]
 fn doctor_fails_on_a_missing_table_and_on_another_key_schema() {
     let case = Case::new("doctor-tables");
