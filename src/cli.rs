@@ -248,6 +248,7 @@ struct Flags {
     max_clock_skew: Option<String>,
     delete: bool,
     help: bool,
+    version: bool,
 }
 
 /// Parses the arguments after the program name.
@@ -269,7 +270,22 @@ where
             after_dashes = Some(raw.collect());
             break;
         }
-        let Some(arg) = parser.next().map_err(usage)? else { break };
+        let arg = match parser.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => break,
+            // `-q=false`: pflag reads a value joined by `=` to a short switch (lexopt reports it as unexpected).
+            Err(lexopt::Error::UnexpectedValue { option, value }) if SHORT_SWITCHES.contains(&option.as_str()) => {
+                let on = parse_switch(&option, &value)?;
+                match option.as_str() {
+                    "-q" => flags.quiet = on,
+                    "-v" => flags.verbose = on,
+                    "-h" => flags.help = on,
+                    _ => flags.version = on,
+                }
+                continue;
+            }
+            Err(e) => return Err(usage(e)),
+        };
         match arg {
             Short('t') | Long("table") => flags.table = Some(string_value(&mut parser, "--table")?),
             Short('r') | Long("region") => flags.region = Some(string_value(&mut parser, "--region")?),
@@ -302,23 +318,29 @@ where
             }
             Short('h') => flags.help = true,
             Long("help") => flags.help = bool_flag(&mut parser, "--help")?,
-            Short('V') | Long("version") => return Ok(Command::Version),
+            Short('V') => flags.version = true,
+            Long("version") => flags.version = bool_flag(&mut parser, "--version")?,
             Value(value) => positionals.push(value),
             Long(name) => return Err(unknown_flag(name)),
             // `run -k CMD` may mean a key `-k`: say how to write one.
             Short(c) if positionals.len() == 1 => {
                 let sub = positionals[0].to_string_lossy();
                 let example = match sub.as_ref() {
-                    "run" => format!("lock-exec run -- -{c} COMMAND"),
-                    "status" | "unlock" => format!("lock-exec {sub} -- -{c}"),
+                    "run" => "lock-exec run [OPTIONS] -- -KEY COMMAND",
+                    "status" => "lock-exec status [OPTIONS] -- -KEY",
+                    "unlock" => "lock-exec unlock [OPTIONS] -- -KEY",
                     _ => return Err(Error::Usage(format!("invalid option '-{c}'"))),
                 };
                 return Err(Error::Usage(format!(
-                    "invalid option '-{c}' (a KEY that starts with '-' goes after '--': {example})"
+                    "invalid option '-{c}' (a KEY that starts with '-' goes after '--', the options before it: \
+                     {example})"
                 )));
             }
             other => return Err(usage(other.unexpected())),
         }
+    }
+    if flags.version {
+        return Ok(Command::Version);
     }
     let mut positionals = positionals.into_iter();
     let subcommand = match positionals.next() {
@@ -504,7 +526,17 @@ fn usage(e: impl std::fmt::Display) -> Error {
 /// A switch: on, or what its joined value says (`--delete=false`), read as Go's pflag reads a boolean flag
 /// (`strconv.ParseBool`). A following word is never its value.
 fn bool_flag(parser: &mut lexopt::Parser, flag: &str) -> Result<bool, Error> {
-    let Some(value) = parser.optional_value() else { return Ok(true) };
+    match parser.optional_value() {
+        Some(value) => parse_switch(flag, &value),
+        None => Ok(true),
+    }
+}
+
+/// The short switches, which also take a joined `=value` (`-q=false`).
+const SHORT_SWITCHES: [&str; 4] = ["-q", "-v", "-h", "-V"];
+
+/// A switch's joined value, as Go's `strconv.ParseBool` reads it.
+fn parse_switch(flag: &str, value: &std::ffi::OsStr) -> Result<bool, Error> {
     match value.to_str() {
         Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
         Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
@@ -823,23 +855,51 @@ mod tests {
         run.argv.iter().map(|a| a.to_str().unwrap_or("<non-utf8>")).collect()
     }
 
-    /// A value joined to a flag (`--delete=false`) or a cluster of short flags (`-qtTABLE`) is read whole, as Go's
-    /// pflag reads it: before, the check for `--` threw away what followed the first flag.
+    /// `--version` and `-V` are switches like the others: a joined value is read (`--version=false` is no
+    /// version), a bad one refused, and the rest of the command line is still checked. Before, `run k cmd
+    /// --version=false` printed the version and exited 0 without running anything, and `-Vx` ignored the `x`.
+    /// Short switches take a joined `=value` as pflag reads it (`-q=false`).
+    #[test]
+    fn version_and_short_switches_read_joined_values() {
+        assert!(matches!(parse(&["run", "k", "--version=false", "--", "true"]), Ok(Command::Run(..))));
+        assert!(usage_error(&["run", "k", "--version=bogus", "--", "true"]).contains("--version"));
+        assert!(matches!(parse(&["--version"]), Ok(Command::Version)));
+        assert!(matches!(parse(&["-V"]), Ok(Command::Version)));
+        assert!(matches!(parse(&["-qV"]), Ok(Command::Version)));
+        assert!(usage_error(&["-Vx"]).contains("'-x'"));
+        assert!(matches!(parse(&["run", "k", "-V=false", "--", "true"]), Ok(Command::Run(..))));
+        match parse(&["-q=false", "-v=true", "status", "k"]) {
+            Ok(Command::Status(common, _)) => assert_eq!(common.verbosity, Verbosity::Verbose),
+            other => panic!("expected status, got {other:?}"),
+        }
+        assert!(matches!(parse(&["-h=false", "run", "k", "--", "true"]), Ok(Command::Run(..))));
+        assert!(matches!(parse(&["-h=1", "status", "k"]), Ok(Command::Help(Some(_)))));
+        assert!(usage_error(&["-q=maybe", "status", "k"]).contains("-q"));
+        match parse(&["-qv=false", "status", "k"]) {
+            Ok(Command::Status(common, _)) => assert_eq!(common.verbosity, Verbosity::Quiet),
+            other => panic!("expected status, got {other:?}"),
+        }
+    }
+
     #[test]
     fn an_unknown_short_option_before_the_key_says_how_to_write_a_dash_key() {
         assert_eq!(
-            usage_error(&["run", "-k", "echo hi"]),
-            "invalid option '-k' (a KEY that starts with '-' goes after '--': lock-exec run -- -k COMMAND)"
+            usage_error(&["run", "-kfoo", "echo hi"]),
+            "invalid option '-k' (a KEY that starts with '-' goes after '--', the options before it: lock-exec run \
+             [OPTIONS] -- -KEY COMMAND)"
         );
         assert_eq!(
-            usage_error(&["status", "-k"]),
-            "invalid option '-k' (a KEY that starts with '-' goes after '--': lock-exec status -- -k)"
+            usage_error(&["unlock", "-k", "--delete"]),
+            "invalid option '-k' (a KEY that starts with '-' goes after '--', the options before it: lock-exec \
+             unlock [OPTIONS] -- -KEY)"
         );
         assert_eq!(usage_error(&["list", "-k"]), "invalid option '-k'");
         assert!(matches!(parse(&["help", "help"]), Ok(Command::Help(None))));
         assert!(usage_error(&["help", "help", "x"]).contains("help help"));
     }
 
+    /// A value joined to a flag (`--delete=false`) or a cluster of short flags (`-qtTABLE`) is read whole, as Go's
+    /// pflag reads it: before, the check for `--` threw away what followed the first flag.
     #[test]
     fn joined_values_and_short_clusters_are_not_lost() {
         let unlock = |args: &[&str]| match parse(args) {
