@@ -51,6 +51,8 @@ pub struct World {
 struct Trying {
     slot: u32,
     abandoned: bool,
+    /// The slot the next attempt tries first: one an earlier try may have taken (its answer lost).
+    first: Option<u32>,
 }
 
 impl World {
@@ -65,6 +67,11 @@ impl World {
         let mut trying = self.trying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         trying.abandoned = true;
         slot_key(&self.key, self.slots, trying.slot)
+    }
+
+    /// Makes the next attempts try `slot` first.
+    pub fn try_first(&self, slot: u32) {
+        self.trying.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).first = Some(slot);
     }
 
     /// The item key of the slot tried last: `KEY` with one slot, `KEY#N` with more.
@@ -241,6 +248,11 @@ fn attempt(world: &World) -> Acquired {
     for i in (1..order.len()).rev() {
         let j = (crate::random::u64() % (i as u64 + 1)) as usize;
         order.swap(i, j);
+    }
+    // A slot an earlier try may have taken goes first: this try takes it back (`#owner = :me`).
+    let first = world.trying.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).first;
+    if let Some(position) = first.and_then(|slot| order.iter().position(|s| *s == slot)) {
+        order[..=position].rotate_right(1);
     }
     let reclaim_late = world.slots > 1 && world.owner.id.is_some();
     let mut first_free: Option<Item> = None;

@@ -325,10 +325,13 @@ struct Waiting {
     /// The last try failed (DynamoDB unreachable, throttling, 5xx): a wait that ends on it ends with this error,
     /// not as locked.
     failed: Option<Error>,
-    /// A failed try may have taken the lock (its answer was lost): a wait that ends without the lock clears it
-    /// (owner-conditioned). Not cleared before a retry: the retry's own condition takes such a lock back, while a
-    /// cleanup still on its way could land after the retry and free the lock the command then runs under.
-    unsure: bool,
+    /// The items a failed try may have taken (its answer was lost): a wait that ends without the lock clears
+    /// them (owner-conditioned). Not cleared before a retry: the retry tries such a slot first and its own
+    /// condition takes the lock back, while a cleanup still on its way could land after the retry and free the
+    /// lock the command then runs under.
+    unsure: Vec<String>,
+    /// `waiting for lock` was logged (once, at the first answer that found the key held).
+    announced: bool,
 }
 
 /// The fields of `did not run command. key is locked`: the holder's, and with its lease end, `expire_with_skew`:
@@ -347,14 +350,27 @@ fn locked_fields(item: Option<&Item>, world: Option<&World>) -> Vec<(&'static st
 
 /// At the end of a wait without the lock: clears what a failed try may have taken ([`Waiting::unsure`]).
 fn clear_unsure(waiting: &mut Waiting, world: Option<&'static World>) {
-    if std::mem::take(&mut waiting.unsure)
+    let keys = std::mem::take(&mut waiting.unsure);
+    if !keys.is_empty()
         && let Some(world) = world
     {
-        cleanup_release(world, CLEANUP_BUDGET);
+        cleanup_keys(world, keys, CLEANUP_BUDGET);
     }
 }
 
 impl Waiting {
+    /// A try failed with `error`: when its answer was lost, the slot it wrote to is remembered for the cleanup
+    /// at the end and tried first by the next try.
+    fn failed_try(&mut self, error: &Error, world: Option<&'static World>) {
+        if let Some(world) = world.filter(|_| error.outcome_unknown()) {
+            let key = world.item_key();
+            if !self.unsure.contains(&key) {
+                self.unsure.push(key);
+            }
+            world.try_first(world.slot());
+        }
+    }
+
     /// Sets the next try after an answer (or a failure) at `now`: [`poll_delay`] from now, and the last try at the
     /// deadline unless that comes within a second. Returns how far off it is, in ms (for the log).
     fn schedule(&mut self, now: Instant, holder_left: Option<Duration>) -> serde_json::Value {
@@ -388,7 +404,8 @@ fn acquire_phase(
         give_up: false,
         holder: None,
         failed: None,
-        unsure: false,
+        unsure: Vec::new(),
+        announced: false,
     });
     loop {
         let timer = waiting.as_ref().and_then(|w| w.next_try);
@@ -448,7 +465,8 @@ fn acquire_phase(
                     log.first(Level::Info, "did not run command. key is locked", &locked_fields(item.as_ref(), world));
                     return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
                 };
-                if w.tries == 0 {
+                if !w.announced {
+                    w.announced = true;
                     let mut fields = holder_fields(item.as_ref());
                     fields.push(("wait", crate::duration::format(w.deadline - now).into()));
                     log.first(Level::Info, "waiting for lock", &fields);
@@ -494,17 +512,21 @@ fn acquire_phase(
                 // wait is over; any other error (settings, permissions, the table) ends it at once.
                 let now = Instant::now();
                 if let Some(w) = waiting.as_mut().filter(|w| now < w.deadline && e.exit() == Exit::Unavailable) {
-                    w.unsure |= e.outcome_unknown();
+                    w.failed_try(&e, world);
                     let in_ms = w.schedule(now, None);
-                    let error = crate::error_chain(&e);
-                    log.warn("cannot acquire the lock; trying again", &[("error", error.into()), ("in_ms", in_ms)]);
+                    let message = if w.give_up {
+                        "cannot acquire the lock; giving up at the --wait deadline"
+                    } else {
+                        "cannot acquire the lock; trying again"
+                    };
+                    log.warn(message, &[("error", crate::error_chain(&e).into()), ("in_ms", in_ms)]);
                     w.failed = Some(e);
                     continue;
                 }
                 // A write whose answer was lost may have been applied: clear it if it is ours, so the key does
                 // not stay blocked for a whole lease. A definite rejection changed nothing: no second request.
                 if let Some(w) = waiting.as_mut() {
-                    w.unsure |= e.outcome_unknown();
+                    w.failed_try(&e, world);
                     clear_unsure(w, world);
                 } else if e.outcome_unknown()
                     && let Some(world) = world
@@ -610,9 +632,14 @@ fn abandon_acquire(events: &Receiver<Event>, mut world: Option<&'static World>) 
 /// not wait past its budget for a cleanup, which is a courtesy to the next run (the lease ends anyway). Where the
 /// thread cannot be created, it runs here.
 fn cleanup_release(world: &'static World, budget: Duration) {
+    cleanup_keys(world, Vec::new(), budget);
+}
+
+/// [`cleanup_release`] of the given item keys (none: the slot in flight or tried last).
+fn cleanup_keys(world: &'static World, keys: Vec<String>, budget: Duration) {
     let (done, finished) = mpsc::channel();
     let spawned = worker::spawn_thread("cleanup", "the cleanup release", move || {
-        cleanup_now(world, budget);
+        cleanup_now(world, keys, budget);
         let _ = done.send(());
     });
     match spawned {
@@ -621,23 +648,29 @@ fn cleanup_release(world: &'static World, budget: Duration) {
                 world.log.debug("acquire abandoned; cleanup release not done within its budget, left behind", &[]);
             }
         }
-        Err(_) => cleanup_now(world, budget),
+        // The keys went with the closure that could not start: the slot tried last is the one left to clear.
+        Err(_) => cleanup_now(world, Vec::new(), budget),
     }
 }
 
-fn cleanup_now(world: &World, budget: Duration) {
-    let key = world.abandon();
-    let Some(client) = world.quick_client(budget.max(Duration::from_millis(100))) else {
+fn cleanup_now(world: &World, keys: Vec<String>, budget: Duration) {
+    let last = world.abandon();
+    let keys = if keys.is_empty() { vec![last] } else { keys };
+    // Each release gets its share of the budget (at least 100 ms).
+    let share = (budget / keys.len().max(1) as u32).max(Duration::from_millis(100));
+    let Some(client) = world.quick_client(share) else {
         world.log.debug("acquire abandoned before any request was signed; nothing to clean up", &[]);
         return;
     };
-    let release = Release::plain(world.env.now(), world.retain);
-    let outcome = match lock::release(&client, &world.table, &key, &world.owner.token, &release) {
-        Ok(Owned::Done) => "released a lock the acquire had taken".to_owned(),
-        Ok(Owned::NotOwner(_)) => "the acquire had taken nothing".to_owned(),
-        Err(e) => format!("cleanup release failed: {}", crate::error_chain(&e)),
-    };
-    world.log.debug("acquire abandoned; cleanup", &[("outcome", outcome.into())]);
+    for key in keys {
+        let release = Release::plain(world.env.now(), world.retain);
+        let outcome = match lock::release(&client, &world.table, &key, &world.owner.token, &release) {
+            Ok(Owned::Done) => "released a lock the acquire had taken".to_owned(),
+            Ok(Owned::NotOwner(_)) => "the acquire had taken nothing".to_owned(),
+            Err(e) => format!("cleanup release failed: {}", crate::error_chain(&e)),
+        };
+        world.log.debug("acquire abandoned; cleanup", &[("item", key.into()), ("outcome", outcome.into())]);
+    }
 }
 
 #[cfg(test)]

@@ -833,12 +833,12 @@ fn wait_tries_again_after_an_outage_until_the_key_is_free() {
     });
     let marker = case.marker_script();
     let args = ["-t", case.table(), "-v", "run", "k", "--wait", "30s", "--", "sh", "-c", &marker];
-    let waiter = case.spawn_raw(&args, proxy.env(&case));
-    // The waiter's first try finds the key held; then nothing answers for 3 s; then the holder lets go.
-    std::thread::sleep(Duration::from_millis(500));
+    // Nothing answers for 3 s from the waiter's start (its first try fails), then the key is found held, then
+    // the holder lets go.
     let from = Instant::now();
     *outage.lock().unwrap_or_else(|p| p.into_inner()) = Some((from, from + Duration::from_secs(3)));
-    std::thread::sleep(Duration::from_secs(4));
+    let waiter = case.spawn_raw(&args, proxy.env(&case));
+    std::thread::sleep(Duration::from_secs(5));
     case.release("release");
     holder.wait(Duration::from_secs(20)).expect_code(0);
     let out = waiter.wait(Duration::from_secs(40));
@@ -847,6 +847,7 @@ fn wait_tries_again_after_an_outage_until_the_key_is_free() {
     let failed = proxy.calls().iter().filter(|(_, fault)| fault.starts_with("answer 503")).count();
     out.check("the outage met some tries", true, failed > 0);
     out.check("each failed try was a warning", true, out.has_log("cannot acquire the lock; trying again"));
+    out.check("the held key was announced after the failed first try", true, out.has_log("waiting for lock"));
 }
 
 /// A `--wait` whose tries all took the lock but lost their answers (a 503 after the write) ends at its deadline
@@ -870,4 +871,33 @@ fn a_wait_that_ends_in_an_outage_clears_what_its_lost_answers_took() {
     let item = case.item("k").unwrap_or_else(|| out.fail("the item", &"written by the tries", &"missing"));
     out.check("the key is free again (owner)", None, item.owner);
     out.check("the key is free again (lease end)", true, item.expire_ns < now_ns());
+}
+
+/// `--limit 2 --wait`: the first try's writes land on a slot but their answers are lost; a later try takes a
+/// slot and runs. The slot the lost answers took must not stay held by the run once it is over: the next try goes
+/// to that slot first and takes it back. Before, the retry's random order often took the other slot and left the
+/// first held for a whole lease (`-e 10m` here), by a process that had exited.
+#[test]
+fn a_limit_wait_takes_back_the_slot_a_lost_answer_took() {
+    for round in 0..4 {
+        let case = Case::new(&format!("limit_wait_unsure_{round}"));
+        let mut faulty: Option<String> = None;
+        let proxy = FaultProxy::start(move |call| {
+            if call.op != Op::Acquire {
+                return Fault::Pass;
+            }
+            let first = faulty.get_or_insert_with(|| call.key.clone());
+            if *first == call.key && call.nth <= 3 { Fault::ResetAfter } else { Fault::Pass }
+        });
+        let marker = case.marker_script();
+        let args =
+            ["-t", case.table(), "run", "k", "-e", "10m", "--limit", "2", "--wait", "20s", "--", "sh", "-c", &marker];
+        let out = case.spawn_raw(&args, proxy.env(&case)).wait(Duration::from_secs(40));
+        out.expect_code(0);
+        out.check("the command ran", true, case.exists("marker"));
+        for slot in ["k#0", "k#1"] {
+            let held = case.item(slot).is_some_and(|item| item.owner.is_some() || item.expire_ns > now_ns());
+            out.check(&format!("round {round}: {slot} held after the run"), false, held);
+        }
+    }
 }
