@@ -65,6 +65,8 @@ pub struct LastRun {
     pub started_ns: i128,
     /// When the command and everything it started were gone, Unix ns.
     pub finished_ns: i128,
+    /// The fence of the lease it ran under (`last_fence`; absent on records of earlier versions).
+    pub fence: Option<u64>,
 }
 
 impl LastRun {
@@ -160,13 +162,12 @@ pub fn is_held(item: &Item, now_ns: i128) -> bool {
 }
 
 /// When the run that took the item's lease ended, if it has: a `--keep` release keeps the owner and the lease end
-/// and records the run, so an owned item whose recorded run started after its `acquired` instant is held with no
-/// process behind it.
+/// and records the run with its fence, so an owned item whose recorded run has the item's fence is held with no
+/// process behind it (every acquire raises the fence; clocks play no part).
 pub fn kept_after_run(item: &Item) -> Option<i128> {
     item.owner.as_ref()?;
-    let acquired_ns = parse_rfc3339_ns(item.acquired.as_deref()?)?;
     let run = item.last_run.as_ref()?;
-    (run.started_ns >= acquired_ns).then_some(run.finished_ns)
+    (run.fence.is_some() && run.fence == item.fence).then_some(run.finished_ns)
 }
 
 /// Whether an item that refused our owner-conditioned write has a holder: an owner (another lock-exec), or a lease
@@ -362,6 +363,10 @@ pub fn release_request(table: &str, key: &str, token: &str, release: &Release) -
             ", #last_exit_code = :last_exit_code, #last_host = :last_host, #last_started = :last_started, \
              #last_finished = :last_finished, #last_duration_ms = :last_duration_ms",
         );
+        if let Some(fence) = run.fence {
+            update.push_str(", #last_fence = :last_fence");
+            values[":last_fence"] = n(fence);
+        }
         values[":last_exit_code"] = n(run.exit_code);
         values[":last_host"] = json!({ "S": run.host });
         values[":last_started"] = json!({ "S": rfc3339_ns(run.started_ns) });
@@ -418,6 +423,7 @@ pub fn parse_item(attributes: &Value) -> Option<Item> {
                 host: s("last_host").unwrap_or_default(),
                 started_ns: parse_rfc3339_ns(&started).unwrap_or(0),
                 finished_ns: parse_rfc3339_ns(&finished).unwrap_or(0),
+                fence: num("last_fence").and_then(|v| v.parse().ok()),
             }),
             _ => None,
         };
@@ -758,8 +764,13 @@ mod tests {
 
     #[test]
     fn a_keep_release_holds_the_item_until_the_keep_instant() {
-        let last_run =
-            LastRun { exit_code: 3, host: "h1".into(), started_ns: 9_000_000_000, finished_ns: 10_250_000_000 };
+        let last_run = LastRun {
+            exit_code: 3,
+            host: "h1".into(),
+            started_ns: 9_000_000_000,
+            finished_ns: 10_250_000_000,
+            fence: Some(41),
+        };
         let keep = Release {
             now: at_ms(10_500),
             retain: Duration::from_secs(3600),
@@ -792,10 +803,11 @@ mod tests {
         let item = json!({"key": {"S": "k"}, "expire": {"N": "0"}, "ttl": {"N": "3670"},
             "last_exit_code": values[":last_exit_code"], "last_host": values[":last_host"],
             "last_started": values[":last_started"], "last_finished": values[":last_finished"],
-            "last_duration_ms": values[":last_duration_ms"]});
+            "last_duration_ms": values[":last_duration_ms"], "last_fence": values[":last_fence"]});
         let item = parse_item(&item).expect("an item");
         assert_eq!(item.last_run, Some(last_run));
         assert_eq!(item.ttl, Some(3670));
+        assert_eq!(values[":last_fence"]["N"], "41");
     }
 
     /// Numbers another writer put in an item that do not fit are read as absent, never wrapped: a `ttl` of 1e30

@@ -188,7 +188,7 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
             let exit = error.exit();
             log.error(&crate::error_chain(&error), &[("exit_code", exit.code().into())]);
             // Nothing ran, so no --keep; the attempt is recorded.
-            let last_run = last_run(world, exit, started_ns);
+            let last_run = last_run(world, exit, started_ns, fence);
             let finish = Finish { keep_until_ns: None, last_run: Some(last_run), held_since: Some(sent) };
             worker::release(&world.release_client(), world, &finish);
             return Ok(exit);
@@ -238,7 +238,7 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
     let keep = args.keep.filter(|_| !matches!(exit, Exit::LockLost));
     let finish = Finish {
         keep_until_ns: keep.map(|keep| lock::end_after(acquired.acquired_ns, keep)),
-        last_run: Some(last_run(world, exit, started_ns)),
+        last_run: Some(last_run(world, exit, started_ns, fence)),
         held_since: Some(sent),
     };
     worker::release(&world.release_client(), world, &finish);
@@ -254,12 +254,13 @@ pub fn run(common: &Common, args: &cli::Run, env: &Env, log: &Logger) -> Result<
 }
 
 /// The last-run record of a run that ends now with `exit`.
-fn last_run(world: &World, exit: Exit, started_ns: i128) -> LastRun {
+fn last_run(world: &World, exit: Exit, started_ns: i128, fence: u64) -> LastRun {
     LastRun {
         exit_code: i32::from(exit.code()),
         host: world.owner.host.clone(),
         started_ns,
         finished_ns: lock::unix_ns(world.env.now()),
+        fence: Some(fence),
     }
 }
 

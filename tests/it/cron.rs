@@ -566,4 +566,18 @@ fn a_lock_kept_after_its_run_is_shown_as_kept_not_as_a_live_holder() {
     status.check("a live holder is not kept", Value::Null, status.stdout_json()["kept"].clone());
     case.release("release");
     live.wait(WAIT).expect_code(0);
+    // A retried run of the same --owner id takes a kept lock over from a host whose clock is 1.5 s behind: the
+    // kept run's record then has a later start than the new holder's `acquired`, and the new holder is still not
+    // taken for a kept lock (the record's fence says which lease it belongs to).
+    case.run(&["run", "k", "--keep", "20s", "--owner", "job-1", "--", "true"]).expect_code(0);
+    let mut env = case.env();
+    env.insert("LOCK_EXEC_TEST_CLOCK_OFFSET_MS", "-1500".into());
+    let script = case.holding_script("retried", "release-retried");
+    let args = ["-t", case.table(), "run", "k", "--owner", "job-1", "--", "sh", "-c", &script];
+    let mut retried = case.spawn_raw(&args, env);
+    retried.wait_for_line(&case.path("retried"), WAIT);
+    let status = case.run(&["status", "k"]);
+    status.check("a reclaiming holder behind in time is not kept", Value::Null, status.stdout_json()["kept"].clone());
+    case.release("release-retried");
+    retried.wait(WAIT).expect_code(0);
 }
