@@ -256,13 +256,15 @@ fn attempt(world: &World) -> Acquired {
     }
     let reclaim_late = world.slots > 1 && world.owner.id.is_some();
     let mut first_free: Option<Item> = None;
-    let mut ours: Vec<u32> = Vec::new();
+    // Slots held under our id, reclaimed only when no slot is free; those kept by --keep after their run (no
+    // process behind them) before those of a live run.
+    let mut ours: Vec<(bool, u32)> = Vec::new();
     for slot in order {
         match try_slot(world, slot, !reclaim_late)? {
             Some((sent, Acquire::Acquired(lease))) => return Ok((sent, Acquire::Acquired(lease))),
             Some((_, Acquire::Held(Some(item)))) => {
                 if reclaim_late && item.owner_id.is_some() && item.owner_id == world.owner.id {
-                    ours.push(slot);
+                    ours.push((lock::kept_after_run(&item).is_none(), slot));
                 }
                 if first_free.as_ref().is_none_or(|best| item.expire_ns < best.expire_ns) {
                     first_free = Some(item);
@@ -272,7 +274,8 @@ fn attempt(world: &World) -> Acquired {
             None => return Ok((Instant::now(), Acquire::Held(None))),
         }
     }
-    for slot in ours {
+    ours.sort_by_key(|(live, _)| *live);
+    for (_, slot) in ours {
         match try_slot(world, slot, true)? {
             Some((sent, Acquire::Acquired(lease))) => return Ok((sent, Acquire::Acquired(lease))),
             Some(_) => {}

@@ -581,3 +581,25 @@ fn a_lock_kept_after_its_run_is_shown_as_kept_not_as_a_live_holder() {
     case.release("release-retried");
     retried.wait(WAIT).expect_code(0);
 }
+
+/// `--limit 2` with one owner id, both slots held: one kept by `--keep` after its run, one by a live run. A third
+/// run of the id reclaims the kept slot, which no process holds, never the live run's (which would then lose its
+/// lock and exit 75). Before, the second pass took either.
+#[test]
+fn limit_reclaims_a_kept_slot_before_a_live_one() {
+    // The slot order is random: eight rounds leave a 1-in-256 chance that a wrong choice goes unseen.
+    for round in 0..8 {
+        let case = Case::new(&format!("limit_kept_first_{round}"));
+        let args = ["run", "k", "--limit", "2", "--owner", "job-1"];
+        case.run(&[&args[..], &["--keep", "60s", "--", "true"]].concat()).expect_code(0);
+        let script = case.holding_script("started", "release");
+        let mut live = case.spawn(&[&args[..], &["-e", "3s", "--", "sh", "-c", &script]].concat());
+        live.wait_for_line(&case.path("started"), WAIT);
+        let third = case.run(&[&args[..], &["--", "true"]].concat());
+        third.expect_code(0);
+        // The live run would learn of a reclaim at its next renewal (a second with -e 3s).
+        std::thread::sleep(Duration::from_millis(1500));
+        case.release("release");
+        live.wait(WAIT).expect_code(0);
+    }
+}
