@@ -278,6 +278,10 @@ fn the_demo_runs_against_its_emulator_whatever_the_caller_s_environment() {
         .env("LOCK_EXEC_DEMO_BIN", env!("CARGO_BIN_EXE_lock-exec"))
         .env("LOCK_EXEC_TABLE", "not-the-demo-table")
         .env("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:1")
+        // moto reads the profile; the readiness probe would use the proxy (a closed local port here).
+        .env("AWS_PROFILE", "no-such-profile")
+        .env("http_proxy", "http://127.0.0.1:1")
+        .env("HTTP_PROXY", "http://127.0.0.1:1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .expect("run scripts/demo.sh");
