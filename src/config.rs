@@ -152,13 +152,11 @@ impl Aws {
             ],
         );
         // A region of no known form (a typo: `us-east1`) only shows as a host that does not resolve: say so first.
-        let dynamodb_host = host_of(&self.endpoint).unwrap_or_default();
-        if !crate::aws::endpoint::known_region(&self.region)
-            && dynamodb_host.split('.').any(|label| label.eq_ignore_ascii_case(&self.region))
-        {
+        if self.region_unknown() {
+            let host = host_of(&self.endpoint).unwrap_or_default();
             log.warn(
                 "the region is not an AWS region name (like us-east-1): check it",
-                &[("region", self.region.clone().into()), ("host", dynamodb_host.into())],
+                &[("region", self.region.clone().into()), ("host", host.into())],
             );
         }
         let services = [("dynamodb", Some(self.endpoint.as_str())), ("sts", self.credentials.sts_endpoint())];
@@ -185,6 +183,13 @@ impl Aws {
                 );
             }
         }
+    }
+
+    /// Whether the region has no known form and the DynamoDB endpoint was built from it (no endpoint configured).
+    pub fn region_unknown(&self) -> bool {
+        let host = host_of(&self.endpoint).unwrap_or_default();
+        !crate::aws::endpoint::known_region(&self.region)
+            && host.split('.').any(|label| label.eq_ignore_ascii_case(&self.region))
     }
 
     /// A DynamoDB client over this configuration.

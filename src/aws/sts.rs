@@ -54,7 +54,7 @@ pub struct AssumeRoleParams {
 pub fn endpoint(
     env: &Env,
     region: &str,
-    profile: Option<&str>,
+    profile: Option<(&str, &'static str)>,
     ignore_configured: bool,
     fips: bool,
     dualstack: bool,
@@ -62,8 +62,8 @@ pub fn endpoint(
     if !ignore_configured {
         let var = |name: &'static str| env.var(name).map(|url| (url, Some(name)));
         let configured = var("AWS_ENDPOINT_URL_STS").or_else(|| var("AWS_ENDPOINT_URL")).or_else(|| {
-            let url = profile.map(str::trim).filter(|p| !p.is_empty())?;
-            Some((url.to_owned(), Some("the profile's sts endpoint_url")))
+            let (url, origin) = profile.map(|(url, origin)| (url.trim(), origin)).filter(|(url, _)| !url.is_empty())?;
+            Some((url.to_owned(), Some(origin)))
         });
         if let Some(configured) = configured {
             return configured;
@@ -614,7 +614,7 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        fn check(vars: &[(&str, &str)], region: &str, profile: Option<&str>, expected: &str) {
+        fn check(vars: &[(&str, &str)], region: &str, profile: Option<(&str, &'static str)>, expected: &str) {
             let env = Env::from_pairs(vars);
             let ignore = crate::aws::endpoint::ignore_configured(&env, None);
             assert_eq!(
@@ -630,15 +630,20 @@ mod tests {
             origin(&[("AWS_ENDPOINT_URL_STS", "x"), ("AWS_ENDPOINT_URL", "y")], None),
             Some("AWS_ENDPOINT_URL_STS")
         );
-        assert_eq!(origin(&[], Some("http://p")), Some("the profile's sts endpoint_url"));
+        assert_eq!(origin(&[], Some(("http://p", "the profile's endpoint_url"))), Some("the profile's endpoint_url"));
         assert_eq!(origin(&[], None), None);
         check(&[], "eu-west-1", None, "https://sts.eu-west-1.amazonaws.com");
         check(&[], "cn-north-1", None, "https://sts.cn-north-1.amazonaws.com.cn");
         check(&[], "us-iso-east-1", None, "https://sts.us-iso-east-1.c2s.ic.gov");
         check(&[], "us-isob-east-1", None, "https://sts.us-isob-east-1.sc2s.sgov.gov");
-        check(&[], "eu-west-1", Some("http://profile"), "http://profile");
-        check(&[], "eu-west-1", Some(" "), "https://sts.eu-west-1.amazonaws.com");
-        check(&[("AWS_ENDPOINT_URL", "http://global")], "eu-west-1", Some("http://profile"), "http://global");
+        check(&[], "eu-west-1", Some(("http://profile", "the profile's endpoint_url")), "http://profile");
+        check(&[], "eu-west-1", Some((" ", "the profile's endpoint_url")), "https://sts.eu-west-1.amazonaws.com");
+        check(
+            &[("AWS_ENDPOINT_URL", "http://global")],
+            "eu-west-1",
+            Some(("http://profile", "the profile's endpoint_url")),
+            "http://global",
+        );
         check(
             &[("AWS_ENDPOINT_URL", "http://global"), ("AWS_ENDPOINT_URL_STS", " http://sts ")],
             "eu-west-1",
@@ -652,7 +657,7 @@ mod tests {
                 ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "TRUE"),
             ],
             "eu-west-1",
-            Some("http://profile"),
+            Some(("http://profile", "the profile's endpoint_url")),
             "https://sts.eu-west-1.amazonaws.com",
         );
         check(

@@ -116,7 +116,12 @@ pub fn doctor(common: &Common, env: &Env, log: &Logger) -> Result<Exit, Error> {
     };
     aws.log_endpoints(&common.table, log);
     report.line("settings", Verdict::Pass, &format!("profile {:?}", aws.profiles.selected_name()), &[]);
-    report.line("region", Verdict::Pass, &aws.region, &[]);
+    let region = if aws.region_unknown() {
+        format!("{} (not an AWS region name, like us-east-1: check it)", aws.region)
+    } else {
+        aws.region.clone()
+    };
+    report.line("region", Verdict::Pass, &region, &[]);
     let endpoint = match aws.http.proxy_for(&aws.endpoint) {
         Some(proxy) => format!("{} (through proxy {proxy})", aws.endpoint),
         None => aws.endpoint.clone(),

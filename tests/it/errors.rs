@@ -159,9 +159,10 @@ fn an_upper_case_endpoint_scheme_works() {
 /// the lookup fails at once and nothing leaves the machine.
 #[test]
 fn a_region_typo_is_named_before_the_unreachable_host() {
-    let status_offline = |region: &str| {
+    let offline = |region: &str, args: &[&str]| {
         let out = std::process::Command::new("unshare")
-            .args(["-n", env!("CARGO_BIN_EXE_lock-exec"), "status", "k"])
+            .args(["-n", env!("CARGO_BIN_EXE_lock-exec")])
+            .args(args)
             .env_clear()
             .envs([
                 ("PATH", "/usr/bin:/bin"),
@@ -173,15 +174,20 @@ fn a_region_typo_is_named_before_the_unreachable_host() {
             ])
             .output()
             .expect("run unshare -n (util-linux; needs root, as CI has)");
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (out.status.code(), text(&out.stderr), text(&out.stdout))
     };
-    let (code, stderr) = status_offline("us-east1");
+    let (code, stderr, _) = offline("us-east1", &["status", "k"]);
     assert_eq!(code, Some(69), "{stderr}");
     let first: serde_json::Value = serde_json::from_str(stderr.lines().next().unwrap_or_default()).unwrap_or_default();
     assert_eq!(first["msg"], "the region is not an AWS region name (like us-east-1): check it", "{stderr}");
     assert_eq!(first["region"], "us-east1", "{stderr}");
     // A known region gets no such warning.
-    let (code, stderr) = status_offline("us-east-1");
+    let (code, stderr, _) = offline("us-east-1", &["status", "k"]);
     assert_eq!(code, Some(69), "{stderr}");
     assert!(!stderr.contains("not an AWS region name"), "{stderr}");
+    // doctor's region line says it too.
+    let (_, _, stdout) = offline("us-east1", &["-q", "doctor"]);
+    let region = stdout.lines().find(|line| line.contains("\"check\":\"region\"")).unwrap_or_default().to_owned();
+    assert!(region.contains("not an AWS region name"), "{stdout}");
 }

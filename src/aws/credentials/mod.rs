@@ -237,8 +237,11 @@ pub fn sts_endpoint(env: &Env, profiles: &ProfileSet, region: &str) -> Result<St
     let ignore = crate::aws::endpoint::ignore_configured(env, flag("ignore_configured_endpoint_urls"));
     let fips = bool_setting(env, "AWS_USE_FIPS_ENDPOINT", flag("use_fips_endpoint"))?;
     let dualstack = bool_setting(env, "AWS_USE_DUALSTACK_ENDPOINT", flag("use_dualstack_endpoint"))?;
-    let profile_url = service_endpoint(profiles, "sts").or_else(|| profiles.value("endpoint_url"));
-    match sts::endpoint(env, region, profile_url.as_deref(), ignore, fips, dualstack) {
+    let profile_url = service_endpoint(profiles, "sts")
+        .map(|url| (url, "the profile's services sts endpoint_url"))
+        .or_else(|| profiles.value("endpoint_url").map(|url| (url, "the profile's endpoint_url")));
+    let profile_url = profile_url.as_ref().map(|(url, origin)| (url.as_str(), *origin));
+    match sts::endpoint(env, region, profile_url, ignore, fips, dualstack) {
         (url, Some(origin)) => crate::aws::endpoint::checked_url_from(origin, &url),
         (url, None) => crate::aws::endpoint::checked_url(&url),
     }
@@ -475,6 +478,25 @@ mod tests {
             &[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "false"), ("AWS_ENDPOINT_URL_STS", "ftp://x")],
             "error: AWS_ENDPOINT_URL_STS: invalid endpoint URL \"ftp://x\": expected http://host[:port] or \
              https://host[:port]",
+        );
+    }
+
+    /// A bad profile URL is named by the setting it came from: the profile's `endpoint_url` (used for STS when
+    /// there is no `services` sts setting) or its `services` sts `endpoint_url`.
+    #[test]
+    fn a_bad_profile_sts_endpoint_names_its_setting() {
+        let check = |config: &str, expected: &str| {
+            let profiles =
+                ProfileSet::parse(Some((std::path::Path::new("/config"), config)), None, "p").expect("a valid config");
+            let error = sts_endpoint(&Env::from_pairs::<&str, &str>(&[]), &profiles, "eu-west-1")
+                .expect_err("a bad URL")
+                .to_string();
+            assert!(error.starts_with(expected), "{error}");
+        };
+        check("[profile p]\nendpoint_url = garbage-global\n", "the profile's endpoint_url: invalid endpoint URL");
+        check(
+            "[profile p]\nservices = s\n[services s]\nsts =\n  endpoint_url = garbage-sts\n",
+            "the profile's services sts endpoint_url: invalid endpoint URL",
         );
     }
 
