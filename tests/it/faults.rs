@@ -865,7 +865,9 @@ fn a_wait_that_ends_in_an_outage_clears_what_its_lost_answers_took() {
     let out = case.spawn_raw(&args, proxy.env(&case)).wait(Duration::from_secs(40));
     out.expect_code(69);
     out.check("the command ran", false, case.exists("marker"));
-    out.check("the tries were warnings", true, out.has_log("cannot acquire the lock; trying again"));
+    // "trying again", or on a slow machine only the last try's "giving up at the --wait deadline".
+    let warned = out.messages().iter().any(|m| m.starts_with("cannot acquire the lock; "));
+    out.check("the failed tries were warnings", true, warned);
     let releases = proxy.ops("k").iter().filter(|op| **op == Op::Release).count();
     out.check("one cleanup release, at the end", 1, releases);
     let item = case.item("k").unwrap_or_else(|| out.fail("the item", &"written by the tries", &"missing"));
