@@ -339,8 +339,18 @@ where
             other => return Err(usage(other.unexpected())),
         }
     }
-    if flags.version {
-        return Ok(Command::Version);
+    // `--version` / `-V` is lock-exec's own and goes alone (`-h` wins, as in cobra): with a subcommand it is a
+    // usage error, never a silent exit 0 in place of a run (`run k node --version` meant node's).
+    if flags.version && !flags.help {
+        return match positionals.first().and_then(|first| first.to_str()) {
+            None => Ok(Command::Version),
+            Some("version") if positionals.len() == 1 => Ok(Command::Version),
+            Some(_) => Err(Error::Usage(
+                "--version (-V) goes alone: lock-exec --version; a command's own --version goes after '--' (lock-exec \
+                 run KEY -- PROG --version)"
+                    .into(),
+            )),
+        };
     }
     let mut positionals = positionals.into_iter();
     let subcommand = match positionals.next() {
@@ -866,7 +876,15 @@ mod tests {
         assert!(matches!(parse(&["--version"]), Ok(Command::Version)));
         assert!(matches!(parse(&["-V"]), Ok(Command::Version)));
         assert!(matches!(parse(&["-qV"]), Ok(Command::Version)));
+        assert!(matches!(parse(&["version", "-V"]), Ok(Command::Version)));
         assert!(usage_error(&["-Vx"]).contains("'-x'"));
+        // Not with a subcommand: `run k node --version` meant node's, and must not exit 0 without running.
+        assert!(usage_error(&["run", "k1", "node", "--version"]).contains("goes alone"));
+        assert!(usage_error(&["run", "k1", "echo", "-V"]).contains("goes alone"));
+        assert!(usage_error(&["-V", "bogus"]).contains("goes alone"));
+        // Help wins, as in cobra.
+        assert!(matches!(parse(&["-hV"]), Ok(Command::Help(None))));
+        assert!(matches!(parse(&["-Vh", "run"]), Ok(Command::Help(Some(_)))));
         assert!(matches!(parse(&["run", "k", "-V=false", "--", "true"]), Ok(Command::Run(..))));
         match parse(&["-q=false", "-v=true", "status", "k"]) {
             Ok(Command::Status(common, _)) => assert_eq!(common.verbosity, Verbosity::Verbose),

@@ -419,7 +419,9 @@ fn acquire_phase(
                     let Some(w) = waiting.as_mut() else { continue };
                     if w.give_up {
                         clear_unsure(w, world);
-                        if let Some(error) = w.failed.take() {
+                        // A failed last try ends the wait with its error only if no try ever found the key held:
+                        // one that did ends as locked, as a wait that runs out does.
+                        if let Some(error) = w.failed.take().filter(|_| !w.announced) {
                             return Err(error);
                         }
                         log.first(
@@ -441,11 +443,12 @@ fn acquire_phase(
         match event {
             Event::Signal(signal) if supervise::STOP_SIGNALS.contains(&signal) => {
                 not_running_it(log, signal);
+                let earlier = waiting.as_mut().map(|w| std::mem::take(&mut w.unsure)).unwrap_or_default();
                 if in_flight {
-                    abandon_acquire(events, world);
-                }
-                if let Some(w) = waiting.as_mut() {
-                    clear_unsure(w, world);
+                    // One cleanup, within the one budget, of the try in flight and what earlier tries may have taken.
+                    abandon_acquire(events, world, earlier);
+                } else if let Some(world) = world.filter(|_| !earlier.is_empty()) {
+                    cleanup_keys(world, earlier, CLEANUP_BUDGET);
                 }
                 return Ok(Acquiring::Done(Exit::Signaled(signal)));
             }
@@ -529,6 +532,15 @@ fn acquire_phase(
                 if let Some(w) = waiting.as_mut() {
                     w.failed_try(&e, world);
                     clear_unsure(w, world);
+                    // The deadline's try failed after earlier tries found the key held: locked, as above.
+                    if w.announced && e.exit() == Exit::Unavailable {
+                        log.first(
+                            Level::Info,
+                            "did not run command. key is locked",
+                            &locked_fields(w.holder.as_ref(), world),
+                        );
+                        return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
+                    }
                 } else if e.outcome_unknown()
                     && let Some(world) = world
                 {
@@ -591,7 +603,7 @@ const CLEANUP_BUDGET: Duration = Duration::from_millis(900);
 /// cleanup release sent at once, on another connection, could overtake the acquire, find nothing, and let the
 /// acquire land after it, leaving the key held for a whole lease by a run that is gone. Without an answer by then,
 /// the cleanup goes out anyway (400 ms).
-fn abandon_acquire(events: &Receiver<Event>, mut world: Option<&'static World>) {
+fn abandon_acquire(events: &Receiver<Event>, mut world: Option<&'static World>, earlier: Vec<String>) {
     let started = Instant::now();
     let answer_by = started + Duration::from_millis(500);
     let cleanup_by = started + CLEANUP_BUDGET;
@@ -611,8 +623,11 @@ fn abandon_acquire(events: &Receiver<Event>, mut world: Option<&'static World>) 
                     Ok((_, Acquire::Held(_))) => false,
                     Err(e) => e.outcome_unknown(),
                 };
-                if let Some(world) = world.filter(|_| taken) {
-                    cleanup_release(world, cleanup_by.saturating_duration_since(Instant::now()));
+                if let Some(world) = world {
+                    let keys = with_slot_in_flight(world, earlier, taken);
+                    if !keys.is_empty() {
+                        cleanup_keys(world, keys, cleanup_by.saturating_duration_since(Instant::now()));
+                    }
                 }
                 return;
             }
@@ -621,8 +636,18 @@ fn abandon_acquire(events: &Receiver<Event>, mut world: Option<&'static World>) 
         }
     }
     if let Some(world) = world {
-        cleanup_release(world, cleanup_by.saturating_duration_since(Instant::now()));
+        let keys = with_slot_in_flight(world, earlier, true);
+        cleanup_keys(world, keys, cleanup_by.saturating_duration_since(Instant::now()));
     }
+}
+
+/// `keys`, and the item key of the slot in flight (or tried last) when `taken` and not among them.
+fn with_slot_in_flight(world: &World, mut keys: Vec<String>, taken: bool) -> Vec<String> {
+    let key = world.item_key();
+    if taken && !keys.contains(&key) {
+        keys.push(key);
+    }
+    keys
 }
 
 /// The owner-conditioned release after an acquire whose outcome is unknown, one request within `budget`. The

@@ -903,3 +903,57 @@ fn a_limit_wait_takes_back_the_slot_a_lost_answer_took() {
         }
     }
 }
+
+/// A stop signal while a `--wait` retry is out, after an earlier try's answer was lost: one cleanup of both within
+/// the one budget, so lock-exec is gone within about a second (README: "Before the command starts"), and the key
+/// the lost answer took is free again. Before, two cleanups of 900 ms each ran one after the other.
+#[test]
+fn a_stop_signal_during_a_retry_clears_everything_within_one_budget() {
+    let case = Case::new("wait_signal_unsure");
+    // Every release's answer is withheld too (the write lands): each cleanup waits out its whole budget.
+    let proxy = FaultProxy::start(|call| match (call.op, call.nth) {
+        (Op::Acquire, 1..=3) => Fault::ResetAfter,
+        (Op::Acquire | Op::Release, _) => Fault::WithholdAfter(Duration::from_secs(20)),
+        _ => Fault::Pass,
+    });
+    let marker = case.marker_script();
+    let args = ["-t", case.table(), "run", "k", "--wait", "30s", "--", "sh", "-c", &marker];
+    let running = case.spawn_raw(&args, proxy.env(&case));
+    let retry_out = || proxy.calls().iter().any(|(call, _)| call.op == Op::Acquire && call.nth >= 4);
+    if !crate::support::eventually(Duration::from_secs(20), retry_out) {
+        panic!("no retry went out\n{}", running.stderr_so_far());
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let signalled = Instant::now();
+    crate::support::signal(running.pid(), libc::SIGTERM);
+    let out = running.wait(Duration::from_secs(20));
+    let took = signalled.elapsed();
+    out.expect_death_by(libc::SIGTERM);
+    out.check("gone within 1.2 s of the signal", true, took < Duration::from_millis(1200));
+    out.check("the command ran", false, case.exists("marker"));
+    let item = case.item("k").unwrap_or_else(|| out.fail("the item", &"written by the lost answers", &"missing"));
+    out.check("the key is free again", None, item.owner);
+}
+
+/// A `--wait` that found the key held, whose last try then fails (throttled): it ends as locked, with the locked
+/// exit code and the `did not run` line, as a wait that runs out does, not with exit 69.
+#[test]
+fn a_wait_that_saw_the_key_held_ends_locked_even_if_its_last_try_fails() {
+    let case = Case::new("wait_last_try_fails");
+    let mut holder = case.spawn(&["run", "k", "--", "sh", "-c", &case.holding_script("started", "release")]);
+    holder.wait_for_line(&case.path("started"), Duration::from_secs(20));
+    let started = Instant::now();
+    let proxy = FaultProxy::start(move |call| match call.op {
+        Op::Acquire if started.elapsed() > Duration::from_millis(1500) => {
+            Fault::Answer(Answer::error(400, "ThrottlingException"))
+        }
+        _ => Fault::Pass,
+    });
+    let args = ["-t", case.table(), "run", "k", "--wait", "4s", "--locked-exit-code", "3", "--", "true"];
+    let out = case.spawn_raw(&args, proxy.env(&case)).wait(Duration::from_secs(40));
+    case.release("release");
+    holder.wait(Duration::from_secs(20)).expect_code(0);
+    out.expect_code(3);
+    out.check("announced", true, out.has_log("waiting for lock"));
+    out.check("did not run", true, out.has_log("did not run command. key is locked"));
+}
