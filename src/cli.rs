@@ -342,15 +342,16 @@ where
     // `--version` / `-V` is lock-exec's own and goes alone (`-h` wins, as in cobra): with a subcommand it is a
     // usage error, never a silent exit 0 in place of a run (`run k node --version` meant node's).
     if flags.version && !flags.help {
-        return match positionals.first().and_then(|first| first.to_str()) {
-            None => Ok(Command::Version),
-            Some("version") if positionals.len() == 1 => Ok(Command::Version),
-            Some(_) => Err(Error::Usage(
-                "--version (-V) goes alone: lock-exec --version; a command's own --version goes after '--' (lock-exec \
-                 run KEY -- PROG --version)"
-                    .into(),
-            )),
-        };
+        let alone = after_dashes.is_none()
+            && (positionals.is_empty() || (positionals.len() == 1 && positionals[0] == "version"));
+        if alone {
+            return Ok(Command::Version);
+        }
+        let mut message = "--version (-V) goes alone: lock-exec --version".to_owned();
+        if positionals.first().is_some_and(|first| first == "run") {
+            message.push_str("; a command's own --version goes after '--' (lock-exec run KEY -- PROG --version)");
+        }
+        return Err(Error::Usage(message));
     }
     let mut positionals = positionals.into_iter();
     let subcommand = match positionals.next() {
@@ -826,6 +827,7 @@ pub fn shell_syntax_in(text: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStringExt;
 
     fn parse(args: &[&str]) -> Result<Command, Error> {
         parse_from(args.iter().copied(), &Env::from_pairs::<&str, &str>(&[]))
@@ -882,6 +884,12 @@ mod tests {
         assert!(usage_error(&["run", "k1", "node", "--version"]).contains("goes alone"));
         assert!(usage_error(&["run", "k1", "echo", "-V"]).contains("goes alone"));
         assert!(usage_error(&["-V", "bogus"]).contains("goes alone"));
+        assert!(usage_error(&["-V", "--", "run", "k", "true"]).contains("goes alone"));
+        assert_eq!(usage_error(&["status", "k", "-V"]), "--version (-V) goes alone: lock-exec --version");
+        let non_utf8 = std::ffi::OsString::from_vec(vec![0xff]);
+        let args = vec![std::ffi::OsString::from("-V"), non_utf8];
+        let parsed = parse_from(args, &Env::from_pairs::<&str, &str>(&[]));
+        assert!(matches!(parsed, Err(Error::Usage(message)) if message.contains("goes alone")));
         // Help wins, as in cobra.
         assert!(matches!(parse(&["-hV"]), Ok(Command::Help(None))));
         assert!(matches!(parse(&["-Vh", "run"]), Ok(Command::Help(Some(_)))));

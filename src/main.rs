@@ -41,9 +41,9 @@ Usage:
   lock-exec [OPTIONS] table create                    create the table (if missing) and enable TTL on ttl
   lock-exec [OPTIONS] doctor                          check settings, credentials, table, permissions, clock
   lock-exec completion bash|zsh|fish                  shell completion script
-  lock-exec version
+  lock-exec version                                   (also lock-exec --version or -V, alone)
 
-Options (before or after the subcommand; every subcommand takes them):
+Options (before or after the subcommand; every subcommand takes them, but -V):
   -t, --table NAME          DynamoDB table [env LOCK_EXEC_TABLE] (default lock-exec)
   -r, --region REGION       AWS region [env AWS_REGION, AWS_DEFAULT_REGION, profile]
       --endpoint-url URL    DynamoDB endpoint [env AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL]
@@ -61,7 +61,7 @@ Options (before or after the subcommand; every subcommand takes them):
   -q, --quiet               errors only
   -v, --verbose             request-level debug lines
   -h, --help                this help
-  -V, --version             version, git commit and target
+  -V, --version             version, git commit and target; alone, with no subcommand
 
 Examples:
   lock-exec table create                                      once: create the table (and TTL)

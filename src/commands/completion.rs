@@ -18,7 +18,8 @@ enum Takes {
     OneOf(&'static [&'static str]),
 }
 
-/// A flag: short letter, long name, what it takes, help, and the subcommands it belongs to (none: every one).
+/// A flag: short letter, long name, what it takes, help, and the subcommands it belongs to (none: every one;
+/// [`ALONE`]: only before any subcommand).
 struct Flag {
     short: Option<char>,
     long: &'static str,
@@ -34,6 +35,9 @@ const fn flag(short: Option<char>, long: &'static str, takes: Takes, help: &'sta
 const fn run_flag(long: &'static str, takes: Takes, help: &'static str) -> Flag {
     Flag { short: None, long, takes, help, only: &["run"] }
 }
+
+/// `only` of a flag that goes alone, before any subcommand (`--version`).
+const ALONE: &[&str] = &["(alone)"];
 
 /// Suggested durations (any Go duration is accepted).
 const DURATIONS: [&str; 7] = ["10s", "30s", "1m", "5m", "10m", "1h", "24h"];
@@ -62,7 +66,7 @@ const FLAGS: [Flag; 22] = [
     flag(Some('q'), "quiet", Takes::Nothing, "errors only"),
     flag(Some('v'), "verbose", Takes::Nothing, "request-level debug lines"),
     flag(Some('h'), "help", Takes::Nothing, "show help"),
-    flag(Some('V'), "version", Takes::Nothing, "print the version"),
+    Flag { short: Some('V'), long: "version", takes: Takes::Nothing, help: "print the version", only: ALONE },
     run_flag("shell", Takes::Nothing, "run COMMAND with /bin/sh -c"),
     run_flag("locked-exit-code", Takes::Value("exit code"), "exit status when the key is held"),
     run_flag("kill-after", Takes::Duration, "grace between a forwarded signal and SIGKILL"),
@@ -123,6 +127,7 @@ fn bash() -> String {
         flags().filter(|f| filter(f)).flat_map(spellings).collect::<Vec<_>>().join(" ")
     };
     let global = words(&|f| f.only.is_empty());
+    let alone = words(&|f| f.only == ALONE);
     let with_value = words(&|f| f.takes != Takes::Nothing);
     let mut value_cases = String::new();
     for f in flags() {
@@ -185,6 +190,7 @@ _lock_exec() {{
         return
     fi
     case $sub in
+        "") flags="{alone}" ;;
 {sub_flags}{actions}    esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "{global} $flags" -- "$cur"))
@@ -212,6 +218,7 @@ fn zsh_spec(flag: &Flag) -> String {
 
 fn zsh() -> String {
     let global: Vec<String> = flags().filter(|f| f.only.is_empty()).map(zsh_spec).collect();
+    let alone: Vec<String> = flags().filter(|f| f.only == ALONE).map(zsh_spec).collect();
     let subcommands: Vec<String> = SUBCOMMANDS.iter().map(|(name, help)| format!("'{name}:{help}'")).collect();
     let mut cases = String::new();
     for (sub, _) in SUBCOMMANDS {
@@ -239,7 +246,7 @@ _lock_exec() {{
     subcommands=(
         {subcommands}
     )
-    _arguments -C $global '1:subcommand:->subcommand' '*::argument:->argument' && ret=0
+    _arguments -C $global {alone} '1:subcommand:->subcommand' '*::argument:->argument' && ret=0
     case $state in
     subcommand)
         _describe -t subcommands 'lock-exec subcommand' subcommands && ret=0
@@ -259,6 +266,7 @@ else
 fi
 "#,
         global = global.join("\n        "),
+        alone = alone.join(" "),
         subcommands = subcommands.join("\n        "),
     )
 }
@@ -279,7 +287,9 @@ fn fish() -> String {
     }
     for f in flags() {
         let mut line = String::from("complete -c lock-exec");
-        if !f.only.is_empty() {
+        if f.only == ALONE {
+            line.push_str(&format!(" -n 'not __fish_seen_subcommand_from {subcommands}'"));
+        } else if !f.only.is_empty() {
             line.push_str(&format!(" -n '__fish_seen_subcommand_from {}'", f.only.join(" ")));
         }
         if let Some(c) = f.short {

@@ -360,6 +360,14 @@ fn clear_unsure(waiting: &mut Waiting, world: Option<&'static World>) {
 }
 
 impl Waiting {
+    /// Whether the holder the last answer named is still within its lease (plus `--max-clock-skew`) by this
+    /// host's clock: a wait whose last try failed then ends as locked rather than unreachable.
+    fn holder_live(&self, world: Option<&'static World>) -> bool {
+        let (Some(holder), Some(world)) = (self.holder.as_ref(), world) else { return false };
+        let skew_ns = world.aws.max_clock_skew.as_nanos() as i128;
+        holder.expire_ns.saturating_add(skew_ns) > lock::unix_ns(world.env.now())
+    }
+
     /// A try failed with `error`: when its answer was lost, the slot it wrote to is remembered for the cleanup
     /// at the end and tried first by the next try.
     fn failed_try(&mut self, error: &Error, world: Option<&'static World>) {
@@ -419,9 +427,12 @@ fn acquire_phase(
                     let Some(w) = waiting.as_mut() else { continue };
                     if w.give_up {
                         clear_unsure(w, world);
-                        // A failed last try ends the wait with its error only if no try ever found the key held:
-                        // one that did ends as locked, as a wait that runs out does.
-                        if let Some(error) = w.failed.take().filter(|_| !w.announced) {
+                        if let Some(signal) = pending_stop(events, job_control, log) {
+                            return Ok(Acquiring::Done(Exit::Signaled(signal)));
+                        }
+                        // A failed last try ends the wait with its error unless the holder a try found is still
+                        // within its lease: then the wait ends as locked, as one that runs out does.
+                        if let Some(error) = w.failed.take().filter(|_| !w.holder_live(world)) {
                             return Err(error);
                         }
                         log.first(
@@ -463,8 +474,11 @@ fn acquire_phase(
                 }
                 let now = Instant::now();
                 let Some(w) = waiting.as_mut().filter(|w| now < w.deadline) else {
-                    if let Some(w) = waiting.as_mut() {
+                    if let Some(w) = waiting.as_mut().filter(|w| !w.unsure.is_empty()) {
                         clear_unsure(w, world);
+                        if let Some(signal) = pending_stop(events, job_control, log) {
+                            return Ok(Acquiring::Done(Exit::Signaled(signal)));
+                        }
                     }
                     log.first(Level::Info, "did not run command. key is locked", &locked_fields(item.as_ref(), world));
                     return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
@@ -532,8 +546,17 @@ fn acquire_phase(
                 if let Some(w) = waiting.as_mut() {
                     w.failed_try(&e, world);
                     clear_unsure(w, world);
-                    // The deadline's try failed after earlier tries found the key held: locked, as above.
-                    if w.announced && e.exit() == Exit::Unavailable {
+                    // The deadline's try failed while the holder a try found is still within its lease: locked, as
+                    // above (the failure logged first).
+                    if e.exit() == Exit::Unavailable && w.holder_live(world) {
+                        let error = crate::error_chain(&e);
+                        log.warn(
+                            "cannot acquire the lock; giving up at the --wait deadline",
+                            &[("error", error.into())],
+                        );
+                        if let Some(signal) = pending_stop(events, job_control, log) {
+                            return Ok(Acquiring::Done(Exit::Signaled(signal)));
+                        }
                         log.first(
                             Level::Info,
                             "did not run command. key is locked",
@@ -641,11 +664,13 @@ fn abandon_acquire(events: &Receiver<Event>, mut world: Option<&'static World>, 
     }
 }
 
-/// `keys`, and the item key of the slot in flight (or tried last) when `taken` and not among them.
+/// The item key of the slot in flight (or tried last) when `taken`, first (the one most likely taken gets the
+/// budget first), then `keys`.
 fn with_slot_in_flight(world: &World, mut keys: Vec<String>, taken: bool) -> Vec<String> {
-    let key = world.item_key();
-    if taken && !keys.contains(&key) {
-        keys.push(key);
+    if taken {
+        let key = world.item_key();
+        keys.retain(|k| *k != key);
+        keys.insert(0, key);
     }
     keys
 }

@@ -957,3 +957,28 @@ fn a_wait_that_saw_the_key_held_ends_locked_even_if_its_last_try_fails() {
     out.check("announced", true, out.has_log("waiting for lock"));
     out.check("did not run", true, out.has_log("did not run command. key is locked"));
 }
+
+/// A `--wait` that found the key held by a holder that then crashed, and whose tries fail from then on: the
+/// holder's lease has run out by the deadline, so the wait ends with the failure (exit 69), not as locked: a
+/// locked exit (0 by default) would pass for a skipped run while nobody ran the job.
+#[test]
+fn a_wait_whose_holder_lapsed_during_an_outage_ends_unreachable_not_locked() {
+    let case = Case::new("wait_holder_lapsed");
+    let mut holder =
+        case.spawn(&["run", "k", "-e", "3s", "--", "sh", "-c", &case.holding_script("started", "release")]);
+    holder.wait_for_line(&case.path("started"), Duration::from_secs(20));
+    crate::support::signal(holder.pid(), libc::SIGKILL);
+    holder.wait(Duration::from_secs(20)).expect_death_by(libc::SIGKILL);
+    let started = Instant::now();
+    let proxy = FaultProxy::start(move |call| match call.op {
+        Op::Acquire if started.elapsed() > Duration::from_millis(1200) => {
+            Fault::Answer(Answer::error(503, "Unavailable"))
+        }
+        _ => Fault::Pass,
+    });
+    let args = ["-t", case.table(), "run", "k", "--wait", "8s", "--locked-exit-code", "3", "--", "true"];
+    let out = case.spawn_raw(&args, proxy.env(&case)).wait(Duration::from_secs(40));
+    out.expect_code(69);
+    out.check("announced while the holder was seen", true, out.has_log("waiting for lock"));
+    out.check("no 'did not run' for a lapsed holder", false, out.has_log("did not run command. key is locked"));
+}

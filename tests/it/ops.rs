@@ -515,6 +515,10 @@ fn completion_scripts_load_and_complete() {
         ("lock-exec run k true --wa", "--wait-descendants --wait"),
         ("lock-exec unlock --de", "--delete"),
         ("lock-exec status --de", ""),
+        // --version goes alone: offered before a subcommand, not after one.
+        ("lock-exec --vers", "--version"),
+        ("lock-exec run --vers", ""),
+        ("lock-exec status k --vers", ""),
         ("lock-exec completion ''", "bash zsh fish"),
         ("lock-exec help do", "doctor"),
         // --flag=value: bash splits it at the `=` (COMP_WORDBREAKS)
