@@ -942,15 +942,8 @@ fn a_wait_that_saw_the_key_held_ends_locked_even_if_its_last_try_fails() {
     let case = Case::new("wait_last_try_fails");
     let mut holder = case.spawn(&["run", "k", "--", "sh", "-c", &case.holding_script("started", "release")]);
     holder.wait_for_line(&case.path("started"), Duration::from_secs(20));
-    let started = Instant::now();
-    let proxy = FaultProxy::start(move |call| match call.op {
-        Op::Acquire if started.elapsed() > Duration::from_millis(1500) => {
-            Fault::Answer(Answer::error(400, "ThrottlingException"))
-        }
-        _ => Fault::Pass,
-    });
-    let args = ["-t", case.table(), "run", "k", "--wait", "4s", "--locked-exit-code", "3", "--", "true"];
-    let out = case.spawn_raw(&args, proxy.env(&case)).wait(Duration::from_secs(40));
+    let answer = Answer::error(400, "ThrottlingException");
+    let out = wait_through_failing_acquires(&case, Duration::from_millis(1500), answer, "4s");
     case.release("release");
     holder.wait(Duration::from_secs(20)).expect_code(0);
     out.expect_code(3);
@@ -969,16 +962,21 @@ fn a_wait_whose_holder_lapsed_during_an_outage_ends_unreachable_not_locked() {
     holder.wait_for_line(&case.path("started"), Duration::from_secs(20));
     crate::support::signal(holder.pid(), libc::SIGKILL);
     holder.wait(Duration::from_secs(20)).expect_death_by(libc::SIGKILL);
-    let started = Instant::now();
-    let proxy = FaultProxy::start(move |call| match call.op {
-        Op::Acquire if started.elapsed() > Duration::from_millis(1200) => {
-            Fault::Answer(Answer::error(503, "Unavailable"))
-        }
-        _ => Fault::Pass,
-    });
-    let args = ["-t", case.table(), "run", "k", "--wait", "8s", "--locked-exit-code", "3", "--", "true"];
-    let out = case.spawn_raw(&args, proxy.env(&case)).wait(Duration::from_secs(40));
+    let out =
+        wait_through_failing_acquires(&case, Duration::from_millis(1200), Answer::error(503, "Unavailable"), "8s");
     out.expect_code(69);
     out.check("announced while the holder was seen", true, out.has_log("waiting for lock"));
     out.check("no 'did not run' for a lapsed holder", false, out.has_log("did not run command. key is locked"));
+}
+
+/// `run k --wait WAIT --locked-exit-code 3 -- true` through a proxy that passes everything until `after` from now,
+/// then answers every acquire with `answer`.
+fn wait_through_failing_acquires(case: &Case, after: Duration, answer: Answer, wait: &str) -> Outcome {
+    let started = Instant::now();
+    let proxy = FaultProxy::start(move |call| match call.op {
+        Op::Acquire if started.elapsed() > after => Fault::Answer(answer.clone()),
+        _ => Fault::Pass,
+    });
+    let args = ["-t", case.table(), "run", "k", "--wait", wait, "--locked-exit-code", "3", "--", "true"];
+    case.spawn_raw(&args, proxy.env(case)).wait(Duration::from_secs(40))
 }
