@@ -385,7 +385,10 @@ impl Waiting {
     fn schedule(&mut self, now: Instant, holder_left: Option<Duration>) -> serde_json::Value {
         let delay = poll_delay(self.tries, holder_left, crate::random::fraction());
         let at = (now + delay).min(self.deadline);
-        self.give_up = at < now + Duration::from_secs(1);
+        // Within a second of the deadline no try is made, unless the holder's lease runs out before the deadline:
+        // then the last try is at the deadline all the same, so a lapsed holder does not end the wait as locked.
+        let lapses_first = holder_left.is_some_and(|left| now + left < self.deadline);
+        self.give_up = at < now + Duration::from_secs(1) && !lapses_first;
         let next = if self.give_up { self.deadline } else { at };
         self.next_try = Some(next);
         (next.saturating_duration_since(now).as_millis() as u64).into()
@@ -546,6 +549,10 @@ fn acquire_phase(
                 if let Some(w) = waiting.as_mut() {
                     w.failed_try(&e, world);
                     clear_unsure(w, world);
+                    // A stop signal that came during the cleanup ends lock-exec by it, whatever the failure.
+                    if let Some(signal) = pending_stop(events, job_control, log) {
+                        return Ok(Acquiring::Done(Exit::Signaled(signal)));
+                    }
                     // The deadline's try failed while the holder a try found is still within its lease: locked, as
                     // above (the failure logged first).
                     if e.exit() == Exit::Unavailable && w.holder_live(world) {
@@ -554,9 +561,6 @@ fn acquire_phase(
                             "cannot acquire the lock; giving up at the --wait deadline",
                             &[("error", error.into())],
                         );
-                        if let Some(signal) = pending_stop(events, job_control, log) {
-                            return Ok(Acquiring::Done(Exit::Signaled(signal)));
-                        }
                         log.first(
                             Level::Info,
                             "did not run command. key is locked",
@@ -729,6 +733,34 @@ mod tests {
     use super::*;
 
     const SECOND: Duration = Duration::from_secs(1);
+
+    fn waiting(deadline: Instant) -> Waiting {
+        Waiting {
+            deadline,
+            tries: 3,
+            next_try: None,
+            give_up: false,
+            holder: None,
+            failed: None,
+            unsure: Vec::new(),
+            announced: true,
+        }
+    }
+
+    /// The last answer came within a second of the deadline: no further try, unless the holder's lease runs out
+    /// before the deadline; then one at the deadline (before, the wait ended as locked with the key free).
+    #[test]
+    fn a_holder_lapsing_before_the_deadline_gets_a_last_try() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_millis(500);
+        let mut w = waiting(deadline);
+        w.schedule(now, Some(Duration::from_secs(30)));
+        assert!(w.give_up);
+        let mut w = waiting(deadline);
+        w.schedule(now, Some(Duration::from_millis(200)));
+        assert!(!w.give_up);
+        assert_eq!(w.next_try, Some(deadline));
+    }
 
     #[test]
     fn polls_come_no_faster_than_a_second_and_no_later_than_the_holder_s_lease_end() {

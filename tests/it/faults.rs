@@ -980,3 +980,26 @@ fn wait_through_failing_acquires(case: &Case, after: Duration, answer: Answer, w
     let args = ["-t", case.table(), "run", "k", "--wait", wait, "--locked-exit-code", "3", "--", "true"];
     case.spawn_raw(&args, proxy.env(case)).wait(Duration::from_secs(40))
 }
+
+/// A stop signal that comes while a `--wait` clears what its lost answers took, after its last try failed at the
+/// deadline with nobody seen holding the key: lock-exec ends by the signal, as the README says, not with exit 69.
+#[test]
+fn a_stop_signal_during_the_final_cleanup_ends_lock_exec_by_it() {
+    let case = Case::new("wait_signal_final_cleanup");
+    // Every acquire is forwarded and its answer withheld (outcome unknown); so is the cleanup's.
+    let proxy = FaultProxy::start(|call| match call.op {
+        Op::Acquire | Op::Release => Fault::WithholdAfter(Duration::from_secs(30)),
+        _ => Fault::Pass,
+    });
+    let mut env = proxy.env(&case);
+    env.insert("AWS_MAX_ATTEMPTS", "1".into());
+    let args = ["-t", case.table(), "run", "k", "--wait", "1s", "--", "true"];
+    let running = case.spawn_raw(&args, env);
+    let cleanup_out = || proxy.calls().iter().any(|(call, _)| call.op == Op::Release);
+    if !crate::support::eventually(Duration::from_secs(30), cleanup_out) {
+        panic!("no cleanup went out\n{}", running.stderr_so_far());
+    }
+    crate::support::signal(running.pid(), libc::SIGTERM);
+    let out = running.wait(Duration::from_secs(30));
+    out.expect_death_by(libc::SIGTERM);
+}
