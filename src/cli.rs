@@ -323,13 +323,13 @@ where
             Value(value) => positionals.push(value),
             Long(name) => return Err(unknown_flag(name)),
             // `run -k CMD` may mean a key `-k`: say how to write one.
-            Short(c) if positionals.len() == 1 => {
-                let sub = positionals[0].to_string_lossy();
-                let example = match sub.as_ref() {
-                    "run" => "lock-exec run [OPTIONS] -- -KEY COMMAND",
-                    "status" => "lock-exec status [OPTIONS] -- -KEY",
-                    "unlock" => "lock-exec unlock [OPTIONS] -- -KEY",
-                    _ => return Err(Error::Usage(format!("invalid option '-{c}'"))),
+            Short(c)
+                if positionals.len() == 1 && matches!(positionals[0].to_str(), Some("run" | "status" | "unlock")) =>
+            {
+                let example = match positionals[0].to_str() {
+                    Some("run") => "lock-exec run [OPTIONS] -- -KEY COMMAND",
+                    Some("status") => "lock-exec status [OPTIONS] -- -KEY",
+                    _ => "lock-exec unlock [OPTIONS] -- -KEY",
                 };
                 return Err(Error::Usage(format!(
                     "invalid option '-{c}' (a KEY that starts with '-' goes after '--', the options before it: \

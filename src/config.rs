@@ -75,13 +75,13 @@ impl Aws {
     /// [`Aws::resolve`], saying which [`Step`] failed and what the steps before it found (`doctor` reports
     /// each step).
     pub fn resolve_steps(common: &Common, env: &Env) -> Result<Aws, Box<Unresolved>> {
-        let at = |step: Step, region: Option<&str>| {
-            let region = region.map(str::to_owned);
-            move |error: Error| Box::new(Unresolved { step, error, region, endpoint: None })
+        let at = |step: Step, region: Option<&str>, endpoint: Option<&str>| {
+            let (region, endpoint) = (region.map(str::to_owned), endpoint.map(str::to_owned));
+            move |error: Error| Box::new(Unresolved { step, error, region, endpoint })
         };
-        let profiles = ProfileSet::load(env, common.profile.as_deref()).map_err(at(Step::Settings, None))?;
+        let profiles = ProfileSet::load(env, common.profile.as_deref()).map_err(at(Step::Settings, None, None))?;
         let mut ca_bundle_skipped = Vec::new();
-        let http = match ca_bundle(env, &profiles).map_err(at(Step::Settings, None))? {
+        let http = match ca_bundle(env, &profiles).map_err(at(Step::Settings, None, None))? {
             Some(mut bundle) => {
                 ca_bundle_skipped = std::mem::take(&mut bundle.skipped);
                 Http::from_env(env).with_roots(bundle)
@@ -99,24 +99,19 @@ impl Aws {
             let files = profiles.files_for_messages("or");
             let error =
                 Error::Config(format!("profile {:?} ({named_by}) is not in {files}", profiles.selected_name(),));
-            return Err(at(Step::Settings, None)(error));
+            return Err(at(Step::Settings, None, None)(error));
         }
         // Before any request (the region may come from IMDS): proxies and every endpoint URL, used or not.
         let profile_endpoints = profile_endpoints(&profiles);
-        endpoint::check_settings(env, &profile_endpoints).map_err(at(Step::Settings, None))?;
-        let max_attempts = dynamodb::max_attempts(env).map_err(at(Step::Settings, None))?;
-        let region = resolve_region(common, env, http, &profiles).map_err(at(Step::Region, None))?;
+        endpoint::check_settings(env, &profile_endpoints).map_err(at(Step::Settings, None, None))?;
+        let max_attempts = dynamodb::max_attempts(env).map_err(at(Step::Settings, None, None))?;
+        let region = resolve_region(common, env, http, &profiles).map_err(at(Step::Region, None, None))?;
         let endpoint = endpoint::dynamodb(common.endpoint_url.as_deref(), env, &profile_endpoints, &region)
-            .map_err(at(Step::Endpoint, Some(&region)))?;
+            .map_err(at(Step::Endpoint, Some(&region), None))?;
         let ctx = Context { env, http, profiles: &profiles, region: &region };
-        let source = credentials::select(&ctx).map_err(|error| {
-            Box::new(Unresolved {
-                step: Step::Credentials,
-                error,
-                region: Some(region.clone()),
-                endpoint: Some(endpoint.clone()),
-            })
-        })?;
+        // Built only on failure: the endpoint is not copied on the way to every run.
+        let source =
+            credentials::select(&ctx).map_err(|error| at(Step::Credentials, Some(&region), Some(&endpoint))(error))?;
         let http = http.clone();
         Ok(Aws {
             profiles,

@@ -349,6 +349,15 @@ fn locked_fields(item: Option<&Item>, world: Option<&World>) -> Vec<(&'static st
     fields
 }
 
+/// How long `item`'s lease runs on by this host's clock, counting as ended `--max-clock-skew` after its expire;
+/// zero once past.
+fn lease_left(item: &Item, world: Option<&World>) -> Duration {
+    let now_ns = world.map(|world| lock::unix_ns(world.env.now())).unwrap_or_default();
+    let skew_ns = world.map(|world| world.aws.max_clock_skew.as_nanos() as i128).unwrap_or_default();
+    let left = item.expire_ns.saturating_add(skew_ns).saturating_sub(now_ns).max(0);
+    Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX))
+}
+
 /// At the end of a wait without the lock: clears what a failed try may have taken ([`Waiting::unsure`]).
 fn clear_unsure(waiting: &mut Waiting, world: Option<&'static World>) {
     let keys = std::mem::take(&mut waiting.unsure);
@@ -363,9 +372,7 @@ impl Waiting {
     /// Whether the holder the last answer named is still within its lease (plus `--max-clock-skew`) by this
     /// host's clock: a wait whose last try failed then ends as locked rather than unreachable.
     fn holder_live(&self, world: Option<&'static World>) -> bool {
-        let (Some(holder), Some(world)) = (self.holder.as_ref(), world) else { return false };
-        let skew_ns = world.aws.max_clock_skew.as_nanos() as i128;
-        holder.expire_ns.saturating_add(skew_ns) > lock::unix_ns(world.env.now())
+        world.is_some() && self.holder.as_ref().is_some_and(|holder| !lease_left(holder, world).is_zero())
     }
 
     /// A try failed with `error`: when its answer was lost, the slot it wrote to is remembered for the cleanup
@@ -409,6 +416,11 @@ fn acquire_phase(
 ) -> Result<Acquiring, Error> {
     let mut world: Option<&'static World> = None;
     let gone = || Error::Internal("the DynamoDB worker is gone".into());
+    // The wait is over with the key held: the Go tool's line, then the locked exit code.
+    let not_run = |holder: Option<&Item>, world: Option<&World>| {
+        log.first(Level::Info, "did not run command. key is locked", &locked_fields(holder, world));
+        Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)))
+    };
     let mut waiting = args.wait.filter(|_| can_run).map(|wait| Waiting {
         deadline: Instant::now() + wait,
         tries: 0,
@@ -438,12 +450,7 @@ fn acquire_phase(
                         if let Some(error) = w.failed.take().filter(|_| !w.holder_live(world)) {
                             return Err(error);
                         }
-                        log.first(
-                            Level::Info,
-                            "did not run command. key is locked",
-                            &locked_fields(w.holder.as_ref(), world),
-                        );
-                        return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
+                        return not_run(w.holder.as_ref(), world);
                     }
                     w.next_try = None;
                     w.tries += 1;
@@ -457,12 +464,12 @@ fn acquire_phase(
         match event {
             Event::Signal(signal) if supervise::STOP_SIGNALS.contains(&signal) => {
                 not_running_it(log, signal);
-                let earlier = waiting.as_mut().map(|w| std::mem::take(&mut w.unsure)).unwrap_or_default();
                 if in_flight {
                     // One cleanup, within the one budget, of the try in flight and what earlier tries may have taken.
+                    let earlier = waiting.as_mut().map(|w| std::mem::take(&mut w.unsure)).unwrap_or_default();
                     abandon_acquire(events, world, earlier);
-                } else if let Some(world) = world.filter(|_| !earlier.is_empty()) {
-                    cleanup_keys(world, earlier, CLEANUP_BUDGET);
+                } else if let Some(w) = waiting.as_mut() {
+                    clear_unsure(w, world);
                 }
                 return Ok(Acquiring::Done(Exit::Signaled(signal)));
             }
@@ -483,8 +490,7 @@ fn acquire_phase(
                             return Ok(Acquiring::Done(Exit::Signaled(signal)));
                         }
                     }
-                    log.first(Level::Info, "did not run command. key is locked", &locked_fields(item.as_ref(), world));
-                    return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
+                    return not_run(item.as_ref(), world);
                 };
                 if !w.announced {
                     w.announced = true;
@@ -492,13 +498,7 @@ fn acquire_phase(
                     fields.push(("wait", crate::duration::format(w.deadline - now).into()));
                     log.first(Level::Info, "waiting for lock", &fields);
                 }
-                let now_ns = world.map(|world| lock::unix_ns(world.env.now())).unwrap_or_default();
-                // The holder's lease counts as ended --max-clock-skew after its expire.
-                let skew_ns = world.map(|world| world.aws.max_clock_skew.as_nanos() as i128).unwrap_or_default();
-                let holder_left = item
-                    .as_ref()
-                    .map(|item| item.expire_ns.saturating_add(skew_ns).saturating_sub(now_ns).max(0))
-                    .map(|left| Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX)));
+                let holder_left = item.as_ref().map(|item| lease_left(item, world));
                 let in_ms = w.schedule(now, holder_left);
                 w.failed = None;
                 let message = if w.give_up {
@@ -561,12 +561,7 @@ fn acquire_phase(
                             "cannot acquire the lock; giving up at the --wait deadline",
                             &[("error", error.into())],
                         );
-                        log.first(
-                            Level::Info,
-                            "did not run command. key is locked",
-                            &locked_fields(w.holder.as_ref(), world),
-                        );
-                        return Ok(Acquiring::Done(Exit::Locked(args.locked_exit_code)));
+                        return not_run(w.holder.as_ref(), world);
                     }
                 } else if e.outcome_unknown()
                     && let Some(world) = world

@@ -28,9 +28,9 @@ pub fn unlock(common: &Common, args: &cli::Unlock, env: &Env, log: &Logger) -> R
         (_, None, false) => "lock already free; nothing to release",
     };
     let mut fields = held.map(|item| holder_fields(Some(item))).unwrap_or_default();
-    // The holder's lock-exec learns it at its next renewal: say so, and by when at the latest (not for an item
-    // without a lease end lock-exec can read, which no lock-exec holds).
-    // A lock kept by --keep after its run ended has no lock-exec behind it.
+    // A lock kept by --keep after its run ended has no lock-exec behind it. Otherwise the holder's lock-exec learns
+    // it at its next renewal: say so, and by when at the latest (not for an item without a lease end lock-exec can
+    // read, which no lock-exec holds).
     if let Some(finished_ns) = held.and_then(lock::kept_after_run) {
         let ended = lock::rfc3339_ns(finished_ns);
         fields
